@@ -1,0 +1,47 @@
+// swift-tools-version: 6.0
+import PackageDescription
+
+let package = Package(
+    name: "jobfetch",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "jobfetchd", targets: ["jobfetchd"]),
+        .executable(name: "jobfetchctl", targets: ["jobfetchctl"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+    ],
+    targets: [
+        // System libraries: typed static-inline wrappers around variadic C APIs and macros.
+        .systemLibrary(name: "CCurl", pkgConfig: "libcurl", providers: [.apt(["libcurl4-openssl-dev"])]),
+        .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
+        .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
+        .systemLibrary(name: "COpenSSL", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
+        .systemLibrary(name: "CLinux"),
+        .target(
+            name: "JobFetch",
+            dependencies: [
+                "CCurl", "CZlib", "CSQLite", "COpenSSL", "CLinux",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .executableTarget(
+            name: "jobfetchd",
+            dependencies: ["JobFetch", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+        ),
+        .executableTarget(
+            name: "jobfetchctl",
+            dependencies: ["JobFetch", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+        ),
+        .testTarget(
+            name: "JobFetchTests",
+            dependencies: ["JobFetch"]
+        ),
+        .testTarget(
+            name: "EndToEndTests",
+            dependencies: ["JobFetch", "jobfetchd", "jobfetchctl"]
+        ),
+    ],
+    swiftLanguageModes: [.v6]
+)

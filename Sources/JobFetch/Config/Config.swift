@@ -1,0 +1,59 @@
+import Foundation
+
+/// The daemon's configuration, as read from `daemon.conf`.
+public struct Config: Sendable {
+    public var file: String
+    public var daemon: DaemonSettings
+    /// Kinds in the order the file defines them.
+    public var kinds: [KindConfig]
+
+    public func kind(_ name: String) -> KindConfig? { kinds.first { $0.name == name } }
+}
+
+public enum LogLevelName: String, Sendable, CaseIterable {
+    case debug, info, notice, warning, error
+}
+
+public struct DaemonSettings: Sendable, Equatable {
+    public var spoolDir = "/var/spool/jobfetchd"
+    public var stateDir = "/var/lib/jobfetchd"
+    public var outputDir = "/var/lib/jobfetchd/output"
+    public var maxDownloads = 4
+    public var maxPolls = 32
+    public var logLevel = LogLevelName.info
+    public var maxArtifactSize: Int64 = 64 << 30
+    public var maxOutputSize: Int64 = 256 << 30
+    public var minFreeSpace: Int64 = 1 << 30
+    public var metricsFile: String?
+
+    public init() {}
+
+    public var databasePath: String { stateDir + "/jobfetchd.sqlite" }
+}
+
+public struct RateLimit: Sendable, Equatable {
+    public var requests: Double
+    public var per: Double
+    public var perSecond: Double { requests / per }
+}
+
+public struct KindConfig: Sendable {
+    public var name: String
+    public var preset: String
+    /// The status URL with `{id}` still in it.
+    public var statusURL: String
+    public var headers: [SecretTemplate]
+    public var pollInterval: Double
+    public var maxPollInterval: Double
+    public var timeout: Double
+    public var rateLimit: RateLimit?
+    public var notFoundGrace: Double
+    public var allowInsecureHTTP: Bool
+    public var mapping: StatusMapping
+    /// Where in the file the section starts, for messages.
+    public var line: Int
+
+    public func statusURL(for id: JobID) throws(JobFetchError) -> ParsedURL {
+        try ParsedURL(statusURL.replacingOccurrences(of: "{id}", with: id.rawValue))
+    }
+}

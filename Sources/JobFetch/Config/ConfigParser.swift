@@ -1,0 +1,385 @@
+import Foundation
+import Glibc
+
+/// Reads `daemon.conf`: INI sections `[daemon]` and `[kind NAME]`, `key = value`
+/// lines, `#`/`;` comment lines, and a `#` after white space ending a value.
+/// Values may use `${env:NAME}`, `${file:PATH}` and `${credential:NAME}`.
+public struct ConfigParser {
+    public struct Environment: Sendable {
+        public var variables: [String: String]
+        public var credentialsDirectory: String? { variables["CREDENTIALS_DIRECTORY"] }
+        public init(_ variables: [String: String]) { self.variables = variables }
+        public static var process: Environment {
+            var vars: [String: String] = [:]
+            var p = environ
+            while let entry = p.pointee {
+                let s = String(cString: entry)
+                if let eq = s.firstIndex(of: "=") { vars[String(s[..<eq])] = String(s[s.index(after: eq)...]) }
+                p += 1
+            }
+            return Environment(vars)
+        }
+    }
+
+    static let daemonKeys = ["spool_dir", "state_dir", "output_dir", "max_downloads", "max_polls", "log_level",
+                             "max_artifact_size", "max_output_size", "min_free_space", "metrics_file"]
+    static let kindKeys = ["preset", "status_url", "header", "poll_interval", "max_poll_interval", "timeout",
+                           "rate_limit", "not_found_grace", "allow_insecure_http"] + StatusMapping.keys
+    static let repeatable: Set<String> = ["header"]
+
+    let file: String
+    let environment: Environment
+    let secrets = SecretFileCache()
+    var problems: [ConfigProblem] = []
+
+    /// Reads and checks the file; throws every problem found, with its line.
+    public static func load(path: String, environment: Environment = .process) throws(ConfigErrors) -> Config {
+        let bytes: [UInt8]
+        do { bytes = try FileIO.readAll(path, limit: 1 << 20) } catch {
+            throw ConfigErrors(problems: [ConfigProblem(file: path, line: 0, key: nil, message: "cannot read the config file: \(error)")])
+        }
+        return try parse(String(decoding: bytes, as: UTF8.self), file: path, environment: environment)
+    }
+
+    public static func parse(_ text: String, file: String, environment: Environment = .process) throws(ConfigErrors) -> Config {
+        var parser = ConfigParser(file: file, environment: environment)
+        let config = parser.run(text)
+        guard parser.problems.isEmpty else { throw ConfigErrors(problems: parser.problems) }
+        return config
+    }
+
+    private mutating func problem(_ line: Int, _ key: String?, _ message: String, suggestion: String? = nil) {
+        problems.append(ConfigProblem(file: file, line: line, key: key, message: message, suggestion: suggestion))
+    }
+
+    private struct Entry { var key: String; var value: String; var line: Int }
+    private struct Section { var name: String; var kind: String?; var line: Int; var entries: [Entry] = [] }
+
+    private mutating func run(_ text: String) -> Config {
+        var sections: [Section] = []
+        var lineNumber = 0
+        for rawLine in text.split(separator: "\n", omittingEmptySubsequences: false) {
+            lineNumber += 1
+            let line = rawLine.trimmingWhitespace()
+            if line.isEmpty || line.hasPrefix("#") || line.hasPrefix(";") { continue }
+            if line.hasPrefix("[") {
+                guard line.hasSuffix("]") else { problem(lineNumber, nil, "section header is missing its closing ']'"); continue }
+                let inner = line.dropFirst().dropLast().trimmingWhitespace()
+                let words = inner.split(separator: " ", omittingEmptySubsequences: true).map(String.init)
+                if words == ["daemon"] {
+                    if sections.contains(where: { $0.name == "daemon" }) { problem(lineNumber, nil, "[daemon] appears twice") }
+                    sections.append(Section(name: "daemon", kind: nil, line: lineNumber))
+                } else if words.count == 2 && words[0] == "kind" {
+                    if let why = KindName.problem(with: words[1]) { problem(lineNumber, nil, why) }
+                    if sections.contains(where: { $0.kind == words[1] }) { problem(lineNumber, nil, "[kind \(words[1])] appears twice") }
+                    sections.append(Section(name: "kind", kind: words[1], line: lineNumber))
+                } else {
+                    let s = Suggest.nearest(words.first ?? "", in: ["daemon", "kind"])
+                    problem(lineNumber, nil, "unknown section [\(inner)]; sections are [daemon] and [kind NAME]",
+                            suggestion: s == "kind" && words.count == 2 ? "kind \(words[1])" : s)
+                    sections.append(Section(name: "invalid", kind: nil, line: lineNumber))
+                }
+                continue
+            }
+            guard let eq = line.firstIndex(of: "=") else {
+                problem(lineNumber, nil, "expected 'key = value', a [section] or a comment"); continue
+            }
+            let key = line[..<eq].trimmingWhitespace()
+            var value = String(line[line.index(after: eq)...])
+            if let hash = value.ranges(of: " #").first ?? value.ranges(of: "\t#").first { value = String(value[..<hash.lowerBound]) }
+            value = value.trimmingWhitespace()
+            guard !key.isEmpty else { problem(lineNumber, nil, "a line has '=' but no key"); continue }
+            guard !sections.isEmpty else {
+                problem(lineNumber, key, "key is outside any section; put it under [daemon] or [kind NAME]"); continue
+            }
+            sections[sections.count - 1].entries.append(Entry(key: key, value: value, line: lineNumber))
+        }
+
+        var daemon = DaemonSettings()
+        var kinds: [KindConfig] = []
+        for section in sections {
+            switch section.name {
+            case "daemon": readDaemon(section, into: &daemon)
+            case "kind": if let k = readKind(section) { kinds.append(k) }
+            default: break
+            }
+        }
+        if kinds.isEmpty && problems.isEmpty { problem(max(lineNumber, 1), nil, "no [kind NAME] section: there is nothing to fetch") }
+        return Config(file: file, daemon: daemon, kinds: kinds)
+    }
+
+    /// Validates key names and repetition; returns the entries by key.
+    private mutating func entries(_ section: Section, allowed: [String]) -> [String: [Entry]] {
+        var byKey: [String: [Entry]] = [:]
+        let label = section.kind.map { "[kind \($0)]" } ?? "[daemon]"
+        for e in section.entries {
+            guard allowed.contains(e.key) else {
+                let other = section.kind == nil ? Self.kindKeys : Self.daemonKeys
+                let hint = other.contains(e.key) ? " (it belongs in \(section.kind == nil ? "a [kind NAME] section" : "[daemon]"))" : ""
+                problem(e.line, e.key, "unknown key in \(label)\(hint)", suggestion: hint.isEmpty ? Suggest.nearest(e.key, in: allowed) : nil)
+                continue
+            }
+            if let first = byKey[e.key]?.first, !Self.repeatable.contains(e.key) {
+                problem(e.line, e.key, "given twice in \(label) (first on line \(first.line)); only header may repeat")
+                continue
+            }
+            byKey[e.key, default: []].append(e)
+        }
+        return byKey
+    }
+
+    private mutating func readDaemon(_ section: Section, into d: inout DaemonSettings) {
+        let byKey = entries(section, allowed: Self.daemonKeys)
+        for (key, list) in byKey {
+            let e = list[0]
+            guard let value = expand(e) else { continue }
+            switch key {
+            case "spool_dir": if let p = path(e, value) { d.spoolDir = p }
+            case "state_dir": if let p = path(e, value) { d.stateDir = p }
+            case "output_dir": if let p = path(e, value) { d.outputDir = p }
+            case "metrics_file": if let p = path(e, value) { d.metricsFile = p }
+            case "max_downloads": if let n = integer(e, value, 1...1024) { d.maxDownloads = n }
+            case "max_polls": if let n = integer(e, value, 1...4096) { d.maxPolls = n }
+            case "log_level":
+                if let l = LogLevelName(rawValue: value.lowercased()) { d.logLevel = l } else {
+                    problem(e.line, key, "\"\(value)\" is not a log level (debug, info, notice, warning, error)",
+                            suggestion: Suggest.nearest(value, in: LogLevelName.allCases.map(\.rawValue)))
+                }
+            case "max_artifact_size": if let n = size(e, value) { d.maxArtifactSize = n }
+            case "max_output_size": if let n = size(e, value) { d.maxOutputSize = n }
+            case "min_free_space": if let n = size(e, value, allowZero: true) { d.minFreeSpace = n }
+            default: break
+            }
+        }
+        if d.outputDir == d.spoolDir {
+            problem(section.line, "output_dir", "output_dir and spool_dir must differ")
+        }
+    }
+
+    private mutating func readKind(_ section: Section) -> KindConfig? {
+        guard let name = section.kind else { return nil }
+        let before = problems.count
+        let byKey = entries(section, allowed: Self.kindKeys)
+        func one(_ key: String) -> Entry? { byKey[key]?.first }
+
+        var mapping = StatusMapping()
+        var presetName = "custom"
+        if let e = one("preset"), let v = expand(e) {
+            if let m = Preset.mapping(named: v) { mapping = m; presetName = v } else {
+                problem(e.line, "preset", "unknown preset \"\(v)\"; this version knows \(Preset.names.joined(separator: ", "))",
+                        suggestion: Suggest.nearest(v, in: Preset.names))
+            }
+        } else {
+            problem(section.line, "preset", "[kind \(name)] needs a preset (\(Preset.names.joined(separator: ", ")))")
+        }
+
+        var kind = KindConfig(name: name, preset: presetName, statusURL: "", headers: [], pollInterval: 5,
+                              maxPollInterval: 300, timeout: 86400, rateLimit: nil, notFoundGrace: 300,
+                              allowInsecureHTTP: false, mapping: mapping, line: section.line)
+
+        if let e = one("allow_insecure_http"), let v = expand(e) {
+            switch v.lowercased() {
+            case "yes", "true", "on", "1": kind.allowInsecureHTTP = true
+            case "no", "false", "off", "0": kind.allowInsecureHTTP = false
+            default: problem(e.line, e.key, "\"\(v)\" is not yes or no")
+            }
+        }
+        if let e = one("status_url"), let v = expand(e) {
+            checkStatusURL(e, v, insecureAllowed: kind.allowInsecureHTTP)
+            kind.statusURL = v
+        } else if one("status_url") == nil {
+            problem(section.line, "status_url", "[kind \(name)] needs a status_url containing {id}")
+        }
+        for e in byKey["header"] ?? [] {
+            if let t = header(e) { kind.headers.append(t) }
+        }
+        if let e = one("poll_interval"), let v = expand(e), let d = duration(e, v) { kind.pollInterval = d }
+        if let e = one("max_poll_interval"), let v = expand(e), let d = duration(e, v) { kind.maxPollInterval = d }
+        if let e = one("timeout"), let v = expand(e), let d = duration(e, v) { kind.timeout = d }
+        if let e = one("not_found_grace"), let v = expand(e), let d = duration(e, v, allowZero: true) { kind.notFoundGrace = d }
+        if let e = one("rate_limit"), let v = expand(e) { kind.rateLimit = rateLimit(e, v) }
+        if kind.maxPollInterval < kind.pollInterval {
+            problem(one("max_poll_interval")?.line ?? section.line, "max_poll_interval",
+                    "is shorter than poll_interval (\(Units.formatDuration(kind.pollInterval)))")
+        }
+
+        readMapping(byKey, into: &kind.mapping)
+        let missing = kind.mapping.missingKeys
+        if !missing.isEmpty && problems.count == before {
+            problem(section.line, missing[0], "[kind \(name)] (preset \(presetName)) must set \(missing.joined(separator: ", "))")
+        }
+        return problems.count == before ? kind : nil
+    }
+
+    private mutating func readMapping(_ byKey: [String: [Entry]], into m: inout StatusMapping) {
+        func pointers(_ e: Entry, _ v: String) -> [JSONPointer]? {
+            var out: [JSONPointer] = []
+            for part in v.split(separator: ",").map({ $0.trimmingWhitespace() }) {
+                do { out.append(try JSONPointer(part)) } catch {
+                    problem(e.line, e.key, error.message); return nil
+                }
+            }
+            return out
+        }
+        func values(_ v: String) -> [String] {
+            v.split(separator: ",").map { $0.trimmingWhitespace().lowercased() }.filter { !$0.isEmpty }
+        }
+        for key in StatusMapping.keys {
+            guard let e = byKey[key]?.first, let v = expand(e) else { continue }
+            switch key {
+            case "running": m.running = values(v)
+            case "success": m.success = values(v)
+            case "failure": m.failure = values(v)
+            default:
+                guard let ps = pointers(e, v) else { continue }
+                if ps.count > 1 && key != "error_field" && key != "warnings_field" {
+                    problem(e.line, key, "takes one JSON pointer"); continue
+                }
+                switch key {
+                case "status_field": m.statusField = ps.first
+                case "result_url_field": m.resultURLField = ps.first
+                case "inline_result_field": m.inlineResultField = ps.first
+                case "progress_field": m.progressField = ps.first
+                case "unwrap": m.unwrap = ps.first
+                case "error_field": m.errorFields = ps
+                case "warnings_field": m.warningsFields = ps
+                default: break
+                }
+            }
+        }
+        let overlap = Set(m.running).intersection(m.success).union(Set(m.running).intersection(m.failure))
+            .union(Set(m.success).intersection(m.failure))
+        if let v = overlap.sorted().first {
+            let line = ["running", "success", "failure"].compactMap { byKey[$0]?.first?.line }.first ?? 0
+            problem(line, "running", "status value \"\(v)\" is in more than one of running, success, failure")
+        }
+    }
+
+    // MARK: values
+
+    /// Expands `${env:}` and checks `${file:}`/`${credential:}` can be read.
+    private mutating func expand(_ e: Entry) -> String? {
+        guard let t = template(e) else { return nil }
+        do { return try t.resolve(secrets) } catch {
+            problem(e.line, e.key, error.message); return nil
+        }
+    }
+
+    private mutating func template(_ e: Entry) -> SecretTemplate? {
+        var parts: [SecretTemplate.Part] = []
+        var literal = ""
+        var rest = Substring(e.value)
+        while let open = rest.range(of: "${") {
+            literal += rest[..<open.lowerBound]
+            guard let close = rest[open.upperBound...].firstIndex(of: "}") else {
+                problem(e.line, e.key, "\"${\" without a closing \"}\""); return nil
+            }
+            let ref = rest[open.upperBound..<close]
+            rest = rest[rest.index(after: close)...]
+            guard let colon = ref.firstIndex(of: ":") else {
+                problem(e.line, e.key, "\"${\(ref)}\" should be ${env:NAME}, ${file:PATH} or ${credential:NAME}"); return nil
+            }
+            let scheme = String(ref[..<colon]), arg = String(ref[ref.index(after: colon)...])
+            guard !arg.isEmpty else { problem(e.line, e.key, "\"${\(scheme):}\" names nothing"); return nil }
+            switch scheme {
+            case "env":
+                guard let v = environment.variables[arg] else {
+                    problem(e.line, e.key, "environment variable \(arg) is not set"); return nil
+                }
+                literal += v
+            case "file":
+                guard arg.hasPrefix("/") else { problem(e.line, e.key, "${file:\(arg)} needs an absolute path"); return nil }
+                parts.append(.literal(literal)); literal = ""
+                parts.append(.file(arg))
+            case "credential":
+                guard KindName.problem(with: arg.replacingOccurrences(of: ".", with: "_")) == nil else {
+                    problem(e.line, e.key, "credential name \(JobID.quoted(arg)) is not a plain file name"); return nil
+                }
+                guard let dir = environment.credentialsDirectory else {
+                    problem(e.line, e.key, "${credential:\(arg)} needs $CREDENTIALS_DIRECTORY (systemd LoadCredential=)"); return nil
+                }
+                parts.append(.literal(literal)); literal = ""
+                parts.append(.file(dir + "/" + arg))
+            default:
+                problem(e.line, e.key, "unknown reference \"${\(scheme):…}\"", suggestion: Suggest.nearest(scheme, in: ["env", "file", "credential"]))
+                return nil
+            }
+        }
+        literal += rest
+        parts.append(.literal(literal))
+        return SecretTemplate(parts: parts.filter { $0 != .literal("") })
+    }
+
+    private mutating func header(_ e: Entry) -> SecretTemplate? {
+        guard let t = template(e) else { return nil }
+        let resolved: String
+        do { resolved = try t.resolve(secrets) } catch { problem(e.line, e.key, error.message); return nil }
+        guard let colon = resolved.firstIndex(of: ":"), colon != resolved.startIndex else {
+            problem(e.line, e.key, "a header is \"Name: value\""); return nil
+        }
+        let name = resolved[..<colon]
+        guard name.utf8.allSatisfy({ (0x21...0x7E).contains($0) && $0 != UInt8(ascii: ":") }) else {
+            problem(e.line, e.key, "header name \(JobID.quoted(String(name))) is not a valid token"); return nil
+        }
+        guard !resolved.contains(where: { $0 == "\r" || $0 == "\n" || $0 == "\0" }) else {
+            problem(e.line, e.key, "header value contains a line break"); return nil
+        }
+        return t
+    }
+
+    private mutating func checkStatusURL(_ e: Entry, _ v: String, insecureAllowed: Bool) {
+        guard v.contains("{id}") else { problem(e.line, e.key, "has no {id} placeholder"); return }
+        do {
+            let u = try ParsedURL(v.replacingOccurrences(of: "{id}", with: "ID"))
+            if u.scheme == "http" && !u.isLoopback && !insecureAllowed {
+                problem(e.line, e.key, "plain http:// is refused for \(u.host); use https, or set allow_insecure_http = yes")
+            }
+        } catch {
+            problem(e.line, e.key, error.message)
+        }
+    }
+
+    private mutating func path(_ e: Entry, _ v: String) -> String? {
+        guard v.hasPrefix("/") else { problem(e.line, e.key, "\"\(v)\" is not an absolute path"); return nil }
+        var p = v
+        while p.count > 1 && p.hasSuffix("/") { p.removeLast() }
+        return p
+    }
+
+    private mutating func integer(_ e: Entry, _ v: String, _ range: ClosedRange<Int>) -> Int? {
+        guard let n = Int(v), range.contains(n) else {
+            problem(e.line, e.key, "\"\(v)\" is not a whole number from \(range.lowerBound) to \(range.upperBound)"); return nil
+        }
+        return n
+    }
+
+    private mutating func size(_ e: Entry, _ v: String, allowZero: Bool = false) -> Int64? {
+        guard let n = Units.size(v), allowZero || n > 0 else {
+            problem(e.line, e.key, "\"\(v)\" is not a size (512, 64k, 5M, 2G)"); return nil
+        }
+        return n
+    }
+
+    private mutating func duration(_ e: Entry, _ v: String, allowZero: Bool = false) -> Double? {
+        guard let d = Units.duration(v), allowZero || d > 0 else {
+            problem(e.line, e.key, "\"\(v)\" is not a duration (500ms, 30s, 5m, 2h, 7d)"); return nil
+        }
+        return d
+    }
+
+    private mutating func rateLimit(_ e: Entry, _ v: String) -> RateLimit? {
+        let parts = v.split(separator: "/", maxSplits: 1).map { $0.trimmingWhitespace() }
+        if parts.count == 2, let n = Double(parts[0]), n > 0, n.isFinite {
+            let unit = parts[1]
+            let per: Double? = switch unit {
+            case "s": 1
+            case "m": 60
+            case "h": 3600
+            default: Units.duration(unit)
+            }
+            if let per, per > 0 { return RateLimit(requests: n, per: per) }
+        }
+        problem(e.line, e.key, "\"\(v)\" is not a rate (10/s, 100/m, 5/2s)")
+        return nil
+    }
+}

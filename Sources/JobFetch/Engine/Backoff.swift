@@ -1,0 +1,44 @@
+import Glibc
+
+/// Poll and retry schedules. Jitter spreads many jobs of one API apart.
+public struct Backoff: Sendable {
+    public var base: Double
+    public var cap: Double
+
+    /// The wait after the `n`th "still running" answer (n ≥ 1): grows by
+    /// half each time from `base` up to `cap`, ±10 %.
+    public func pollDelay(after n: Int, jitter: Double = Double.random(in: -1...1)) -> Double {
+        let raw = base * pow(1.5, Double(max(0, n - 1)))
+        return min(raw, cap) * (1 + 0.1 * jitter)
+    }
+
+    /// The wait after the `n`th consecutive failure (n ≥ 1): doubles from
+    /// `base` up to `cap`, scaled by a random factor in [0.5, 1].
+    public func retryDelay(after n: Int, jitter: Double = Double.random(in: 0...1)) -> Double {
+        let raw = base * pow(2, Double(min(max(0, n - 1), 30)))
+        return min(raw, cap) * (0.5 + 0.5 * jitter)
+    }
+}
+
+/// Requests per second to one API: a token bucket holding one second's worth.
+public struct TokenBucket: Sendable {
+    let rate: Double
+    let burst: Double
+    var tokens: Double
+    var last: Double
+
+    public init(_ limit: RateLimit, now: Double) {
+        rate = limit.perSecond
+        burst = max(1, limit.requests)
+        tokens = burst
+        last = now
+    }
+
+    /// Takes a token and returns nil, or returns how long until one is free.
+    public mutating func take(now: Double) -> Double? {
+        tokens = min(burst, tokens + (now - last) * rate)
+        last = now
+        if tokens >= 1 { tokens -= 1; return nil }
+        return (1 - tokens) / rate
+    }
+}

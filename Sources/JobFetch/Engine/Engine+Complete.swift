@@ -1,0 +1,81 @@
+import Glibc
+import Logging
+
+/// The end of a job: record the outcome, publish its directory, then mark it done.
+extension Engine {
+    /// Enters `publishing` (durably, with the outcome), then publishes.
+    func complete(_ r: inout JobRecord, _ outcome: Outcome, now: Double) {
+        r.outcome = outcome
+        r.state = .publishing
+        r.finishedAt = now
+        r.updatedAt = now
+        r.nextAt = now
+        if outcome == .succeeded { r.reason = nil }
+        let event = outcome == .succeeded ? "succeeded" : "\(outcome.rawValue): \(r.reason ?? "")"
+        if outcome == .succeeded {
+            logger.info("succeeded; publishing", metadata: Logger.job(r.key))
+        } else {
+            logger.warning("\(outcome.rawValue): \(r.reason ?? "")", metadata: Logger.job(r.key))
+        }
+        if outcome != .succeeded {
+            // A failed job's directory holds job.json only.
+            do { _ = try publisher.freshStaging(r.key) } catch {
+                logger.error("cannot clear the staging directory: \(error)", metadata: Logger.job(r.key))
+            }
+        }
+        save(r, event: event)
+        publishNow(&r)
+    }
+
+    /// For a job found in `publishing` (after a crash or a failed publish).
+    func publishRecovered(_ record: JobRecord) {
+        var r = record
+        if publisher.isPublished(r.key) {
+            finishPublished(&r, path: publisher.finalDirectory(r.key), recovered: true)
+            return
+        }
+        publishNow(&r)
+    }
+
+    func publishNow(_ r: inout JobRecord) {
+        let outcome = r.outcome ?? .failed
+        let staging = publisher.stagingDirectory(r.key)
+        do {
+            var files: [PublishedFile] = []
+            if outcome == .succeeded, FileIO.exists(staging) {
+                for name in try FileIO.list(staging) where !name.hasPrefix(".") && name != "job.json" && FileIO.isRegularFile(staging + "/" + name) {
+                    let digest = try FileDigest.sha256(staging + "/" + name)
+                    files.append(PublishedFile(name: name, bytes: digest.bytes, sha256: digest.hex,
+                                               source: name == "result" ? nil : r.resultURL.map(ParsedURL.redact)))
+                }
+            }
+            if outcome == .succeeded && files.isEmpty && r.resultURL != nil {
+                // The download is gone (staging lost): fetch it again rather than publish nothing.
+                r.state = .fetching
+                r.outcome = nil
+                r.nextAt = Clock.now()
+                save(r, event: "result files missing before publishing; downloading again")
+                return
+            }
+            let path = try publisher.publish(Publisher.Manifest(record: r, outcome: outcome, files: files, finishedAt: r.finishedAt ?? Clock.now()))
+            finishPublished(&r, path: path, recovered: false)
+        } catch {
+            r.lastError = "publishing failed: \(error)"
+            r.nextAt = Clock.now() + 30
+            logger.error("publishing failed, retrying in 30s: \(error)", metadata: Logger.job(r.key))
+            save(r)
+        }
+    }
+
+    func finishPublished(_ r: inout JobRecord, path: String, recovered: Bool) {
+        let outcome = r.outcome ?? .failed
+        r.state = switch outcome {
+        case .succeeded: .succeeded
+        case .failed: .failed
+        case .cancelled: .cancelled
+        }
+        r.updatedAt = Clock.now()
+        save(r, event: "published to \(path)")
+        logger.info("published \(outcome.rawValue) to \(path)\(recovered ? " (recovered)" : "")", metadata: Logger.job(r.key))
+    }
+}

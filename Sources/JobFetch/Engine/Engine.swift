@@ -1,0 +1,229 @@
+import Glibc
+import Logging
+
+/// The daemon's one event loop. Everything runs on the thread that calls
+/// `run()`: libcurl's multi handle, the store, the spool. It sleeps in
+/// `curl_multi_poll` until a transfer, a spool file, a signal or the next
+/// due job wakes it, so an idle daemon uses no CPU.
+public final class Engine {
+    enum Purpose {
+        case poll(JobKey, url: ParsedURL, hop: Int)
+        case fetch(JobKey, url: ParsedURL, hop: Int)
+        var key: JobKey {
+            switch self {
+            case .poll(let k, _, _), .fetch(let k, _, _): return k
+            }
+        }
+    }
+
+    static let maxRedirects = 5
+    static let statusBodyLimit = 16 << 20
+    static let statusTimeout = 60.0
+
+    var config: Config
+    let configPath: String
+    let logger: Logger
+    let store: JobStore
+    let http: CurlMulti
+    let inotify: Inotify
+    let signals: SignalFD
+    let publisher: Publisher
+    let intake: SpoolIntake
+    let secrets = SecretFileCache()
+
+    var inFlight: [Int: Purpose] = [:]
+    var busy: Set<JobKey> = []
+    var pollsInFlight = 0
+    var fetchesInFlight = 0
+    var buckets: [String: TokenBucket] = [:]
+    var warnedUnknownStatus: Set<JobKey> = []
+    var warnedMissingKind: Set<String> = []
+    var stopping = false
+
+    public init(config: Config, configPath: String, logger: Logger) throws {
+        self.config = config
+        self.configPath = configPath
+        self.logger = logger
+        let d = config.daemon
+        try FileIO.makeDirectories(d.stateDir, mode: 0o750)
+        try FileIO.makeDirectories(d.outputDir)
+        try FileIO.makeDirectories(d.outputDir + "/.incoming")
+        store = try JobStore(path: d.databasePath)
+        http = try CurlMulti(maxPerHost: 8, maxTotal: d.maxPolls + d.maxDownloads)
+        inotify = try Inotify()
+        signals = try SignalFD()
+        publisher = Publisher(outputDir: d.outputDir)
+        intake = SpoolIntake(spoolDir: d.spoolDir, store: store, inotify: inotify, logger: logger)
+        try intake.watch(kinds: config.kinds.map(\.name))
+    }
+
+    /// Runs until SIGTERM or SIGINT; returns the process exit status.
+    public func run() -> Int32 {
+        let now = Clock.now()
+        intake.scanAll(now: now)
+        logger.notice("jobfetchd \(Version.string) started: \(config.kinds.count) kind(s), spool \(config.daemon.spoolDir), output \(config.daemon.outputDir)")
+        while !stopping {
+            let now = Clock.now()
+            intake.recheck(now: now)
+            startDueWork(now: now)
+            let wake = nextWake(now: now)
+            let done = http.wait(extraFDs: [inotify.fd, signals.fd], timeout: max(0, wake - Clock.now()))
+            for (tag, response) in done {
+                guard let purpose = inFlight.removeValue(forKey: tag) else { continue }
+                finishRequest(purpose, response)
+            }
+            handleSignals()
+            do { intake.handle(try inotify.read(), now: Clock.now()) } catch {
+                logger.error("reading spool events failed: \(error)")
+            }
+        }
+        shutdown()
+        return 0
+    }
+
+    // MARK: scheduling
+
+    func startDueWork(now: Double) {
+        let pollSlots = config.daemon.maxPolls - pollsInFlight
+        if pollSlots > 0 {
+            do {
+                let due = try store.due(in: [.registered, .polling], now: now, limit: pollSlots + busy.count)
+                for r in due.lazy.filter({ !self.busy.contains($0.key) }).prefix(pollSlots) { startPoll(r, now: now) }
+            } catch { logger.error("cannot read due jobs from the store: \(error)") }
+        }
+        let fetchSlots = config.daemon.maxDownloads - fetchesInFlight
+        if fetchSlots > 0 {
+            do {
+                let due = try store.due(in: [.fetching, .publishing], now: now, limit: fetchSlots + busy.count)
+                for r in due.lazy.filter({ !self.busy.contains($0.key) }).prefix(fetchSlots) {
+                    if r.state == .publishing { publishRecovered(r) } else { startFetch(r, now: now) }
+                }
+            } catch { logger.error("cannot read due jobs from the store: \(error)") }
+        }
+    }
+
+    /// When the loop must wake even if nothing arrives: the next due job in
+    /// a class with a free slot, a settling spool file, or in a minute.
+    func nextWake(now: Double) -> Double {
+        var wake = now + 60
+        do {
+            if pollsInFlight < config.daemon.maxPolls, let t = try store.nextDue(in: [.registered, .polling], excluding: busy) {
+                wake = min(wake, t)
+            }
+            if fetchesInFlight < config.daemon.maxDownloads, let t = try store.nextDue(in: [.fetching, .publishing], excluding: busy) {
+                wake = min(wake, t)
+            }
+        } catch {
+            logger.error("cannot read the schedule from the store: \(error)")
+            wake = now + 5
+        }
+        if let t = intake.recheckAt { wake = min(wake, t) }
+        return wake
+    }
+
+    func begin(_ purpose: Purpose, request: HTTPRequest) -> Bool {
+        do {
+            let tag = try http.start(request)
+            inFlight[tag] = purpose
+            busy.insert(purpose.key)
+            switch purpose {
+            case .poll: pollsInFlight += 1
+            case .fetch: fetchesInFlight += 1
+            }
+            return true
+        } catch {
+            logger.error("cannot start a request: \(error)", metadata: Logger.job(purpose.key))
+            return false
+        }
+    }
+
+    func finishRequest(_ purpose: Purpose, _ response: HTTPResponse) {
+        busy.remove(purpose.key)
+        switch purpose {
+        case .poll(let key, let url, let hop):
+            pollsInFlight -= 1
+            handlePoll(key, url: url, hop: hop, response)
+        case .fetch(let key, let url, let hop):
+            fetchesInFlight -= 1
+            handleFetch(key, url: url, hop: hop, response)
+        }
+    }
+
+    // MARK: signals and reload
+
+    func handleSignals() {
+        for sig in signals.read() {
+            switch sig {
+            case SIGHUP: reload()
+            default:
+                logger.notice("received \(sig == SIGINT ? "SIGINT" : "SIGTERM"); shutting down")
+                stopping = true
+            }
+        }
+    }
+
+    func reload() {
+        do {
+            let fresh = try ConfigParser.load(path: configPath)
+            if fresh.daemon != config.daemon {
+                logger.notice("[daemon] settings changed in \(configPath); directories and limits take effect at the next restart")
+            }
+            var updated = fresh
+            updated.daemon = config.daemon
+            updated.daemon.logLevel = fresh.daemon.logLevel
+            config = updated
+            LineLogHandler.setLevel(fresh.daemon.logLevel)
+            try intake.watch(kinds: config.kinds.map(\.name))
+            buckets = [:]
+            warnedMissingKind = []
+            intake.scanAll(now: Clock.now())
+            logger.notice("configuration reloaded: \(config.kinds.count) kind(s)")
+        } catch let errors as ConfigErrors {
+            for p in errors.problems { logger.error("reload refused, keeping the running configuration: \(p)") }
+        } catch {
+            logger.error("reload failed, keeping the running configuration: \(error)")
+        }
+    }
+
+    func shutdown() {
+        // Transfers in flight are abandoned; their jobs keep their state and
+        // are picked up again at the next start.
+        for (tag, purpose) in inFlight {
+            http.cancel(tag)
+            logger.info("interrupted by shutdown; resumes at next start", metadata: Logger.job(purpose.key))
+        }
+        inFlight = [:]
+        logger.notice("stopped")
+    }
+
+    // MARK: helpers
+
+    func kindConfig(_ key: JobKey, record: inout JobRecord, now: Double) -> KindConfig? {
+        if let k = config.kind(key.kind) { return k }
+        if warnedMissingKind.insert(key.kind).inserted {
+            logger.warning("kind \(key.kind) is no longer in the configuration; its jobs wait until it is back")
+        }
+        record.nextAt = now + 60
+        save(record)
+        return nil
+    }
+
+    /// Headers for a request to `url`: the kind's credentials only when
+    /// `url` is on the status endpoint's origin.
+    func headers(for kind: KindConfig, url: ParsedURL, statusOrigin: String) throws(JobFetchError) -> [String] {
+        guard url.origin == statusOrigin else { return [] }
+        var out: [String] = []
+        for t in kind.headers { out.append(try t.resolve(secrets)) }
+        return out
+    }
+
+    func save(_ r: JobRecord, event: String? = nil) {
+        do { try store.save(r, event: event) } catch {
+            logger.error("cannot save job state: \(error)", metadata: Logger.job(r.key))
+        }
+    }
+
+    func isAllowedScheme(_ url: ParsedURL, kind: KindConfig) -> Bool {
+        url.scheme == "https" || url.isLoopback || kind.allowInsecureHTTP
+    }
+}

@@ -1,0 +1,81 @@
+import Glibc
+
+/// What the engine asks the HTTP layer for. Headers arrive final: the
+/// engine has already decided which credentials this origin may see.
+public struct HTTPRequest: Sendable {
+    public enum Body: Sendable {
+        /// Keep the body in memory, up to `limit` bytes (a status document).
+        case memory(limit: Int)
+        /// Write a 2xx body to `path` (truncated first); other bodies stay in memory for messages.
+        case file(path: String, limit: Int64)
+    }
+
+    public var url: ParsedURL
+    public var headers: [String]
+    public var body: Body
+    /// Whole-request time limit; nil for downloads, which use the low-speed limit.
+    public var timeout: Double?
+    public var connectTimeout: Double = 15
+    public var acceptEncoding = false
+
+    public init(url: ParsedURL, headers: [String], body: Body, timeout: Double?) {
+        self.url = url
+        self.headers = headers
+        self.body = body
+        self.timeout = timeout
+    }
+}
+
+public struct HTTPResponse: Sendable {
+    /// 0 when no HTTP answer arrived (then `error` says why).
+    public var status: Int
+    /// Header names lowercased; the last value of a repeated header.
+    public var headers: [String: String]
+    /// The body (memory requests), or the start of a non-2xx body (file requests).
+    public var body: [UInt8]
+    /// Bytes written to the file, for file requests.
+    public var bytesWritten: Int64
+    public var error: CurlError?
+    /// Set when writing the file failed (disk full, …): the transfer stopped.
+    public var writeError: SystemError?
+    public var bodyTooLarge: Bool
+    public var seconds: Double
+
+    public var isSuccess: Bool { error == nil && (200..<300).contains(status) }
+
+    /// The start of the body as printable text, for messages about bad answers.
+    public var bodySnippet: String {
+        let prefix = body.prefix(200)
+        var s = String(decoding: prefix, as: UTF8.self)
+        s = String(s.map { $0.isNewline || $0 == "\t" ? " " : $0 })
+        return body.count > 200 ? s + "…" : s
+    }
+
+    /// `Retry-After` as seconds from now: delta-seconds or an HTTP date.
+    public func retryAfter(now: Double) -> Double? {
+        guard let v = headers["retry-after"]?.trimmingWhitespace() else { return nil }
+        if let n = Double(v), n >= 0, n.isFinite { return n }
+        if let date = HTTPDate.parse(v) { return max(0, date - now) }
+        return nil
+    }
+}
+
+enum HTTPDate {
+    /// IMF-fixdate, as `Retry-After` and `Last-Modified` carry it.
+    static func parse(_ s: String) -> Double? {
+        let parts = s.split(separator: " ")
+        let months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+        guard parts.count == 6, parts[5] == "GMT", let day = Int32(parts[1]),
+              let month = months.firstIndex(of: String(parts[2])), let year = Int32(parts[3]) else { return nil }
+        let hms = parts[4].split(separator: ":").compactMap { Int32($0) }
+        guard hms.count == 3 else { return nil }
+        var t = tm()
+        t.tm_year = year - 1900
+        t.tm_mon = Int32(month)
+        t.tm_mday = day
+        t.tm_hour = hms[0]
+        t.tm_min = hms[1]
+        t.tm_sec = hms[2]
+        return Double(timegm(&t))
+    }
+}

@@ -1,0 +1,154 @@
+import CCurl
+import Glibc
+
+/// One request in flight: the easy handle and everything libcurl's callbacks
+/// write into. Owned by the thread that runs the `CurlMulti` (not Sendable).
+final class Transfer {
+    let easy: UnsafeMutableRawPointer
+    let request: HTTPRequest
+    let tag: Int
+    let started = Clock.monotonic()
+    var headerList: UnsafeMutablePointer<curl_slist>?
+    var errorBuffer = [CChar](repeating: 0, count: Int(CURL_ERROR_SIZE) + 1)
+
+    var headers: [String: String] = [:]
+    var body: [UInt8] = []
+    var bodyLimit: Int
+    var bodyTooLarge = false
+    var fd: Int32 = -1
+    var bytesWritten: Int64 = 0
+    var writeError: SystemError?
+    /// Decided at the first body byte: does this body go to the file?
+    var toFile: Bool?
+
+    init(easy: UnsafeMutableRawPointer, request: HTTPRequest, tag: Int) {
+        self.easy = easy
+        self.request = request
+        self.tag = tag
+        switch request.body {
+        case .memory(let limit): bodyLimit = limit
+        case .file: bodyLimit = 64 * 1024
+        }
+    }
+
+    deinit {
+        if fd >= 0 { close(fd) }
+        if let headerList { curl_slist_free_all(headerList) }
+        curl_easy_cleanup(easy)
+    }
+
+    func configure() throws(CurlError) {
+        let h = easy
+        func set(_ o: CURLoption, _ v: Int, _ n: String) throws(CurlError) {
+            try CurlError.check(jf_easy_setopt_long(h, o, v), n)
+        }
+        func set(_ o: CURLoption, _ v: String, _ n: String) throws(CurlError) {
+            try CurlError.check(jf_easy_setopt_string(h, o, v), n)
+        }
+        try set(CURLOPT_URL, request.url.text, "URL")
+        try set(CURLOPT_PROTOCOLS_STR, "http,https", "PROTOCOLS_STR")
+        // Redirects are followed by the engine, which decides what credentials the next origin gets.
+        try set(CURLOPT_FOLLOWLOCATION, 0, "FOLLOWLOCATION")
+        try set(CURLOPT_NOSIGNAL, 1, "NOSIGNAL")
+        try set(CURLOPT_TCP_KEEPALIVE, 1, "TCP_KEEPALIVE")
+        try set(CURLOPT_USERAGENT, "jobfetchd/\(Version.string)", "USERAGENT")
+        try set(CURLOPT_CONNECTTIMEOUT_MS, Int(request.connectTimeout * 1000), "CONNECTTIMEOUT_MS")
+        if let t = request.timeout { try set(CURLOPT_TIMEOUT_MS, Int(t * 1000), "TIMEOUT_MS") }
+        try set(CURLOPT_LOW_SPEED_LIMIT, 1, "LOW_SPEED_LIMIT")
+        try set(CURLOPT_LOW_SPEED_TIME, 60, "LOW_SPEED_TIME")
+        if request.acceptEncoding { try set(CURLOPT_ACCEPT_ENCODING, "", "ACCEPT_ENCODING") }
+        try CurlError.check(jf_easy_setopt_ptr(h, CURLOPT_ERRORBUFFER, &errorBuffer), "ERRORBUFFER")
+
+        for line in request.headers {
+            guard let next = curl_slist_append(headerList, line) else { throw CurlError(CURLE_OUT_OF_MEMORY) }
+            headerList = next
+        }
+        // libcurl keeps the pointer, not a copy: the list lives as long as this Transfer.
+        try CurlError.check(jf_easy_setopt_slist(h, CURLOPT_HTTPHEADER, headerList), "HTTPHEADER")
+
+        let me = Unmanaged.passUnretained(self).toOpaque()
+        try CurlError.check(jf_easy_setopt_datacb(h, CURLOPT_WRITEFUNCTION, transferWriteCallback), "WRITEFUNCTION")
+        try CurlError.check(jf_easy_setopt_ptr(h, CURLOPT_WRITEDATA, me), "WRITEDATA")
+        try CurlError.check(jf_easy_setopt_datacb(h, CURLOPT_HEADERFUNCTION, transferHeaderCallback), "HEADERFUNCTION")
+        try CurlError.check(jf_easy_setopt_ptr(h, CURLOPT_HEADERDATA, me), "HEADERDATA")
+
+        if case .file(_, let limit) = request.body {
+            // Large reads keep a fast transfer at libcurl's own speed.
+            try set(CURLOPT_BUFFERSIZE, 256 * 1024, "BUFFERSIZE")
+            try CurlError.check(jf_easy_setopt_off(h, CURLOPT_MAXFILESIZE_LARGE, Int(limit)), "MAXFILESIZE_LARGE")
+        }
+    }
+
+    func responseCode() -> Int {
+        var code = 0
+        _ = jf_easy_getinfo_long(easy, CURLINFO_RESPONSE_CODE, &code)
+        return code
+    }
+
+    /// Body bytes from libcurl: to the file for a 2xx answer to a file
+    /// request, else to memory up to the limit. Returning less than `count`
+    /// makes libcurl stop with CURLE_WRITE_ERROR.
+    func receive(_ data: UnsafeRawBufferPointer) -> Int {
+        if toFile == nil {
+            if case .file(let path, _) = request.body, (200..<300).contains(responseCode()) {
+                fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+                if fd < 0 { writeError = SystemError("open", path); return 0 }
+                toFile = true
+            } else {
+                toFile = false
+            }
+        }
+        if toFile == true, case .file(let path, let limit) = request.body {
+            if bytesWritten + Int64(data.count) > limit { bodyTooLarge = true; return 0 }
+            do { try FileIO.writeAll(fd: fd, data, path: path) } catch { writeError = error; return 0 }
+            bytesWritten += Int64(data.count)
+            return data.count
+        }
+        if body.count + data.count > bodyLimit {
+            if case .file = request.body { return data.count }  // an error page: its start is enough
+            bodyTooLarge = true
+            return 0
+        }
+        body.append(contentsOf: data)
+        return data.count
+    }
+
+    func receiveHeader(_ line: UnsafeRawBufferPointer) {
+        var text = String(decoding: line, as: UTF8.self)
+        while let l = text.last, l == "\n" || l == "\r" || l == "\r\n" { text.removeLast() }
+        if text.hasPrefix("HTTP/") { headers = [:]; return }  // a new response (after 100, or a redirect)
+        guard let colon = text.firstIndex(of: ":") else { return }
+        let name = text[..<colon].lowercased()
+        headers[name] = text[text.index(after: colon)...].trimmingWhitespace()
+    }
+
+    /// Closes the file (flushing is the caller's fsync) and builds the response.
+    func finish(_ rc: CURLcode) -> HTTPResponse {
+        if fd >= 0 { close(fd); fd = -1 }
+        var error: CurlError?
+        if rc != CURLE_OK {
+            let detail = errorBuffer.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+            error = CurlError(rc, detail: detail)
+        }
+        return HTTPResponse(status: responseCode(), headers: headers, body: body, bytesWritten: bytesWritten,
+                            error: error, writeError: writeError, bodyTooLarge: bodyTooLarge,
+                            seconds: Clock.monotonic() - started)
+    }
+}
+
+// C callbacks: they capture nothing and find their Transfer through the user pointer.
+
+func transferWriteCallback(_ ptr: UnsafeMutablePointer<CChar>, _ size: Int, _ count: Int, _ user: UnsafeMutableRawPointer) -> Int {
+    let t = Unmanaged<Transfer>.fromOpaque(user).takeUnretainedValue()
+    return t.receive(UnsafeRawBufferPointer(start: ptr, count: size * count))
+}
+
+func transferHeaderCallback(_ ptr: UnsafeMutablePointer<CChar>, _ size: Int, _ count: Int, _ user: UnsafeMutableRawPointer) -> Int {
+    let t = Unmanaged<Transfer>.fromOpaque(user).takeUnretainedValue()
+    t.receiveHeader(UnsafeRawBufferPointer(start: ptr, count: size * count))
+    return size * count
+}
+
+public enum Version {
+    public static let string = "0.1.0"
+}

@@ -1,0 +1,61 @@
+/// How `jobfetchctl` shows jobs: the stable `--json` form (documented in the
+/// README) and the human table.
+public enum JobReport {
+    public static func json(_ r: JobRecord, outputDir: String) -> JSONValue {
+        func num(_ d: Double?) -> JSONValue { d.map { .number(String(format3: $0)) } ?? .null }
+        func str(_ s: String?) -> JSONValue { s.map { .string($0) } ?? .null }
+        func time(_ t: Double?) -> JSONValue { t.map { .string(Timestamp.iso8601($0)) } ?? .null }
+        return .object([
+            JSONMember("kind", .string(r.key.kind)),
+            JSONMember("id", .string(r.key.id.rawValue)),
+            JSONMember("state", .string(r.state.rawValue)),
+            JSONMember("api_status", str(r.apiStatus)),
+            JSONMember("progress", num(percent(r).map { $0 / 100 })),
+            JSONMember("bytes_done", .int(r.bytesDone)),
+            JSONMember("bytes_total", r.bytesTotal.map { .int($0) } ?? .null),
+            JSONMember("polls", .int(r.polls)),
+            JSONMember("attempts", .int(r.attempts)),
+            JSONMember("last_http_status", r.lastHTTPStatus.map { .int($0) } ?? .null),
+            JSONMember("last_error", str(r.lastError)),
+            JSONMember("reason", str(r.reason)),
+            JSONMember("warnings", .array(r.warnings.map { .string($0) })),
+            JSONMember("registered_at", time(r.registeredAt)),
+            JSONMember("updated_at", time(r.updatedAt)),
+            JSONMember("next_at", r.state.isTerminal ? .null : time(r.nextAt)),
+            JSONMember("finished_at", time(r.finishedAt)),
+            JSONMember("output", r.state.isTerminal ? .string("\(outputDir)/\(r.key.kind)/\(r.key.id)") : .null),
+        ])
+    }
+
+    /// Progress as a percentage. APIs report a fraction (0–1) or a percentage (0–100).
+    public static func percent(_ r: JobRecord) -> Double? {
+        if r.state == .succeeded { return 100 }
+        guard let p = r.progress, p.isFinite, p >= 0 else { return nil }
+        return p <= 1 ? p * 100 : min(p, 100)
+    }
+
+    public static func table(_ records: [JobRecord], now: Double) -> String {
+        var rows: [[String]] = [["KIND", "ID", "STATE", "PROGRESS", "BYTES", "AGE", "NOTE"]]
+        for r in records {
+            let progress = percent(r).map { "\(Int($0.rounded()))%" } ?? "-"
+            let bytes = r.bytesDone > 0 ? Units.formatBytes(r.bytesDone) : "-"
+            let note = r.reason ?? r.lastError ?? r.apiStatus.map { "API: \($0)" } ?? ""
+            rows.append([r.key.kind, r.key.id.rawValue, r.state.rawValue, progress, bytes,
+                         Units.formatDuration(max(0, now - r.registeredAt)), String(note.prefix(60))])
+        }
+        var widths = [Int](repeating: 0, count: rows[0].count)
+        for row in rows { for (i, c) in row.enumerated() { widths[i] = max(widths[i], c.count) } }
+        return rows.map { row in
+            row.enumerated().map { i, c in i == row.count - 1 ? c : c + String(repeating: " ", count: widths[i] - c.count) }
+                .joined(separator: "  ").trimmingWhitespace()
+        }.joined(separator: "\n")
+    }
+}
+
+extension String {
+    init(format3 v: Double) {
+        let scaled = Int((v * 1000).rounded())
+        let frac = abs(scaled % 1000)
+        self = "\(scaled / 1000).\(frac < 10 ? "00" : frac < 100 ? "0" : "")\(frac)"
+    }
+}

@@ -1,0 +1,53 @@
+/// The job state machine:
+///
+///     registered → polling → fetching → publishing → succeeded
+///                     │          │           │
+///                     └──────────┴───────────┴────→ failed | cancelled
+public enum JobState: String, Sendable, CaseIterable {
+    case registered, polling, fetching, publishing, succeeded, failed, cancelled
+
+    public var isTerminal: Bool { self == .succeeded || self == .failed || self == .cancelled }
+    /// States in which the engine still has work to do for the job.
+    public static let active: [JobState] = [.registered, .polling, .fetching, .publishing]
+}
+
+public enum Outcome: String, Sendable {
+    case succeeded, failed, cancelled
+}
+
+/// Everything the store keeps about one job.
+public struct JobRecord: Sendable, Equatable {
+    public var key: JobKey
+    public var state: JobState
+    public var registeredAt: Double
+    public var updatedAt: Double
+    /// When the engine should next act on the job (poll or fetch).
+    public var nextAt: Double
+    /// Consecutive failed attempts (network, HTTP errors); reset by an answer.
+    public var attempts: Int = 0
+    public var polls: Int = 0
+    public var lastHTTPStatus: Int?
+    public var lastError: String?
+    /// The last status document, as the API sent it.
+    public var lastStatus: String?
+    public var apiStatus: String?
+    public var progress: Double?
+    public var bytesDone: Int64 = 0
+    public var bytesTotal: Int64?
+    /// Where the result is: an absolute URL (may carry a signature: never logged).
+    public var resultURL: String?
+    public var reason: String?
+    public var warnings: [String] = []
+    public var finishedAt: Double?
+    public var notFoundSince: Double?
+    /// Set when the job enters `publishing`: what it will end as.
+    public var outcome: Outcome?
+
+    public init(key: JobKey, state: JobState, registeredAt: Double) {
+        self.key = key
+        self.state = state
+        self.registeredAt = registeredAt
+        self.updatedAt = registeredAt
+        self.nextAt = registeredAt
+    }
+}

@@ -1,0 +1,111 @@
+import Glibc
+
+/// One published file, as `job.json` lists it.
+public struct PublishedFile: Sendable, Equatable {
+    public var name: String
+    public var bytes: Int64
+    public var sha256: String
+    /// The URL it came from, without query string (signatures) or user info.
+    public var source: String?
+}
+
+/// Makes a job's result appear atomically as `<output>/<kind>/<id>/`:
+/// built under `<output>/.incoming/<kind>/<id>/`, every file and the
+/// directory fsynced, `job.json` written last, then one rename.
+public struct Publisher: Sendable {
+    public let outputDir: String
+
+    public init(outputDir: String) { self.outputDir = outputDir }
+
+    public func stagingDirectory(_ key: JobKey) -> String { "\(outputDir)/.incoming/\(key.kind)/\(key.id)" }
+    public func finalDirectory(_ key: JobKey) -> String { "\(outputDir)/\(key.kind)/\(key.id)" }
+
+    /// An empty staging directory for the job (whatever was there is gone).
+    public func freshStaging(_ key: JobKey) throws(SystemError) -> String {
+        let dir = stagingDirectory(key)
+        try FileIO.removeTree(dir)
+        try FileIO.makeDirectories(dir)
+        return dir
+    }
+
+    /// True when the job's directory is already in place (a crash after the
+    /// rename and before the store heard of it): publishing again is a no-op.
+    public func isPublished(_ key: JobKey) -> Bool {
+        FileIO.isRegularFile(finalDirectory(key) + "/job.json") && !FileIO.exists(stagingDirectory(key))
+    }
+
+    public struct Manifest: Sendable {
+        public var record: JobRecord
+        public var outcome: Outcome
+        public var files: [PublishedFile]
+        public var finishedAt: Double
+    }
+
+    /// Writes `job.json` into the staging directory, makes it durable and
+    /// renames it into place. Returns the final directory.
+    @discardableResult
+    public func publish(_ m: Manifest) throws(SystemError) -> String {
+        let key = m.record.key
+        let staging = stagingDirectory(key)
+        try FileIO.makeDirectories(staging)
+        for f in m.files { try FileIO.fsyncFile(staging + "/" + f.name) }
+        let json = JSONWriter.string(Self.jobJSON(m), pretty: true) + "\n"
+        try FileIO.writeAtomically(staging + "/job.json", Array(json.utf8))
+        let kindDir = "\(outputDir)/\(key.kind)"
+        try FileIO.makeDirectories(kindDir)
+        let final = finalDirectory(key)
+        if FileIO.exists(final) {
+            // A retried job replaces its old result; the old one moves aside first.
+            let aside = "\(outputDir)/.incoming/\(key.kind)/.old-\(key.id)-\(getpid())"
+            try FileIO.removeTree(aside)
+            guard rename(final, aside) == 0 else { throw SystemError("rename", final) }
+            guard rename(staging, final) == 0 else { throw SystemError("rename", staging) }
+            try FileIO.removeTree(aside)
+        } else {
+            guard rename(staging, final) == 0 else { throw SystemError("rename", staging) }
+        }
+        try FileIO.fsyncDirectory(kindDir)
+        try FileIO.fsyncDirectory(FileIO.parent(staging))
+        return final
+    }
+
+    public static func jobJSON(_ m: Manifest) -> JSONValue {
+        let r = m.record
+        var members: [JSONMember] = [
+            JSONMember("kind", .string(r.key.kind)),
+            JSONMember("id", .string(r.key.id.rawValue)),
+            JSONMember("outcome", .string(m.outcome.rawValue)),
+        ]
+        if m.outcome != .succeeded { members.append(JSONMember("reason", r.reason.map { .string($0) } ?? .null)) }
+        members.append(JSONMember("warnings", .array(r.warnings.map { .string($0) })))
+        members.append(JSONMember("files", .array(m.files.map { f in
+            .object([
+                JSONMember("name", .string(f.name)),
+                JSONMember("bytes", .int(f.bytes)),
+                JSONMember("sha256", .string(f.sha256)),
+                JSONMember("source", f.source.map { .string($0) } ?? .null),
+            ])
+        })))
+        members.append(JSONMember("registered_at", .string(Timestamp.iso8601(r.registeredAt))))
+        members.append(JSONMember("finished_at", .string(Timestamp.iso8601(m.finishedAt))))
+        members.append(JSONMember("api_status", r.apiStatus.map { .string($0) } ?? .null))
+        members.append(JSONMember("polls", .int(r.polls)))
+        var status: JSONValue = .null
+        if let text = r.lastStatus { status = (try? JSONParser.parse(text)) ?? .string(text) }
+        members.append(JSONMember("status", status))
+        return .object(members)
+    }
+}
+
+public enum Timestamp {
+    /// RFC 3339 UTC with milliseconds.
+    public static func iso8601(_ t: Double) -> String {
+        var secs = time_t(t.rounded(.down))
+        var tmv = tm()
+        gmtime_r(&secs, &tmv)
+        let ms = Int((t - Double(secs)) * 1000)
+        func two(_ n: Int32) -> String { n < 10 ? "0\(n)" : "\(n)" }
+        let msText = ms < 10 ? "00\(ms)" : ms < 100 ? "0\(ms)" : "\(ms)"
+        return "\(tmv.tm_year + 1900)-\(two(tmv.tm_mon + 1))-\(two(tmv.tm_mday))T\(two(tmv.tm_hour)):\(two(tmv.tm_min)):\(two(tmv.tm_sec)).\(msText)Z"
+    }
+}

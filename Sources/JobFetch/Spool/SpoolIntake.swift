@@ -1,0 +1,149 @@
+import Glibc
+import Logging
+
+/// Takes job registrations from `<spool>/<kind>/`: each file is read once
+/// it is closed after writing (or renamed in), its IDs are committed to the
+/// store in one transaction, and only then is the file removed. A file with
+/// a bad line goes to `<spool>/.rejected/` with a `.reason` beside it; its
+/// good lines are still registered.
+public final class SpoolIntake {
+    let spoolDir: String
+    let store: JobStore
+    let logger: Logger
+    let inotify: Inotify
+    private var watches: [Int32: String] = [:]  // descriptor → kind
+    /// Files seen at a scan that were modified moments ago: a writer may
+    /// still hold them open; they are looked at again when they settle.
+    private var unsettled: [String: (kind: String, name: String)] = [:]
+    public private(set) var recheckAt: Double?
+    static let settleTime = 2.0
+
+    public var rejectedDir: String { spoolDir + "/.rejected" }
+
+    public init(spoolDir: String, store: JobStore, inotify: Inotify, logger: Logger) {
+        self.spoolDir = spoolDir
+        self.store = store
+        self.inotify = inotify
+        self.logger = logger
+    }
+
+    /// Watches a directory for each kind (creating it) and stops watching
+    /// kinds that are gone from the config.
+    public func watch(kinds: [String]) throws(SystemError) {
+        try FileIO.makeDirectories(spoolDir, mode: 0o2775)
+        try FileIO.makeDirectories(rejectedDir, mode: 0o2775)
+        for (wd, kind) in watches where !kinds.contains(kind) {
+            inotify.unwatch(wd)
+            watches[wd] = nil
+        }
+        for kind in kinds where !watches.values.contains(kind) {
+            let dir = SpoolRequest.register.directory(spool: spoolDir, kind: kind)
+            try FileIO.makeDirectories(dir, mode: 0o2775)
+            let wd = try inotify.watch(dir, mask: UInt32(IN_CLOSE_WRITE | IN_MOVED_TO | IN_Q_OVERFLOW))
+            watches[wd] = kind
+        }
+    }
+
+    /// Reads every file already waiting (those that arrived while the daemon was down).
+    public func scanAll(now: Double) {
+        for kind in Set(watches.values).sorted() { scan(kind: kind, now: now) }
+    }
+
+    func scan(kind: String, now: Double) {
+        let dir = SpoolRequest.register.directory(spool: spoolDir, kind: kind)
+        let names: [String]
+        do { names = try FileIO.list(dir) } catch {
+            logger.error("cannot list the spool directory: \(error)")
+            return
+        }
+        for name in names where !name.hasPrefix(".") {
+            var st = stat()
+            if lstat(dir + "/" + name, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG,
+               now - (Double(st.st_mtim.tv_sec) + Double(st.st_mtim.tv_nsec) / 1e9) < Self.settleTime {
+                unsettled[dir + "/" + name] = (kind, name)
+                recheckAt = min(recheckAt ?? .infinity, now + Self.settleTime)
+                continue
+            }
+            take(kind: kind, name: name)
+        }
+    }
+
+    /// Looks again at files that were still settling.
+    public func recheck(now: Double) {
+        guard let at = recheckAt, at <= now else { return }
+        recheckAt = nil
+        let pending = unsettled
+        unsettled = [:]
+        for kind in Set(pending.values.map(\.kind)).sorted() { scan(kind: kind, now: now) }
+    }
+
+    /// Handles inotify events; returns true if the queue overflowed (then everything was rescanned).
+    public func handle(_ events: [Inotify.Event], now: Double) {
+        var overflow = false
+        for e in events {
+            if e.mask & UInt32(IN_Q_OVERFLOW) != 0 { overflow = true; continue }
+            guard let kind = watches[e.watch], !e.name.isEmpty, !e.name.hasPrefix(".") else { continue }
+            unsettled[SpoolRequest.register.directory(spool: spoolDir, kind: kind) + "/" + e.name] = nil
+            take(kind: kind, name: e.name)
+        }
+        if overflow {
+            logger.warning("inotify queue overflowed; rescanning the spool")
+            scanAll(now: now)
+        }
+    }
+
+    /// Registers one spool file's jobs, then removes or rejects it.
+    func take(kind: String, name: String) {
+        let dir = SpoolRequest.register.directory(spool: spoolDir, kind: kind)
+        let path = dir + "/" + name
+        var st = stat()
+        guard lstat(path, &st) == 0 else { return }  // already taken
+        guard (st.st_mode & S_IFMT) == S_IFREG else {
+            reject(kind: kind, name: name, reason: "not a regular file (a spool entry must be a plain file)")
+            return
+        }
+        let bytes: [UInt8]
+        do { bytes = try FileIO.readAll(path, limit: SpoolFile.maxSize) } catch {
+            if error.errno == EFBIG {
+                reject(kind: kind, name: name, reason: "larger than \(SpoolFile.maxSize >> 20) MiB; a spool file is a list of job IDs")
+            } else if error.errno != ENOENT {
+                logger.error("cannot read spool file \(path): \(error)")
+            }
+            return
+        }
+        let contents = SpoolFile.parse(name: name, bytes: bytes)
+        if !contents.ids.isEmpty {
+            do {
+                let added = try store.register(contents.ids.map { JobKey(kind: kind, id: $0) }, now: Clock.now())
+                for key in added { logger.info("registered", metadata: Logger.job(key)) }
+                let known = contents.ids.count - added.count
+                if known > 0 { logger.debug("\(known) job(s) in spool file \(kind)/\(name) were already registered") }
+            } catch {
+                // The file stays: nothing is lost, it is tried again at the next scan.
+                logger.error("cannot register the jobs of spool file \(kind)/\(name); it stays in the spool: \(error)")
+                return
+            }
+        }
+        if contents.problems.isEmpty {
+            if unlink(path) != 0 && errno != ENOENT { logger.error("cannot remove spool file \(path): \(SystemError("unlink", path))") }
+        } else {
+            let why = contents.problems.map(\.description).joined(separator: "\n")
+            reject(kind: kind, name: name, reason: why + "\n" + "(\(contents.ids.count) valid ID(s) in the file were registered)")
+        }
+    }
+
+    func reject(kind: String, name: String, reason: String) {
+        let source = SpoolRequest.register.directory(spool: spoolDir, kind: kind) + "/" + name
+        var target = "\(rejectedDir)/\(kind).\(name)"
+        var n = 1
+        while FileIO.exists(target) || FileIO.exists(target + ".reason") { n += 1; target = "\(rejectedDir)/\(kind).\(name).\(n)" }
+        do {
+            try FileIO.writeAtomically(target + ".reason", Array("spool file \(kind)/\(name):\n\(reason)\n".utf8))
+            guard rename(source, target) == 0 else { throw SystemError("rename", source) }
+            try FileIO.fsyncDirectory(rejectedDir)
+            logger.warning("spool file \(kind)/\(name) rejected to \(target): \(LineLogHandler.singleLine(reason))")
+        } catch {
+            logger.error("cannot move bad spool file \(source) to \(rejectedDir): \(error)")
+        }
+    }
+}

@@ -1,0 +1,127 @@
+import Glibc
+
+/// Small, exact file operations: every call checks its result and reports
+/// the path, and durable writes are temp file + fsync + rename + dir fsync.
+public enum FileIO {
+    public static func readAll(_ path: String, limit: Int = 64 << 20) throws(SystemError) -> [UInt8] {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw SystemError("open", path) }
+        defer { close(fd) }
+        var out: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if n < 0 { if errno == EINTR { continue }; throw SystemError("read", path) }
+            if n == 0 { break }
+            out.append(contentsOf: chunk[0..<n])
+            if out.count > limit { throw SystemError("read", path, errno: EFBIG) }
+        }
+        return out
+    }
+
+    public static func writeAll(fd: Int32, _ bytes: UnsafeRawBufferPointer, path: String) throws(SystemError) {
+        var offset = 0
+        while offset < bytes.count {
+            let n = write(fd, bytes.baseAddress! + offset, bytes.count - offset)
+            if n < 0 { if errno == EINTR { continue }; throw SystemError("write", path) }
+            offset += n
+        }
+    }
+
+    /// Writes `bytes` to `path` durably: a temp file beside it, fsync,
+    /// rename over, fsync of the directory. Readers see old or new, never half.
+    public static func writeAtomically(_ path: String, _ bytes: [UInt8], mode: mode_t = 0o644) throws(SystemError) {
+        let dir = parent(path)
+        let tmp = dir + "/.tmp-" + basename(path) + "-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        let fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode)
+        guard fd >= 0 else { throw SystemError("create", tmp) }
+        var failure: SystemError?
+        bytes.withUnsafeBytes { b in
+            do throws(SystemError) { try writeAll(fd: fd, b, path: tmp) } catch { failure = error }
+        }
+        if failure == nil && fsync(fd) != 0 { failure = SystemError("fsync", tmp) }
+        close(fd)
+        if failure == nil && rename(tmp, path) != 0 { failure = SystemError("rename", tmp) }
+        if let failure {
+            unlink(tmp)
+            throw failure
+        }
+        try fsyncDirectory(dir)
+    }
+
+    public static func fsyncDirectory(_ dir: String) throws(SystemError) {
+        let fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard fd >= 0 else { throw SystemError("open", dir) }
+        defer { close(fd) }
+        guard fsync(fd) == 0 else { throw SystemError("fsync", dir) }
+    }
+
+    public static func fsyncFile(_ path: String) throws(SystemError) {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw SystemError("open", path) }
+        defer { close(fd) }
+        guard fsync(fd) == 0 else { throw SystemError("fsync", path) }
+    }
+
+    /// `mkdir -p`, with `mode` for the directories it creates.
+    public static func makeDirectories(_ path: String, mode: mode_t = 0o755) throws(SystemError) {
+        var st = stat()
+        if stat(path, &st) == 0 {
+            guard (st.st_mode & S_IFMT) == S_IFDIR else { throw SystemError("mkdir", path, errno: ENOTDIR) }
+            return
+        }
+        let up = parent(path)
+        if up != path && !up.isEmpty { try makeDirectories(up, mode: mode) }
+        if mkdir(path, mode) != 0 && errno != EEXIST { throw SystemError("mkdir", path) }
+    }
+
+    /// `rm -rf` of a directory tree this program made; never follows links.
+    public static func removeTree(_ path: String) throws(SystemError) {
+        var st = stat()
+        guard lstat(path, &st) == 0 else {
+            if errno == ENOENT { return }
+            throw SystemError("lstat", path)
+        }
+        if (st.st_mode & S_IFMT) == S_IFDIR {
+            for name in try list(path) { try removeTree(path + "/" + name) }
+            guard rmdir(path) == 0 else { throw SystemError("rmdir", path) }
+        } else {
+            guard unlink(path) == 0 || errno == ENOENT else { throw SystemError("unlink", path) }
+        }
+    }
+
+    /// Names in a directory, without `.` and `..`.
+    public static func list(_ dir: String) throws(SystemError) -> [String] {
+        guard let d = opendir(dir) else { throw SystemError("opendir", dir) }
+        defer { closedir(d) }
+        var names: [String] = []
+        while let e = readdir(d) {
+            let name = withUnsafeBytes(of: e.pointee.d_name) { raw in
+                String(cString: raw.bindMemory(to: CChar.self).baseAddress!)
+            }
+            if name != "." && name != ".." { names.append(name) }
+        }
+        return names.sorted()
+    }
+
+    public static func exists(_ path: String) -> Bool {
+        var st = stat()
+        return lstat(path, &st) == 0
+    }
+
+    public static func isRegularFile(_ path: String) -> Bool {
+        var st = stat()
+        return lstat(path, &st) == 0 && (st.st_mode & S_IFMT) == S_IFREG
+    }
+
+    public static func parent(_ path: String) -> String {
+        guard let slash = path.lastIndex(of: "/") else { return "." }
+        if slash == path.startIndex { return "/" }
+        return String(path[..<slash])
+    }
+
+    public static func basename(_ path: String) -> String {
+        guard let slash = path.lastIndex(of: "/") else { return path }
+        return String(path[path.index(after: slash)...])
+    }
+}

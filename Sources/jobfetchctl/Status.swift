@@ -1,0 +1,57 @@
+import ArgumentParser
+import JobFetch
+
+struct Status: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Show one job in detail, with its history.")
+
+    @OptionGroup var options: GlobalOptions
+
+    @Argument var kind: String
+    @Argument var id: String
+
+    @Flag(help: "Print JSON: the list fields plus \"history\" and the last \"status\" document.")
+    var json = false
+
+    func validate() throws {
+        if let problem = JobID.problem(with: id) { throw ValidationError(problem) }
+    }
+
+    func run() throws {
+        let config = try options.load()
+        let key = JobKey(kind: kind, id: try JobID(id))
+        guard let store = try options.openStore(config), let r = try store.job(key) else {
+            throw ValidationError("no job \(key) is registered (a job added moments ago appears once the daemon has taken it from the spool)")
+        }
+        let history = try store.events(key)
+        if json {
+            guard case .object(var members) = JobReport.json(r, outputDir: config.daemon.outputDir) else { return }
+            members.append(JSONMember("history", .array(history.map {
+                .object([JSONMember("at", .string(Timestamp.iso8601($0.at))), JSONMember("event", .string($0.message))])
+            })))
+            let status: JSONValue = r.lastStatus.flatMap { try? JSONParser.parse($0) } ?? .null
+            members.append(JSONMember("status", status))
+            print(JSONWriter.string(.object(members), pretty: true))
+            return
+        }
+        var lines: [String] = []
+        lines.append("job:         \(key)")
+        lines.append("state:       \(r.state.rawValue)" + (r.apiStatus.map { " (API status: \($0))" } ?? ""))
+        if let p = JobReport.percent(r) { lines.append("progress:    \(Int(p.rounded()))%") }
+        if r.bytesDone > 0 { lines.append("bytes:       \(Units.formatBytes(r.bytesDone))" + (r.bytesTotal.map { " of \(Units.formatBytes($0))" } ?? "")) }
+        lines.append("polls:       \(r.polls)" + (r.lastHTTPStatus.map { ", last HTTP \($0)" } ?? ""))
+        if r.attempts > 0 { lines.append("retries:     \(r.attempts) in a row") }
+        if let e = r.lastError { lines.append("last error:  \(e)") }
+        if let reason = r.reason { lines.append("reason:      \(reason)") }
+        for w in r.warnings { lines.append("warning:     \(w)") }
+        lines.append("registered:  \(Timestamp.iso8601(r.registeredAt))")
+        if r.state.isTerminal {
+            lines.append("finished:    \(r.finishedAt.map(Timestamp.iso8601) ?? "-")")
+            lines.append("output:      \(config.daemon.outputDir)/\(key.kind)/\(key.id)")
+        } else {
+            lines.append("next action: \(Timestamp.iso8601(r.nextAt))")
+        }
+        lines.append("history:")
+        for h in history { lines.append("  \(Timestamp.iso8601(h.at))  \(h.message)") }
+        print(lines.joined(separator: "\n"))
+    }
+}
