@@ -9,6 +9,27 @@ struct JobFetchCtl: ParsableCommand {
         version: Version.string,
         subcommands: [Add.self, List.self, Status.self]
     )
+
+    /// SPEC.md writes `jobfetchctl [--config PATH] SUBCOMMAND ...`; the option
+    /// belongs to each subcommand, so one given first is moved after the
+    /// subcommand name before parsing.
+    static func main() {
+        main(normalized(Array(CommandLine.arguments.dropFirst())))
+    }
+
+    static func normalized(_ args: [String]) -> [String] {
+        var args = args
+        var moved: [String] = []
+        if args.first == "--config", args.count >= 2 {
+            moved = Array(args[0...1])
+            args.removeFirst(2)
+        } else if let first = args.first, first.hasPrefix("--config=") {
+            moved = [first]
+            args.removeFirst()
+        }
+        guard !moved.isEmpty, !args.isEmpty else { return moved + args }
+        return [args[0]] + moved + args.dropFirst()
+    }
 }
 
 struct GlobalOptions: ParsableArguments {

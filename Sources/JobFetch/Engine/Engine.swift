@@ -48,6 +48,8 @@ public final class Engine {
         try FileIO.makeDirectories(d.stateDir, mode: 0o750)
         try FileIO.makeDirectories(d.outputDir)
         try FileIO.makeDirectories(d.outputDir + "/.incoming")
+        // Consumers can watch <output>/<kind>/ for results appearing.
+        for kind in config.kinds { try FileIO.makeDirectories(d.outputDir + "/" + kind.name) }
         store = try JobStore(path: d.databasePath)
         http = try CurlMulti(maxPerHost: 8, maxTotal: d.maxPolls + d.maxDownloads)
         inotify = try Inotify()

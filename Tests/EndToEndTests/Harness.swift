@@ -1,0 +1,187 @@
+import Foundation
+import Glibc
+import JobFetch
+
+/// A child process started with posix_spawn: stdout to a pipe read line by
+/// line with a deadline (to wait on the fake API's events), stderr to a file.
+final class Child {
+    let pid: pid_t
+    private let stdoutFD: Int32
+    private var buffer: [UInt8] = []
+    private(set) var lines: [String] = []
+    private var reaped = false
+
+    init(_ argv: [String], environment: [String: String] = [:], stderrPath: String) throws {
+        var fds: [Int32] = [0, 0]
+        guard pipe(&fds) == 0 else { throw SystemError("pipe", argv[0]) }
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_adddup2(&actions, fds[1], 1)
+        posix_spawn_file_actions_addopen(&actions, 2, stderrPath, O_WRONLY | O_CREAT | O_APPEND, 0o644)
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addclose(&actions, fds[0])
+        var env = ProcessInfo.processInfo.environment
+        env.removeValue(forKey: "JOURNAL_STREAM")
+        env.removeValue(forKey: "NOTIFY_SOCKET")
+        for (k, v) in environment { env[k] = v }
+        let cArgs = argv.map { strdup($0) } + [nil]
+        let cEnv = env.map { strdup("\($0.key)=\($0.value)") } + [nil]
+        defer { cArgs.forEach { free($0) }; cEnv.forEach { free($0) } }
+        var p: pid_t = 0
+        let rc = posix_spawn(&p, argv[0], &actions, nil, cArgs, cEnv)
+        close(fds[1])
+        guard rc == 0 else { close(fds[0]); throw SystemError("posix_spawn", argv[0], errno: rc) }
+        pid = p
+        stdoutFD = fds[0]
+    }
+
+    deinit {
+        if !reaped { kill(pid, SIGKILL); _ = waitExit() }
+        close(stdoutFD)
+    }
+
+    /// Reads stdout until a line satisfies `match` or `timeout` passes.
+    func waitForLine(timeout: Double = 30, _ match: (String) -> Bool) -> String? {
+        if let hit = lines.first(where: match) { return hit }
+        let deadline = Clock.monotonic() + timeout
+        var chunk = [UInt8](repeating: 0, count: 4096)
+        while Clock.monotonic() < deadline {
+            var p = pollfd(fd: stdoutFD, events: Int16(POLLIN), revents: 0)
+            let left = Int32(max(1, (deadline - Clock.monotonic()) * 1000))
+            guard poll(&p, 1, left) > 0 else { continue }
+            let n = read(stdoutFD, &chunk, chunk.count)
+            if n <= 0 { return nil }
+            buffer += chunk[0..<n]
+            while let nl = buffer.firstIndex(of: 0x0A) {
+                let line = String(decoding: buffer[..<nl], as: UTF8.self)
+                buffer.removeSubrange(...nl)
+                lines.append(line)
+                if match(line) { return line }
+            }
+        }
+        return nil
+    }
+
+    func signal(_ sig: Int32) { kill(pid, sig) }
+
+    /// Waits for the process to end; returns its exit status (128+signal if killed).
+    @discardableResult
+    func waitExit() -> Int32 {
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        reaped = true
+        if status & 0x7F == 0 { return (status >> 8) & 0xFF }
+        return 128 + (status & 0x7F)
+    }
+}
+
+/// One isolated installation: temp dirs, the fake API on a free port, a config.
+final class Installation {
+    let root: String
+    let apiKey = "key-\(UInt32.random(in: 0...UInt32.max))"
+    let api: Child
+    let port: Int
+    var daemon: Child?
+
+    static let binDir: String = {
+        let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+        var dir = URL(fileURLWithPath: exe).deletingLastPathComponent()
+        // The test binary lives in .build/<triple>/debug/<package>PackageTests.xctest.
+        while !FileManager.default.isExecutableFile(atPath: dir.path + "/jobfetchd") && dir.path != "/" {
+            dir = dir.deletingLastPathComponent()
+        }
+        return dir.path
+    }()
+    static let fakeAPI = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().path + "/FakeAPI/fake_api.py"
+
+    var configPath: String { root + "/daemon.conf" }
+    var spool: String { root + "/spool" }
+    var output: String { root + "/output" }
+    var dataDir: String { root + "/data" }
+
+    init(extraKindLines: String = "") throws {
+        var template = Array((NSTemporaryDirectory() + "/jobfetch-e2e-XXXXXX").utf8CString)
+        guard let p = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) else { throw SystemError("mkdtemp", "") }
+        root = String(cString: p)
+        try FileIO.makeDirectories(root + "/data")
+        try FileIO.writeAtomically(root + "/api-key", Array((apiKey + "\n").utf8))
+        api = try Child(["/usr/bin/env", "python3", Self.fakeAPI, "--api-key", apiKey, "--data-dir", root + "/data"], stderrPath: root + "/fake-api.err")
+        guard let line = api.waitForLine(timeout: 30, { $0.hasPrefix("PORT ") }), let port = Int(line.dropFirst(5)) else {
+            throw JobFetchError("the fake API did not start; see \(root)/fake-api.err")
+        }
+        self.port = port
+        let conf = """
+            [daemon]
+            spool_dir = \(root)/spool
+            state_dir = \(root)/state
+            output_dir = \(root)/output
+            log_level = debug
+
+            [kind dataset]
+            preset = dataset
+            status_url = http://127.0.0.1:\(port)/v0/datasets/{id}
+            header = x-api-key: ${file:\(root)/api-key}
+            poll_interval = 200ms
+            max_poll_interval = 1s
+            timeout = 2m
+            \(extraKindLines)
+            """
+        try FileIO.writeAtomically(configPath, Array(conf.utf8))
+    }
+
+    deinit {
+        daemon?.signal(SIGKILL)
+        api.signal(SIGKILL)
+        if ProcessInfo.processInfo.environment["KEEP_E2E"] == nil { try? FileIO.removeTree(root) }
+    }
+
+    /// Starts jobfetchd and waits until it has set up its directories
+    /// (from then on a spool file is either scanned at start or seen by inotify).
+    func startDaemon() throws {
+        try FileIO.makeDirectories(output)
+        let d = try Child([Self.binDir + "/jobfetchd", "--config", configPath], stderrPath: root + "/daemon.log")
+        daemon = d
+        guard try Inotify.wait(for: "dataset", in: output, timeout: 30) else {
+            throw JobFetchError("jobfetchd did not start; log:\n\(daemonLog)")
+        }
+    }
+
+    var daemonLog: String { (try? String(contentsOfFile: root + "/daemon.log", encoding: .utf8)) ?? "" }
+
+    /// Runs jobfetchctl; returns exit status, stdout and stderr.
+    func ctl(_ args: [String]) throws -> (status: Int32, out: String, err: String) {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: Self.binDir + "/jobfetchctl")
+        p.arguments = ["--config", configPath] + args
+        let out = Pipe(), err = Pipe()
+        p.standardOutput = out
+        p.standardError = err
+        try p.run()
+        let o = out.fileHandleForReading.readDataToEndOfFile()
+        let e = err.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        return (p.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
+    }
+
+    /// Waits (inotify, not sleep) for a job's output directory to be published.
+    func waitForResult(_ id: String, timeout: Double = 60) throws -> Bool {
+        try Inotify.wait(for: id, in: output + "/dataset", timeout: timeout)
+    }
+
+    func jobJSON(_ id: String) throws -> JSONValue {
+        try JSONParser.parse(try FileIO.readAll("\(output)/dataset/\(id)/job.json"))
+    }
+}
+
+func sha256sum(_ path: String) -> String {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: "/usr/bin/sha256sum")
+    p.arguments = [path]
+    let out = Pipe()
+    p.standardOutput = out
+    try? p.run()
+    let data = out.fileHandleForReading.readDataToEndOfFile()
+    p.waitUntilExit()
+    return String(decoding: data, as: UTF8.self).split(separator: " ").first.map(String.init) ?? ""
+}

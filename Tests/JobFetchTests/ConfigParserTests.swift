@@ -1,0 +1,196 @@
+import Glibc
+import Testing
+@testable import JobFetch
+
+@Suite struct ConfigParserTests {
+    let env = ConfigParser.Environment(["API_HOST": "api.qoery.com", "CREDENTIALS_DIRECTORY": "/nonexistent-creds"])
+
+    func problems(_ text: String, env: ConfigParser.Environment? = nil) -> [ConfigProblem] {
+        do {
+            _ = try ConfigParser.parse(text, file: "daemon.conf", environment: env ?? self.env)
+            return []
+        } catch {
+            return error.problems
+        }
+    }
+
+    static let good = """
+        # production sample
+        [daemon]
+        spool_dir     = /var/spool/jobfetchd
+        state_dir     = /var/lib/jobfetchd          # SQLite state database lives here
+        output_dir    = /srv/results/
+        max_downloads = 6
+        max_polls     = 16
+        log_level     = notice
+        max_artifact_size = 2G
+        min_free_space = 512M
+
+        ; a dataset API
+        [kind dataset]
+        preset        = dataset
+        status_url    = https://${env:API_HOST}/v0/datasets/{id}
+        header        = x-api-key: literal-key
+        header        = X-Trace: on
+        poll_interval = 500ms
+        max_poll_interval = 5m
+        timeout       = 7d
+        rate_limit    = 10/s
+        not_found_grace = 2m
+        """
+
+    @Test func readsAGoodFile() throws {
+        let c = try ConfigParser.parse(Self.good, file: "daemon.conf", environment: env)
+        #expect(c.daemon.spoolDir == "/var/spool/jobfetchd")
+        #expect(c.daemon.outputDir == "/srv/results")
+        #expect(c.daemon.maxDownloads == 6)
+        #expect(c.daemon.maxPolls == 16)
+        #expect(c.daemon.logLevel == .notice)
+        #expect(c.daemon.maxArtifactSize == 2 << 30)
+        #expect(c.daemon.minFreeSpace == 512 << 20)
+        let k = try #require(c.kind("dataset"))
+        #expect(k.statusURL == "https://api.qoery.com/v0/datasets/{id}")
+        #expect(try k.statusURL(for: JobID("ab:c")).text == "https://api.qoery.com/v0/datasets/ab:c")
+        #expect(k.headers.count == 2)
+        #expect(try k.headers[0].resolve(SecretFileCache()) == "x-api-key: literal-key")
+        #expect(k.pollInterval == 0.5)
+        #expect(k.maxPollInterval == 300)
+        #expect(k.timeout == 7 * 86400)
+        #expect(k.notFoundGrace == 120)
+        #expect(k.rateLimit == RateLimit(requests: 10, per: 1))
+        #expect(k.mapping == Preset.dataset)
+    }
+
+    @Test func misspeltKeyNamesFileLineKeyAndSuggestion() {
+        let p = problems(Self.good.replacingOccurrences(of: "poll_interval = 500ms", with: "pol_interval = 500ms"))
+        #expect(p.count == 1)
+        #expect(p[0].line == 18)
+        #expect(p[0].key == "pol_interval")
+        #expect(p[0].suggestion == "poll_interval")
+        #expect(p[0].description == "daemon.conf:18: pol_interval: unknown key in [kind dataset]; did you mean \"poll_interval\"?")
+    }
+
+    @Test func keyInTheWrongSectionSaysWhereItBelongs() {
+        let p = problems("[daemon]\npoll_interval = 5s\n[kind a]\npreset = dataset\nstatus_url = https://x/{id}\n")
+        #expect(p.count == 1)
+        #expect(p[0].line == 2)
+        #expect(p[0].message.contains("belongs in a [kind NAME] section"))
+    }
+
+    @Test func everyKindOfErrorIsReportedWithItsLine() {
+        let text = """
+            [daemon]
+            spool_dir = relative/path
+            max_polls = lots
+            log_level = verbose
+            max_artifact_size = 5Q
+            [kind one]
+            preset = datset
+            status_url = http://api.example.com/{id}
+            poll_interval = 5 minutes
+            header = no colon here
+            rate_limit = fast
+            timeout = 1h
+            timeout = 2h
+            [kinds two]
+            [kind three]
+            preset = dataset
+            status_url = https://example.com/fixed
+            header = x-key: ${env:MISSING_VAR}
+            header = x-key: ${file:/nonexistent/secret}
+            header = x-key: ${credential:qoery-key}
+            this line is nonsense
+            """
+        let p = problems(text)
+        let byLine = Dictionary(grouping: p, by: \.line)
+        #expect(byLine[2]?.first?.message.contains("not an absolute path") == true)
+        #expect(byLine[3]?.first?.message.contains("whole number") == true)
+        #expect(byLine[4]?.first?.message.contains("not a log level") == true)
+        #expect(byLine[5]?.first?.message.contains("not a size") == true)
+        #expect(byLine[7]?.first?.suggestion == "dataset")
+        #expect(byLine[8]?.first?.message.contains("plain http:// is refused") == true)
+        #expect(byLine[9]?.first?.message.contains("not a duration") == true)
+        #expect(byLine[10]?.first?.message.contains("Name: value") == true)
+        #expect(byLine[11]?.first?.message.contains("not a rate") == true)
+        #expect(byLine[13]?.first?.message.contains("given twice") == true)
+        #expect(byLine[14]?.first?.suggestion == "kind two")
+        #expect(byLine[17]?.first?.message.contains("{id}") == true)
+        #expect(byLine[18]?.first?.message.contains("MISSING_VAR") == true)
+        #expect(byLine[19]?.first?.message.contains("/nonexistent/secret") == true)
+        #expect(byLine[20]?.first?.message.contains("/nonexistent-creds/qoery-key") == true)
+        #expect(byLine[21]?.first?.message.contains("key = value") == true)
+        #expect(p.allSatisfy { $0.file == "daemon.conf" })
+    }
+
+    @Test func loopbackHTTPIsAllowedAndOthersNeedOptIn() throws {
+        let ok = "[kind a]\npreset = dataset\nstatus_url = http://127.0.0.1:8080/{id}\n"
+        #expect(problems(ok).isEmpty)
+        let optIn = "[kind a]\npreset = dataset\nallow_insecure_http = yes\nstatus_url = http://intranet.example/{id}\n"
+        #expect(problems(optIn).isEmpty)
+    }
+
+    @Test func customKindMustSetItsMapping() {
+        let p = problems("[kind x]\npreset = custom\nstatus_url = https://h/{id}\nstatus_field = /state\n")
+        #expect(p.count == 1)
+        #expect(p[0].message.contains("success, failure"))
+        let full = "[kind x]\npreset = custom\nstatus_url = https://h/{id}\nstatus_field = /state\nsuccess = DONE\nfailure = BAD\nrunning = WAIT, queued\nerror_field = /why, /detail\n"
+        #expect(problems(full).isEmpty)
+        let overlap = full + "failure = DONE\n"
+        #expect(problems(overlap).contains { $0.message.contains("given twice") })
+    }
+
+    @Test func fileSecretsAreReadAtUseAndRereadWhenTheyChange() throws {
+        let dir = makeTempDir()
+        defer { try? FileIO.removeTree(dir) }
+        try write(dir + "/token", "first-token\n")
+        let text = "[kind a]\npreset = dataset\nstatus_url = https://h/{id}\nheader = Authorization: Bearer ${file:\(dir)/token}\n"
+        let c = try ConfigParser.parse(text, file: "daemon.conf", environment: env)
+        let cache = SecretFileCache()
+        let header = try #require(c.kinds.first?.headers.first)
+        #expect(try header.resolve(cache) == "Authorization: Bearer first-token")
+        try write(dir + "/token", "rotated-token-longer\n")
+        #expect(try header.resolve(cache) == "Authorization: Bearer rotated-token-longer")
+    }
+
+    @Test func credentialsComeFromTheCredentialsDirectory() throws {
+        let dir = makeTempDir()
+        defer { try? FileIO.removeTree(dir) }
+        try write(dir + "/qoery-key", "s3cret")
+        let text = "[kind a]\npreset = dataset\nstatus_url = https://h/{id}\nheader = x-api-key: ${credential:qoery-key}\n"
+        let c = try ConfigParser.parse(text, file: "f", environment: .init(["CREDENTIALS_DIRECTORY": dir]))
+        #expect(try c.kinds[0].headers[0].resolve(SecretFileCache()) == "x-api-key: s3cret")
+    }
+
+    @Test func errorsNeverContainSecretValues() throws {
+        let dir = makeTempDir()
+        defer { try? FileIO.removeTree(dir) }
+        try write(dir + "/token", "TOPSECRET\nsecond line")
+        let text = "[kind a]\npreset = dataset\nstatus_url = https://h/{id}\nheader = x-api-key: ${file:\(dir)/token}\n"
+        let p = problems(text)
+        #expect(p.count == 1)
+        #expect(!p[0].description.contains("TOPSECRET"))
+    }
+
+    @Test func durationsAndSizes() {
+        #expect(Units.duration("500ms") == 0.5)
+        #expect(Units.duration("30s") == 30)
+        #expect(Units.duration("5m") == 300)
+        #expect(Units.duration("2h") == 7200)
+        #expect(Units.duration("7d") == 604800)
+        #expect(Units.duration("5") == nil)
+        #expect(Units.duration("-5s") == nil)
+        #expect(Units.duration("ms") == nil)
+        #expect(Units.size("512") == 512)
+        #expect(Units.size("64k") == 65536)
+        #expect(Units.size("5M") == 5 << 20)
+        #expect(Units.size("2G") == 2 << 30)
+        #expect(Units.size("9999999999999G") == nil)
+        #expect(Units.size("1.5G") == nil)
+    }
+
+    @Test func noKindIsAnError() {
+        let p = problems("[daemon]\nlog_level = info\n")
+        #expect(p.count == 1)
+        #expect(p[0].message.contains("no [kind NAME]"))
+    }
+}

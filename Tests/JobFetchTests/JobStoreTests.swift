@@ -1,0 +1,71 @@
+import Testing
+@testable import JobFetch
+
+@Suite struct JobStoreTests {
+    @Test func registerIsIdempotentAndOneTransaction() throws {
+        let dir = makeTempDir()
+        defer { try? FileIO.removeTree(dir) }
+        let store = try JobStore(path: dir + "/s.sqlite")
+        let a = JobKey(kind: "dataset", id: try JobID("a"))
+        let b = JobKey(kind: "dataset", id: try JobID("b"))
+        #expect(try store.register([a, b], now: 100) == [a, b])
+        var r = try #require(try store.job(a))
+        r.state = .succeeded
+        try store.save(r, event: "done")
+        #expect(try store.register([a, b], now: 200).isEmpty)
+        #expect(try store.job(a)?.state == .succeeded, "registering again must not reset a finished job")
+        #expect(try store.job(a)?.registeredAt == 100)
+        #expect(try store.events(a).map(\.message) == ["registered", "done"])
+    }
+
+    @Test func dueOrderingAndNextDueSkipBusyJobs() throws {
+        let dir = makeTempDir()
+        defer { try? FileIO.removeTree(dir) }
+        let store = try JobStore(path: dir + "/s.sqlite")
+        let keys = try ["x", "y", "z"].map { JobKey(kind: "k", id: try JobID($0)) }
+        try store.register(keys, now: 0)
+        for (i, k) in keys.enumerated() {
+            var r = try #require(try store.job(k))
+            r.state = .polling
+            r.nextAt = Double(30 - i * 10)  // z=10, y=20, x=30
+            try store.save(r)
+        }
+        #expect(try store.due(in: [.polling], now: 25, limit: 10).map(\.key.id.rawValue) == ["z", "y"])
+        #expect(try store.nextDue(in: [.polling], excluding: []) == 10)
+        #expect(try store.nextDue(in: [.polling], excluding: [keys[2]]) == 20)
+        #expect(try store.nextDue(in: [.fetching], excluding: []) == nil)
+    }
+
+    @Test func recordRoundTripsEveryField() throws {
+        let dir = makeTempDir()
+        defer { try? FileIO.removeTree(dir) }
+        let store = try JobStore(path: dir + "/s.sqlite")
+        let k = JobKey(kind: "k", id: try JobID("j"))
+        try store.register([k], now: 1)
+        var r = try #require(try store.job(k))
+        r.state = .publishing; r.updatedAt = 2; r.nextAt = 3; r.attempts = 4; r.polls = 5; r.lastHTTPStatus = 503
+        r.lastError = "e"; r.lastStatus = "{\"s\":1}"; r.apiStatus = "done"; r.progress = 0.5; r.bytesDone = 6
+        r.bytesTotal = 7; r.resultURL = "https://h/x?sig=1"; r.reason = "why"; r.warnings = ["w1", "w\"2"]
+        r.finishedAt = 8; r.notFoundSince = 9; r.outcome = .failed
+        try store.save(r)
+        #expect(try store.job(k) == r)
+    }
+
+    @Test func readOnlyOpenSeesTheDaemonsWrites() throws {
+        let dir = makeTempDir()
+        defer { try? FileIO.removeTree(dir) }
+        let writer = try JobStore(path: dir + "/s.sqlite")
+        try writer.register([JobKey(kind: "k", id: try JobID("j"))], now: 1)
+        let reader = try JobStore(path: dir + "/s.sqlite", readOnly: true)
+        #expect(try reader.list().count == 1)
+        #expect(throws: SQLiteError.self) { try reader.register([JobKey(kind: "k", id: try JobID("n"))], now: 2) }
+    }
+
+    @Test func aNewerSchemaIsRefused() throws {
+        let dir = makeTempDir()
+        defer { try? FileIO.removeTree(dir) }
+        let db = try SQLiteDatabase(path: dir + "/s.sqlite", readOnly: false)
+        try db.execute("PRAGMA user_version = 99")
+        #expect(throws: SQLiteError.self) { try JobStore(path: dir + "/s.sqlite") }
+    }
+}

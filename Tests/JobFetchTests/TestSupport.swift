@@ -1,0 +1,30 @@
+import Foundation
+import Glibc
+@testable import JobFetch
+
+/// A fresh temporary directory, removed by the caller's `defer`.
+func makeTempDir(_ label: String = "jobfetch") -> String {
+    var template = Array((NSTemporaryDirectory() + "/\(label)-XXXXXX").utf8CString)
+    let p = template.withUnsafeMutableBufferPointer { mkdtemp($0.baseAddress!) }
+    return p.map { String(cString: $0) } ?? "/tmp/\(label)-\(getpid())"
+}
+
+func fixture(_ path: String) throws -> [UInt8] {
+    let dir = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+    return try FileIO.readAll(dir.path + "/Fixtures/" + path)
+}
+
+func write(_ path: String, _ text: String) throws {
+    try FileIO.writeAtomically(path, Array(text.utf8))
+}
+
+/// Runs a command and returns its exit status.
+@discardableResult
+func shell(_ command: String) -> Int32 {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: "/bin/sh")
+    p.arguments = ["-c", command]
+    do { try p.run() } catch { return -1 }
+    p.waitUntilExit()
+    return p.terminationStatus
+}
