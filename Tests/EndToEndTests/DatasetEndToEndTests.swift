@@ -165,8 +165,8 @@ import Testing
         let text = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         p.waitUntilExit()
         #expect(p.terminationStatus == 1)
-        #expect(text.contains("\(inst.configPath):15: pol_interval: unknown key in [kind dataset]; did you mean \"poll_interval\"?"))
-        #expect(text.contains("\(inst.configPath):16: timeout: given twice"))
+        #expect(text.contains("\(inst.configPath):14: pol_interval: unknown key in [kind dataset]; did you mean \"poll_interval\"?"))
+        #expect(text.contains("\(inst.configPath):15: timeout: given twice"))
         #expect(text.contains("2 problem(s)"))
     }
 }

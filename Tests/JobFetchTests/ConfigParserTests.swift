@@ -1,3 +1,4 @@
+import Foundation
 import Glibc
 import Testing
 @testable import JobFetch
@@ -192,5 +193,17 @@ import Testing
         let p = problems("[daemon]\nlog_level = info\n")
         #expect(p.count == 1)
         #expect(p[0].message.contains("no [kind NAME]"))
+    }
+}
+
+@Suite struct ShippedFilesTests {
+    @Test func theSampleDaemonConfIsValid() throws {
+        let creds = makeTempDir()
+        defer { try? FileIO.removeTree(creds) }
+        try write(creds + "/qoery-key", "k")
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
+        let c = try ConfigParser.load(path: root + "/daemon.conf", environment: .init(["CREDENTIALS_DIRECTORY": creds]))
+        #expect(c.kinds.map(\.name) == ["dataset"])
+        #expect(c.daemon.spoolDir == "/var/spool/jobfetchd")
     }
 }
