@@ -9,11 +9,7 @@ extension Engine {
     func startFetch(_ record: JobRecord, now: Double) {
         var r = record
         guard let kind = kindConfig(r.key, record: &r, now: now) else { return }
-        if now - r.registeredAt > kind.timeout {
-            r.reason = "timed out: the result could not be fetched within \(Units.formatDuration(kind.timeout)) of registration" + (r.lastError.map { " (last problem: \($0))" } ?? "")
-            complete(&r, .failed, now: now)
-            return
-        }
+        if failIfTimedOut(&r, kind: kind, now: now, doing: "the result could not be fetched") { return }
         guard let text = r.resultURL, let url = try? ParsedURL(text) else {
             r.state = .polling
             r.nextAt = now
@@ -34,11 +30,7 @@ extension Engine {
             logger.debug("downloading \(url.redacted)\(hdrs.isEmpty ? " (no credentials: another origin)" : "")", metadata: Logger.job(r.key))
             _ = begin(.fetch(r.key, url: url, hop: hop), request: request)
         } catch {
-            r.attempts += 1
-            r.lastError = "cannot start the download: \(error)"
-            r.nextAt = now + Backoff(base: kind.pollInterval, cap: kind.maxPollInterval).retryDelay(after: r.attempts)
-            logger.error("\(r.lastError ?? "")", metadata: Logger.job(r.key))
-            save(r)
+            scheduleRetry(&r, kind: kind, problem: "cannot start the download: \(error)", response: nil, now: now, level: .error)
         }
     }
 
@@ -52,13 +44,7 @@ extension Engine {
         r.bytesDone = response.bytesWritten
 
         func retry(_ problem: String, level: Logger.Level = .warning) {
-            r.attempts += 1
-            r.lastError = problem
-            var delay = Backoff(base: kind.pollInterval, cap: kind.maxPollInterval).retryDelay(after: r.attempts)
-            if let after = response.retryAfter(now: now) { delay = max(min(after, 6 * 3600), 1) }
-            r.nextAt = now + delay
-            logger.log(level: level, "\(problem); retrying in \(Units.formatDuration(delay))", metadata: log)
-            save(r, event: r.attempts == 1 ? problem : nil)
+            scheduleRetry(&r, kind: kind, problem: problem, response: response, now: now, level: level)
         }
 
         if let w = response.writeError {

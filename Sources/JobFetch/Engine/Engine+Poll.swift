@@ -5,11 +5,7 @@ extension Engine {
     func startPoll(_ record: JobRecord, now: Double) {
         var r = record
         guard let kind = kindConfig(r.key, record: &r, now: now) else { return }
-        if now - r.registeredAt > kind.timeout {
-            r.reason = "timed out: no result \(Units.formatDuration(kind.timeout)) after registration" + (r.lastError.map { " (last problem: \($0))" } ?? "")
-            complete(&r, .failed, now: now)
-            return
-        }
+        if failIfTimedOut(&r, kind: kind, now: now, doing: "no result") { return }
         if let limit = kind.rateLimit {
             var bucket = buckets[kind.name] ?? TokenBucket(limit, now: now)
             let wait = bucket.take(now: now)
@@ -26,11 +22,7 @@ extension Engine {
             url = try kind.statusURL(for: r.key.id)
             hdrs = try headers(for: kind, url: url, statusOrigin: url.origin)
         } catch {
-            r.attempts += 1
-            r.lastError = error.message
-            r.nextAt = now + Backoff(base: kind.pollInterval, cap: kind.maxPollInterval).retryDelay(after: r.attempts)
-            logger.error("cannot build the status request: \(error.message)", metadata: Logger.job(r.key))
-            save(r)
+            scheduleRetry(&r, kind: kind, problem: "cannot build the status request: \(error.message)", response: nil, now: now, level: .error)
             return
         }
         var request = HTTPRequest(url: url, headers: hdrs + ["Accept: application/json"], body: .memory(limit: Self.statusBodyLimit), timeout: Self.statusTimeout)
@@ -43,20 +35,11 @@ extension Engine {
         let now = Clock.now()
         guard var r = try? store.job(key), !r.state.isTerminal else { return }
         guard let kind = kindConfig(key, record: &r, now: now) else { return }
-        let backoff = Backoff(base: kind.pollInterval, cap: kind.maxPollInterval)
         r.updatedAt = now
         r.polls += 1
         r.lastHTTPStatus = response.status == 0 ? nil : response.status
-        let log = Logger.job(key)
-
         func retry(_ problem: String, level: Logger.Level = .warning) {
-            r.attempts += 1
-            r.lastError = problem
-            var delay = backoff.retryDelay(after: r.attempts)
-            if let after = response.retryAfter(now: now) { delay = max(min(after, 6 * 3600), 1) }
-            r.nextAt = now + delay
-            logger.log(level: level, "\(problem); retrying in \(Units.formatDuration(delay))", metadata: log)
-            save(r, event: r.attempts == 1 ? problem : nil)
+            scheduleRetry(&r, kind: kind, problem: problem, response: response, now: now, level: level)
         }
 
         if let error = response.error {
@@ -129,11 +112,8 @@ extension Engine {
             }
             save(r, event: changed)
         case .malformed(let problem):
-            r.attempts += 1
-            r.lastError = "\(problem) (HTTP \(response.status), body starts: \(response.bodySnippet))"
-            r.nextAt = now + backoff.retryDelay(after: r.attempts)
-            logger.warning("bad status document from \(url.redacted): \(r.lastError ?? "")", metadata: log)
-            save(r, event: r.attempts == 1 ? problem : nil)
+            scheduleRetry(&r, kind: kind, problem: "bad status document from \(url.redacted): \(problem) (HTTP \(response.status), body starts: \(response.bodySnippet))",
+                          response: nil, now: now)
         case .failed(let reason):
             r.reason = reason
             complete(&r, .failed, now: now)

@@ -225,6 +225,27 @@ public final class Engine {
         }
     }
 
+    /// Records a problem that heals by waiting: backs off (exponentially,
+    /// with jitter; `Retry-After` wins when the server gives one) and logs.
+    func scheduleRetry(_ r: inout JobRecord, kind: KindConfig, problem: String, response: HTTPResponse?,
+                       now: Double, level: Logger.Level = .warning) {
+        r.attempts += 1
+        r.lastError = problem
+        var delay = Backoff(base: kind.pollInterval, cap: kind.maxPollInterval).retryDelay(after: r.attempts)
+        if let after = response?.retryAfter(now: now) { delay = max(min(after, 6 * 3600), 1) }
+        r.nextAt = now + delay
+        logger.log(level: level, "\(problem); retrying in \(Units.formatDuration(delay))", metadata: Logger.job(r.key))
+        save(r, event: r.attempts == 1 ? problem : nil)
+    }
+
+    /// Fails the job if it is older than its kind's `timeout`; true if it did.
+    func failIfTimedOut(_ r: inout JobRecord, kind: KindConfig, now: Double, doing: String) -> Bool {
+        guard now - r.registeredAt > kind.timeout else { return false }
+        r.reason = "timed out: \(doing) within \(Units.formatDuration(kind.timeout)) of registration" + (r.lastError.map { " (last problem: \($0))" } ?? "")
+        complete(&r, .failed, now: now)
+        return true
+    }
+
     func isAllowedScheme(_ url: ParsedURL, kind: KindConfig) -> Bool {
         url.scheme == "https" || url.isLoopback || kind.allowInsecureHTTP
     }
