@@ -48,8 +48,6 @@ public final class Engine {
         try FileIO.makeDirectories(d.stateDir, mode: 0o750)
         try FileIO.makeDirectories(d.outputDir)
         try FileIO.makeDirectories(d.outputDir + "/.incoming")
-        // Consumers can watch <output>/<kind>/ for results appearing.
-        for kind in config.kinds { try FileIO.makeDirectories(d.outputDir + "/" + kind.name) }
         store = try JobStore(path: d.databasePath)
         http = try CurlMulti(maxPerHost: 8, maxTotal: d.maxPolls + d.maxDownloads)
         inotify = try Inotify()
@@ -57,6 +55,9 @@ public final class Engine {
         publisher = Publisher(outputDir: d.outputDir)
         intake = SpoolIntake(spoolDir: d.spoolDir, store: store, inotify: inotify, logger: logger)
         try intake.watch(kinds: config.kinds.map(\.name))
+        // Last, once the spool is watched: consumers (and tests) can watch
+        // <output>/<kind>/ for results, and its appearance means the daemon is set up.
+        for kind in config.kinds { try FileIO.makeDirectories(d.outputDir + "/" + kind.name) }
     }
 
     /// Runs until SIGTERM or SIGINT; returns the process exit status.
