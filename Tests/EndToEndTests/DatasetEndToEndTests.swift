@@ -154,6 +154,22 @@ import Testing
         #expect(try FileIO.list(inst.spool + "/dataset").count == 1)
     }
 
+    @Test func sigtermStopsCleanlyAndWorkResumesAtTheNextStart() throws {
+        let inst = try Installation()
+        try inst.startDaemon()
+        #expect(try inst.ctl(["add", "dataset", "done-30-interrupted"]).status == 0)
+        #expect(inst.api.waitForLine { $0 == "STATUS done-30-interrupted processing" } != nil)
+        inst.daemon?.signal(SIGTERM)
+        #expect(inst.daemon?.waitExit() == 0)
+        #expect(inst.daemonLog.contains("received SIGTERM; shutting down"))
+        #expect(inst.daemonLog.contains("stopped"))
+        let status = try JSONParser.parse(try inst.ctl(["status", "dataset", "done-30-interrupted", "--json"]).out)
+        #expect(status["state"] == "polling")
+        try inst.startDaemon()
+        #expect(try inst.waitForResult("done-30-interrupted", timeout: 90))
+        #expect(try inst.jobJSON("done-30-interrupted")["outcome"] == "succeeded")
+    }
+
     @Test func checkConfigPrintsEveryProblemWithItsLine() throws {
         let inst = try Installation(extraKindLines: "pol_interval = 5s\ntimeout = forever\n")
         let p = Process()
