@@ -63,13 +63,20 @@ import Testing
     @Test func transientErrorsAndGarbageAreRetried() throws {
         let inst = try Installation()
         try inst.startDaemon()
-        #expect(try inst.ctl(["add", "dataset", "flaky-1", "garbage-1", "gz-small"]).status == 0)
-        for id in ["flaky-1", "garbage-1", "gz-small"] { #expect(try inst.waitForResult(id), "\(id)") }
+        #expect(try inst.ctl(["add", "dataset", "flaky-1", "garbage-1", "garbage-3-run", "gz-small"]).status == 0)
+        for id in ["flaky-1", "garbage-1", "garbage-3-run", "gz-small"] { #expect(try inst.waitForResult(id), "\(id)") }
         #expect(try inst.jobJSON("flaky-1")["outcome"] == "succeeded")
         #expect(try inst.jobJSON("garbage-1")["outcome"] == "succeeded")
         #expect(inst.daemonLog.contains("dataset/flaky-1: status endpoint answered HTTP 503"))
         #expect(inst.daemonLog.contains("dataset/garbage-1: bad status document"))
         #expect(inst.daemonLog.contains("body starts: <html>502 Bad Gateway</html>"))
+        // Three bad bodies in a row are one run of failures: the backoff grows
+        // and the history records the problem once, not at every poll.
+        #expect(inst.daemonLog.components(separatedBy: "dataset/garbage-3-run: bad status document").count - 1 == 3)
+        let history = try JSONParser.parse(try inst.ctl(["status", "dataset", "garbage-3-run", "--json"]).out)["history"]
+        guard case .array(let events)? = history else { Issue.record("no history"); return }
+        #expect(events.filter { $0["event"]?.scalarText?.hasPrefix("bad status document") == true }.count == 1)
+        #expect(try inst.jobJSON("garbage-3-run")["outcome"] == "succeeded")
         // gzip by content: published decompressed, .gz dropped from the name.
         let files = try FileIO.list("\(inst.output)/dataset/gz-small")
         #expect(files == ["gz-small.csv", "job.json"])

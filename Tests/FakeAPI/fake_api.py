@@ -12,7 +12,7 @@ with the same auth. A job's behaviour is chosen by its ID prefix:
   slow-*     completed at once; the CSV is streamed slowly (for kill -9 tests)
   gz-*       completed at once; the CSV is sent gzip-compressed
   missing-*  always 404
-  garbage-*  a body that is not JSON, then as done-1
+  garbage-*  a body that is not JSON, then as done-1 (garbage-K-*: K such bodies)
   anything else: completed at the first poll
 
 The CSV body is DATA_DIR/<id>.csv when that file exists, else generated.
@@ -94,7 +94,13 @@ class Handler(BaseHTTPRequestHandler):
             return self.send_json(404, {"error": f"dataset job {job_id} not found"})
         if job_id.startswith("flaky-") and n == 1:
             return self.send_json(503, {"error": "overloaded"}, {"Retry-After": "1"})
-        if job_id.startswith("garbage-") and n == 1:
+        garbage = 0
+        if job_id.startswith("garbage-"):
+            try:
+                garbage = int(job_id.split("-")[1])
+            except (IndexError, ValueError):
+                garbage = 1
+        if n <= garbage:
             body = b"<html>502 Bad Gateway</html>"
             self.send_response(200)
             self.send_header("Content-Type", "text/html")
@@ -110,8 +116,9 @@ class Handler(BaseHTTPRequestHandler):
                 wait = 1
         elif job_id.startswith(("flaky-", "err-", "garbage-")):
             wait = 1 if not job_id.startswith("flaky-") else 0
-        if job_id.startswith(("flaky-", "garbage-")):
+        if job_id.startswith("flaky-"):
             n -= 1
+        n -= garbage
         if n <= wait:
             doc.update(status="processing", progress=round(n / (wait + 1), 2), csv_url=None)
         elif job_id.startswith("err-"):

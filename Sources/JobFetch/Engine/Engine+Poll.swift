@@ -94,7 +94,8 @@ extension Engine {
         if reading.document != nil { r.lastStatus = String(validating: response.body, as: UTF8.self) }
         let previous = r.apiStatus
         r.apiStatus = reading.apiStatus ?? r.apiStatus
-        if reading.document != nil, case .malformed = reading.observation {} else { r.attempts = 0; r.notFoundSince = nil; r.lastError = nil }
+        // An answer the mapping understands ends a run of failures; a malformed one continues it.
+        if case .malformed = reading.observation {} else { r.attempts = 0; r.notFoundSince = nil; r.lastError = nil }
         let changed = previous != r.apiStatus ? "status \(r.apiStatus ?? "?")" : nil
 
         switch reading.observation {
