@@ -1,5 +1,19 @@
-// Linux interfaces that Swift's Glibc module does not import: signalfd.
+// Linux interfaces that Swift's Glibc module does not import: signalfd,
+// and renameat2(RENAME_EXCHANGE), which glibc declares only under _GNU_SOURCE.
 #ifndef JOBFETCH_CLINUX_SHIM_H
 #define JOBFETCH_CLINUX_SHIM_H
 #include <sys/signalfd.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#include <fcntl.h>
+
+#ifndef RENAME_EXCHANGE
+#define RENAME_EXCHANGE (1 << 1)
+#endif
+
+/// Swaps two paths atomically: both exist before and after. -1 with errno
+/// (EINVAL where the filesystem cannot) otherwise.
+static inline int jf_rename_exchange(const char *a, const char *b) {
+    return (int)syscall(SYS_renameat2, AT_FDCWD, a, AT_FDCWD, b, RENAME_EXCHANGE);
+}
 #endif

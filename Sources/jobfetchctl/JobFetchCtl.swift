@@ -7,7 +7,7 @@ struct JobFetchCtl: ParsableCommand {
         commandName: "jobfetchctl",
         abstract: "Register and inspect jobfetchd's jobs.",
         version: Version.string,
-        subcommands: [Add.self, List.self, Status.self]
+        subcommands: [Add.self, List.self, Status.self, Cancel.self, Retry.self]
     )
 
     /// SPEC.md writes `jobfetchctl [--config PATH] SUBCOMMAND ...`; the option

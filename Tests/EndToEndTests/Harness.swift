@@ -45,22 +45,35 @@ final class Child {
     func waitForLine(timeout: Double = 30, _ match: (String) -> Bool) -> String? {
         if let hit = lines.first(where: match) { return hit }
         let deadline = Clock.monotonic() + timeout
-        var chunk = [UInt8](repeating: 0, count: 4096)
-        while Clock.monotonic() < deadline {
-            var p = pollfd(fd: stdoutFD, events: Int16(POLLIN), revents: 0)
-            let left = Int32(max(1, (deadline - Clock.monotonic()) * 1000))
-            guard poll(&p, 1, left) > 0 else { continue }
-            let n = read(stdoutFD, &chunk, chunk.count)
-            if n <= 0 { return nil }
-            buffer += chunk[0..<n]
-            while let nl = buffer.firstIndex(of: 0x0A) {
-                let line = String(decoding: buffer[..<nl], as: UTF8.self)
-                buffer.removeSubrange(...nl)
-                lines.append(line)
-                if match(line) { return line }
-            }
-        }
+        repeat {
+            let left = max(0, deadline - Clock.monotonic())
+            let before = lines.count
+            guard readSome(timeout: left) else { return lines.dropFirst(before).first(where: match) }
+            if let hit = lines.dropFirst(before).first(where: match) { return hit }
+        } while Clock.monotonic() < deadline
         return nil
+    }
+
+    /// Every line the child has written so far (what is in the pipe now included).
+    var allLines: [String] {
+        while readSome(timeout: 0) {}
+        return lines
+    }
+
+    /// Reads what is there (waiting up to `timeout`) and splits it into
+    /// `lines`; false when nothing came or the pipe is closed.
+    private func readSome(timeout: Double) -> Bool {
+        var p = pollfd(fd: stdoutFD, events: Int16(POLLIN), revents: 0)
+        guard poll(&p, 1, Int32(timeout * 1000)) > 0 else { return false }
+        var chunk = [UInt8](repeating: 0, count: 65536)
+        let n = read(stdoutFD, &chunk, chunk.count)
+        if n <= 0 { return false }
+        buffer += chunk[0..<n]
+        while let nl = buffer.firstIndex(of: 0x0A) {
+            lines.append(String(decoding: buffer[..<nl], as: UTF8.self))
+            buffer.removeSubrange(...nl)
+        }
+        return true
     }
 
     func signal(_ sig: Int32) { kill(pid, sig) }
@@ -82,6 +95,8 @@ final class Installation {
     let apiKey = "key-\(UInt32.random(in: 0...UInt32.max))"
     let api: Child
     let port: Int
+    /// The second origin: the fake object store serving presigned URLs.
+    let filesPort: Int
     var daemon: Child?
 
     static let binDir: String = {
@@ -100,17 +115,23 @@ final class Installation {
     var output: String { root + "/output" }
     var dataDir: String { root + "/data" }
 
-    init(extraKindLines: String = "") throws {
+    /// `sections` are more config sections; `{API}` in them becomes the fake
+    /// API's base URL and `{KEYFILE}` the file holding its key.
+    init(extraKindLines: String = "", sections: String = "") throws {
         var template = Array((NSTemporaryDirectory() + "/jobfetch-e2e-XXXXXX").utf8CString)
         guard let p = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) else { throw SystemError("mkdtemp", "") }
         root = String(cString: p)
         try FileIO.makeDirectories(root + "/data")
         try FileIO.writeAtomically(root + "/api-key", Array((apiKey + "\n").utf8))
         api = try Child(["/usr/bin/env", "python3", Self.fakeAPI, "--api-key", apiKey, "--data-dir", root + "/data"], stderrPath: root + "/fake-api.err")
-        guard let line = api.waitForLine(timeout: 30, { $0.hasPrefix("PORT ") }), let port = Int(line.dropFirst(5)) else {
+        guard let files = api.waitForLine(timeout: 30, { $0.hasPrefix("FILES-PORT ") }), let filesPort = Int(files.dropFirst(11)),
+              let line = api.waitForLine(timeout: 30, { $0.hasPrefix("PORT ") }), let port = Int(line.dropFirst(5)) else {
             throw JobFetchError("the fake API did not start; see \(root)/fake-api.err")
         }
         self.port = port
+        self.filesPort = filesPort
+        let more = sections.replacingOccurrences(of: "{API}", with: "http://127.0.0.1:\(port)")
+            .replacingOccurrences(of: "{KEYFILE}", with: root + "/api-key")
         let conf = """
             [daemon]
             spool_dir = \(root)/spool
@@ -126,6 +147,8 @@ final class Installation {
             max_poll_interval = 1s
             timeout = 2m
             \(extraKindLines)
+
+            \(more)
             """
         try FileIO.writeAtomically(configPath, Array(conf.utf8))
     }
@@ -165,12 +188,21 @@ final class Installation {
     }
 
     /// Waits (inotify, not sleep) for a job's output directory to be published.
-    func waitForResult(_ id: String, timeout: Double = 60) throws -> Bool {
-        try Inotify.wait(for: id, in: output + "/dataset", timeout: timeout)
+    func waitForResult(_ id: String, kind: String = "dataset", timeout: Double = 60) throws -> Bool {
+        try Inotify.wait(for: id, in: output + "/" + kind, timeout: timeout)
     }
 
-    func jobJSON(_ id: String) throws -> JSONValue {
-        try JSONParser.parse(try FileIO.readAll("\(output)/dataset/\(id)/job.json"))
+    func jobJSON(_ id: String, kind: String = "dataset") throws -> JSONValue {
+        try JSONParser.parse(try FileIO.readAll("\(output)/\(kind)/\(id)/job.json"))
+    }
+
+    /// Waits, on renames in `<output>/<kind>/` (a result replaced by a retry), until `condition` holds.
+    func waitUntil(kind: String = "dataset", timeout: Double = 60, _ condition: () -> Bool) throws -> Bool {
+        try Inotify.wait(until: condition, in: output + "/" + kind, mask: UInt32(IN_MOVED_TO | IN_MOVED_FROM | IN_CREATE), timeout: timeout)
+    }
+
+    func file(_ kind: String, _ id: String, _ name: String) -> String {
+        (try? String(decoding: FileIO.readAll("\(output)/\(kind)/\(id)/\(name)"), as: UTF8.self)) ?? ""
     }
 }
 

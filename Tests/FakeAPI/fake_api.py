@@ -1,23 +1,49 @@
 #!/usr/bin/env python3
-"""A local stand-in for the dataset collection API (GetDatasetJobStatus200Response).
+"""Local stand-ins for the five job APIs jobfetchd knows, plus a sixth
+(custom) one and a second origin serving presigned result files.
 
-It behaves like the real service where the daemon can tell: it needs the
-x-api-key header (401 otherwise), answers 404 for unknown jobs, 503 with
-Retry-After when overloaded, and serves csv_url relative to the status URL
-with the same auth. A job's behaviour is chosen by its ID prefix:
+Each API needs its credentials (401 otherwise), answers 404 for unknown
+endpoints and behaves the way the real service does where the daemon can
+tell. A job's behaviour is chosen by its ID prefix (see each route).
 
-  done-N-*   processing for N polls (progress rising), then completed
-  err-*      processing once, then error with a reason
-  flaky-*    first poll 503 + Retry-After: 1, then as done-1
-  slow-*     completed at once; the CSV is streamed slowly (for kill -9 tests)
-  gz-*       completed at once; the CSV is sent gzip-compressed
-  missing-*  always 404
-  garbage-*  a body that is not JSON, then as done-1 (garbage-K-*: K such bodies)
-  anything else: completed at the first poll
+  dataset       GET /v0/datasets/{id}, /v0/datasets/{id}/csv   (x-api-key)
+      done-N-*  processing for N polls, then completed (csv_url relative)
+      err-*     processing once, then error with a reason
+      flaky-*   first poll 503 + Retry-After: 1, then as done-1
+      slow-*    completed at once; the CSV is streamed slowly
+      gz-*      completed at once; the CSV is sent gzip-compressed
+      missing-* always 404
+      garbage-* K bodies that are not JSON (garbage-K-*), then as done-1
+      nocsv-*   completed, but the CSV answers 404 twice (not ready yet)
+      quota-*   completed, but the CSV answers 429 with X-RateLimit-Reset once
+      fixlater-* processing, then error once; completed from then on (retry)
+  bulk-job      GET /bulkjob/{id}/status                      (x-api-key)
+      done-N-*  HTTP 202 InProgress for N polls, then 200 Success with a
+                presigned gzipped JSONL url on the files origin
+      inline-*  Success with raw_result and gql_errors (a JSON string)
+      partial-* PartialSuccess with raw_result
+      fail-*    Failure, gql_errors the reason;  expired-*: ResultsExpired
+  bulk-process  GET /v3/bulks/{id}, /v3/bulks/{id}/operations  (api-key + Bearer)
+      done-*    RUNNING once, then COMPLETED; 250 operations in pages
+      paused-*  SUBMITTED, PAUSED twice, then COMPLETED
+      partial-* PARTIALLY_COMPLETED with operationStatusCounts
+      fail-*    FAILED;  bad-*: HTTP 400 with syntaxErrors
+  export        GET /export/{id}/status, /export/{id}/file    (x-api-key)
+      done-*    Pending (estimated_completion 1.5 s ahead), In Progress,
+                then Successful with results and a download_url
+      fail-*    Failed with error and failure_time
+  job           GET /jobs/{id}, /jobs/{id}/download            (x-api-key)
+      done-*    {"job": processing}, then success with response.url
+      fail-*    failure, reason in response.detail
+      nested-*  error, reason in response.response.error
+  custom        GET /api/v2/tasks/{id}                         (x-api-key)
+      done-*    WORKING, then DONE with output.href on the files origin
+      fail-*    BROKEN with problem.text
+  files origin  GET /files/{name}?X-Amz-Signature=...  (no credentials wanted)
 
-The CSV body is DATA_DIR/<id>.csv when that file exists, else generated.
-Every request is printed to stdout as one line, so tests wait on events
-instead of sleeping. Listens on 127.0.0.1 only; the port is printed first.
+Every request is printed to stdout as one line (REQ/FILE/STATUS/PAGE...),
+so tests wait on events instead of sleeping. Listens on 127.0.0.1 only; the
+ports are printed first: "FILES-PORT n", then "PORT n".
 """
 import argparse
 import gzip
@@ -27,16 +53,36 @@ import os
 import sys
 import threading
 import time
+from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
 
 LOCK = threading.Lock()
-POLLS = {}
+COUNTS = {}
+SECRET_SIG = "sig-5ecret-do-not-log"
 
 
 def log(line):
     with LOCK:
         sys.stdout.write(line + "\n")
         sys.stdout.flush()
+
+
+def bump(key):
+    with LOCK:
+        COUNTS[key] = COUNTS.get(key, 0) + 1
+        return COUNTS[key]
+
+
+def number_after(job_id, prefix, default):
+    try:
+        return int(job_id[len(prefix):].split("-")[0])
+    except ValueError:
+        return default
+
+
+def iso(t):
+    return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
 def csv_body(data_dir, job_id):
@@ -52,90 +98,134 @@ def csv_body(data_dir, job_id):
     return ("\n".join(rows) + "\n").encode()
 
 
-class Handler(BaseHTTPRequestHandler):
+def jsonl_body(job_id, n=40):
+    lines = [json.dumps({"id": f"gid://item/{i}", "job": job_id, "title": f"item {i}"}) for i in range(n)]
+    return ("\n".join(lines) + "\n").encode()
+
+
+class Base(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    server_version = "FakeDatasetAPI/1.0"
 
     def log_message(self, fmt, *args):
         pass
 
-    def send_json(self, code, obj, headers=None):
-        body = json.dumps(obj).encode()
+    def send_body(self, code, body, ctype, headers=None):
         self.send_response(code)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(body)))
         for k, v in (headers or {}).items():
             self.send_header(k, v)
         self.end_headers()
         self.wfile.write(body)
 
+    def send_json(self, code, obj, headers=None):
+        self.send_body(code, json.dumps(obj).encode(), "application/json", headers)
+
+    def has_credentials(self):
+        return any(self.headers.get(h) for h in ("x-api-key", "api-key", "authorization"))
+
+
+class FilesHandler(Base):
+    """The second origin: an object store serving presigned URLs."""
+    server_version = "FakeObjectStore/1.0"
+
     def do_GET(self):
-        path = self.path.split("?", 1)[0]
-        authed = self.headers.get("x-api-key") == self.server.api_key
-        log(f"REQ GET {path} key={'yes' if authed else 'no'}")
+        url = urlsplit(self.path)
+        log(f"FILE GET {url.path} cred={'yes' if self.has_credentials() else 'no'}")
+        if "X-Amz-Signature" not in parse_qs(url.query):
+            return self.send_body(403, b"<Error><Code>AccessDenied</Code></Error>", "application/xml")
+        name = url.path.rsplit("/", 1)[-1]
+        job_id = name.split(".")[0]
+        if name.endswith(".jsonl.gz"):
+            return self.send_body(200, gzip.compress(jsonl_body(job_id)), "application/octet-stream")
+        if name.endswith(".csv"):
+            return self.send_body(200, csv_body(self.server.data_dir, job_id), "text/csv")
+        return self.send_body(404, b"<Error><Code>NoSuchKey</Code></Error>", "application/xml")
+
+
+class Handler(Base):
+    server_version = "FakeJobAPI/1.0"
+
+    def presigned(self, name):
+        return (f"http://127.0.0.1:{self.server.files_port}/files/{name}"
+                f"?X-Amz-Expires=3600&X-Amz-Signature={SECRET_SIG}")
+
+    def do_GET(self):
+        url = urlsplit(self.path)
+        path, query = url.path, parse_qs(url.query)
         parts = path.strip("/").split("/")
-        if len(parts) < 3 or parts[0] != "v0" or parts[1] != "datasets":
-            return self.send_json(404, {"error": "no such endpoint"})
+        key = self.server.api_key
+        if parts[:2] == ["v3", "bulks"]:
+            authed = self.headers.get("api-key") == key and self.headers.get("authorization") == f"Bearer {key}-bearer"
+        else:
+            authed = self.headers.get("x-api-key") == key
+        log(f"REQ GET {path} key={'yes' if authed else 'no'}")
         if not authed:
             return self.send_json(401, {"error": "invalid or missing API key"})
-        job_id = parts[2]
-        if len(parts) == 4 and parts[3] == "csv":
-            return self.serve_csv(job_id)
-        if len(parts) != 3:
-            return self.send_json(404, {"error": "no such endpoint"})
-        return self.serve_status(job_id)
+        if parts[:2] == ["v0", "datasets"] and len(parts) == 3:
+            return self.dataset_status(parts[2])
+        if parts[:2] == ["v0", "datasets"] and len(parts) == 4 and parts[3] == "csv":
+            return self.dataset_csv(parts[2])
+        if parts[0] == "bulkjob" and len(parts) == 3 and parts[2] == "status":
+            return self.bulk_job(parts[1])
+        if parts[:2] == ["v3", "bulks"] and len(parts) == 3:
+            return self.bulk_process(parts[2])
+        if parts[:2] == ["v3", "bulks"] and len(parts) == 4 and parts[3] == "operations":
+            return self.operations(parts[2], query)
+        if parts[0] == "export" and len(parts) == 3 and parts[2] == "status":
+            return self.export(parts[1])
+        if parts[0] == "export" and len(parts) == 3 and parts[2] == "file":
+            return self.send_body(200, csv_body(self.server.data_dir, parts[1]), "text/csv",
+                                  {"Content-Disposition": f'attachment; filename="{parts[1]}-export.csv"'})
+        if parts[0] == "jobs" and len(parts) == 2:
+            return self.job(parts[1])
+        if parts[0] == "jobs" and len(parts) == 3 and parts[2] == "download":
+            return self.send_body(200, jsonl_body(parts[1], 3), "application/x-ndjson")
+        if parts[:3] == ["api", "v2", "tasks"] and len(parts) == 4:
+            return self.custom(parts[3])
+        return self.send_json(404, {"error": "no such endpoint"})
 
-    def serve_status(self, job_id):
-        with LOCK:
-            POLLS[job_id] = POLLS.get(job_id, 0) + 1
-            n = POLLS[job_id]
+    # dataset ---------------------------------------------------------------
+
+    def dataset_status(self, job_id):
+        n = bump(("dataset", job_id))
         doc = {"id": job_id, "created_at": "2026-11-22T10:00:00Z", "extra": None}
         if job_id.startswith("missing-"):
             return self.send_json(404, {"error": f"dataset job {job_id} not found"})
         if job_id.startswith("flaky-") and n == 1:
             return self.send_json(503, {"error": "overloaded"}, {"Retry-After": "1"})
-        garbage = 0
-        if job_id.startswith("garbage-"):
-            try:
-                garbage = int(job_id.split("-")[1])
-            except (IndexError, ValueError):
-                garbage = 1
+        garbage = number_after(job_id, "garbage-", 1) if job_id.startswith("garbage-") else 0
         if n <= garbage:
-            body = b"<html>502 Bad Gateway</html>"
-            self.send_response(200)
-            self.send_header("Content-Type", "text/html")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-            return
+            return self.send_body(200, b"<html>502 Bad Gateway</html>", "text/html")
         wait = 0
         if job_id.startswith("done-"):
-            try:
-                wait = int(job_id.split("-")[1])
-            except (IndexError, ValueError):
-                wait = 1
-        elif job_id.startswith(("flaky-", "err-", "garbage-")):
-            wait = 1 if not job_id.startswith("flaky-") else 0
+            wait = number_after(job_id, "done-", 1)
+        elif job_id.startswith(("err-", "garbage-", "fixlater-")):
+            wait = 1
         if job_id.startswith("flaky-"):
             n -= 1
         n -= garbage
         if n <= wait:
             doc.update(status="processing", progress=round(n / (wait + 1), 2), csv_url=None)
-        elif job_id.startswith("err-"):
+        elif job_id.startswith("err-") or (job_id.startswith("fixlater-") and n == wait + 1):
             doc.update(status="error", error="collection failed: the source site refused access", csv_url=None)
         else:
             doc.update(status="completed", progress=1.0, rows=50, csv_url=f"/v0/datasets/{job_id}/csv")
         log(f"STATUS {job_id} {doc['status']}")
         return self.send_json(200, doc)
 
-    def serve_csv(self, job_id):
+    def dataset_csv(self, job_id):
+        n = bump(("csv", job_id))
+        if job_id.startswith("nocsv-") and n <= 2:
+            log(f"CSV-404 {job_id}")
+            return self.send_json(404, {"error": "the CSV is not ready yet"})
+        if job_id.startswith("quota-") and n == 1:
+            log(f"CSV-429 {job_id}")
+            return self.send_json(429, {"error": "download quota exhausted"}, {"X-RateLimit-Reset": str(int(time.time()) + 2)})
         body = csv_body(self.server.data_dir, job_id)
-        name = f"{job_id}.csv"
-        ctype = "text/csv"
+        name, ctype = f"{job_id}.csv", "text/csv"
         if job_id.startswith("gz-"):
-            body = gzip.compress(body)
-            name += ".gz"
-            ctype = "application/gzip"
+            body, name, ctype = gzip.compress(body), name + ".gz", "application/gzip"
         self.send_response(200)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(body)))
@@ -155,6 +245,109 @@ class Handler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError):
             log(f"CSV-ABORT {job_id}")
 
+    # bulk-job (BulkJobStatusResponse) ----------------------------------------
+
+    def bulk_job(self, job_id):
+        n = bump(("bulkjob", job_id))
+        doc = {"id": job_id, "status": "InProgress", "progress": 0.5, "url": None, "raw_result": None,
+               "gql_errors": None, "created_at": "2026-11-22T10:00:00.000Z", "object_count": None}
+        code = 200
+        gql = json.dumps([{"message": "Field 'sku' doesn't exist on type 'Product'",
+                           "locations": [{"line": 3, "column": 5}], "path": ["products", "sku"]}])
+        if job_id.startswith("done-") and n <= number_after(job_id, "done-", 1):
+            code = 202
+        elif job_id.startswith("done-"):
+            doc.update(status="Success", progress=1.0, object_count=40, url=self.presigned(f"{job_id}.jsonl.gz"))
+        elif job_id.startswith("inline-"):
+            doc.update(status="Success", progress=1.0, raw_result=jsonl_body(job_id, 3).decode(), gql_errors=gql)
+        elif job_id.startswith("partial-"):
+            doc.update(status="PartialSuccess", progress=1.0, raw_result=jsonl_body(job_id, 2).decode(), gql_errors=gql)
+        elif job_id.startswith("fail-"):
+            doc.update(status="Failure", gql_errors=json.dumps([{"message": "Query cost 12000 exceeds the maximum of 10000"}]))
+        elif job_id.startswith("expired-"):
+            doc.update(status="ResultsExpired")
+        log(f"STATUS {job_id} {code} {doc['status']}")
+        return self.send_json(code, doc)
+
+    # bulk-process (GET /bulks/{id}, v3) -------------------------------------
+
+    def bulk_process(self, job_id):
+        n = bump(("bulks", job_id))
+        if job_id.startswith("bad-"):
+            log(f"STATUS {job_id} 400")
+            return self.send_json(400, {"message": "The bulk request is invalid", "syntaxErrors": {"invalidFields": [
+                {"field": "operations[3].price", "error": "must be a positive number"},
+                {"field": "operations[7].sku", "error": "must not be empty"}]}})
+        doc = {"bulkId": job_id, "status": "RUNNING", "createdAt": "2026-11-22T10:00:00Z", "operationsCount": 250}
+        if job_id.startswith("paused-"):
+            doc["status"] = ["SUBMITTED", "PAUSED", "PAUSED"][n - 1] if n <= 3 else "COMPLETED"
+        elif n >= 2:
+            if job_id.startswith("partial-"):
+                doc.update(status="PARTIALLY_COMPLETED", operationStatusCounts={"SUCCESS": 240, "FAILED": 10})
+            elif job_id.startswith("fail-"):
+                doc.update(status="FAILED", message="the bulk process was aborted: catalog locked")
+            else:
+                doc.update(status="COMPLETED", operationStatusCounts={"SUCCESS": 250})
+        log(f"STATUS {job_id} {doc['status']}")
+        return self.send_json(200, doc)
+
+    def operations(self, job_id, query):
+        offset = int(query.get("offset", ["0"])[0])
+        limit = min(int(query.get("limit", ["50"])[0]), 100)
+        total = 250
+        ops = [{"operationId": f"{job_id}-op-{i}", "status": "FAILED" if i % 25 == 0 and job_id.startswith("partial-") else "SUCCESS",
+                "sku": f"SKU-{i:04d}", "errors": None} for i in range(offset, min(offset + limit, total))]
+        log(f"PAGE {job_id} {offset} {limit}")
+        return self.send_json(200, {"operations": ops, "count": total, "responseCount": len(ops)})
+
+    # export (ExportStatus) -------------------------------------------------
+
+    def export(self, job_id):
+        n = bump(("export", job_id))
+        now = time.time()
+        doc = {"export_id": job_id, "status": "Pending", "created_time": iso(now - 5), "estimated_completion": None,
+               "results": None, "error": None, "failure_time": None, "download_url": None}
+        if n == 1:
+            doc["estimated_completion"] = iso(now + 1.5)
+        elif n == 2:
+            doc["status"] = "In Progress"
+        elif job_id.startswith("fail-"):
+            doc.update(status="Failed", error="export aborted: source space was archived", failure_time=iso(now - 1))
+        else:
+            doc.update(status="Successful", results={"successful": 98, "warnings": 2, "errors": 0},
+                       download_url=f"/export/{job_id}/file")
+        log(f"STATUS {job_id} {doc['status']} at={now:.3f} eta={doc['estimated_completion']}")
+        return self.send_json(200, doc)
+
+    # job (JobSchema) ----------------------------------------------------------
+
+    def job(self, job_id):
+        n = bump(("jobs", job_id))
+        inner = {"id": job_id, "status": "processing", "created": 1763805600, "response": None}
+        if n >= 2:
+            if job_id.startswith("fail-"):
+                inner.update(status="failure", response={"error": None, "detail": "worker crashed: out of memory"})
+            elif job_id.startswith("nested-"):
+                inner.update(status="error", response={"response": {"error": "upstream timeout after 300s"}})
+            else:
+                inner.update(status="success", response={"url": f"/jobs/{job_id}/download", "rows": 3, "format": "jsonl"})
+        log(f"STATUS {job_id} {inner['status']}")
+        return self.send_json(200, {"job": inner})
+
+    # a sixth API, mapped purely in the config ------------------------------
+
+    def custom(self, job_id):
+        n = bump(("tasks", job_id))
+        task = {"state": "WORKING", "percent": 40, "output": None, "problem": None, "notes": []}
+        if n >= 2:
+            if job_id.startswith("fail-"):
+                task.update(state="BROKEN", problem={"text": "renderer ran out of disk"})
+            else:
+                task.update(state="DONE", percent=100, output={"href": self.presigned(f"{job_id}.csv")},
+                            notes=["2 rows were truncated"])
+        log(f"STATUS {job_id} {task['state']}")
+        return self.send_json(200, {"data": {"task": task}, "meta": {"api": "v2"}})
+
 
 def main():
     ap = argparse.ArgumentParser()
@@ -162,10 +355,16 @@ def main():
     ap.add_argument("--data-dir", default="")
     ap.add_argument("--port", type=int, default=0)
     args = ap.parse_args()
+    files = ThreadingHTTPServer(("127.0.0.1", 0), FilesHandler)
+    files.daemon_threads = True
+    files.data_dir = args.data_dir
     server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
     server.daemon_threads = True
     server.api_key = args.api_key
     server.data_dir = args.data_dir
+    server.files_port = files.server_address[1]
+    threading.Thread(target=files.serve_forever, daemon=True).start()
+    log(f"FILES-PORT {files.server_address[1]}")
     log(f"PORT {server.server_address[1]}")
     try:
         server.serve_forever()

@@ -8,7 +8,7 @@ import Testing
 
     @Test func processingRecordsProgress() throws {
         let r = try read("processing.json")
-        #expect(r.observation == .running(progress: 0.42))
+        #expect(r.observation == .running(progress: 0.42, paused: false))
         #expect(r.apiStatus == "processing")
     }
 

@@ -222,17 +222,35 @@ public struct ConfigParser {
             return out
         }
         func values(_ v: String) -> [String] {
-            v.split(separator: ",").map { $0.trimmingWhitespace().lowercased() }.filter { !$0.isEmpty }
+            v.split(separator: ",").map { StatusMapping.normalize(String($0)) }.filter { !$0.isEmpty }
         }
+        let multiple: Set<String> = ["error_field", "warnings_field", "publish_field"]
+        var pageURL: (Entry, String)?
         for key in StatusMapping.keys {
             guard let e = byKey[key]?.first, let v = expand(e) else { continue }
             switch key {
             case "running": m.running = values(v)
             case "success": m.success = values(v)
             case "failure": m.failure = values(v)
+            case "partial": m.partial = values(v)
+            case "paused": m.paused = values(v)
+            case "summary_warn": m.summaryWarn = v.split(separator: ",").map { $0.trimmingWhitespace() }.filter { !$0.isEmpty }
+            case "pages_url":
+                if v.isEmpty { m.pages = nil; continue }
+                guard v.contains("{offset}") else { problem(e.line, key, "needs an {offset} placeholder (and usually {limit})"); continue }
+                pageURL = (e, v)
+            case "pages_file":
+                let name = ArtifactName.sanitize(v)
+                guard !v.isEmpty, name == v else { problem(e.line, key, "\"\(v)\" is not a plain file name (A-Z a-z 0-9 . _ -)"); continue }
+                if m.pages == nil { m.pages = PageSpec(urlTemplate: "", itemsField: .root, totalField: nil, file: v, size: 100) }
+                m.pages?.file = v
+            case "page_size":
+                guard let n = integer(e, v, 1...10_000) else { continue }
+                if m.pages == nil { m.pages = PageSpec(urlTemplate: "", itemsField: .root, totalField: nil, file: "pages.jsonl", size: n) }
+                m.pages?.size = n
             default:
                 guard let ps = pointers(e, v) else { continue }
-                if ps.count > 1 && key != "error_field" && key != "warnings_field" {
+                if ps.count > 1 && !multiple.contains(key) {
                     problem(e.line, key, "takes one JSON pointer"); continue
                 }
                 switch key {
@@ -241,17 +259,40 @@ public struct ConfigParser {
                 case "inline_result_field": m.inlineResultField = ps.first
                 case "progress_field": m.progressField = ps.first
                 case "unwrap": m.unwrap = ps.first
+                case "failure_time_field": m.failureTimeField = ps.first
+                case "summary_field": m.summaryField = ps.first
+                case "next_poll_field": m.nextPollField = ps.first
                 case "error_field": m.errorFields = ps
                 case "warnings_field": m.warningsFields = ps
+                case "publish_field": m.publishFields = ps
+                case "pages_items_field", "pages_total_field":
+                    if m.pages == nil { m.pages = PageSpec(urlTemplate: "", itemsField: .root, totalField: nil, file: "pages.jsonl", size: 100) }
+                    if key == "pages_items_field" { m.pages?.itemsField = ps.first ?? .root } else { m.pages?.totalField = ps.first }
                 default: break
                 }
             }
         }
-        let overlap = Set(m.running).intersection(m.success).union(Set(m.running).intersection(m.failure))
-            .union(Set(m.success).intersection(m.failure))
-        if let v = overlap.sorted().first {
-            let line = ["running", "success", "failure"].compactMap { byKey[$0]?.first?.line }.first ?? 0
-            problem(line, "running", "status value \"\(v)\" is in more than one of running, success, failure")
+        if let (e, v) = pageURL {
+            if m.pages == nil { m.pages = PageSpec(urlTemplate: v, itemsField: .root, totalField: nil, file: "pages.jsonl", size: 100) }
+            m.pages?.urlTemplate = v
+            if byKey["pages_items_field"] == nil && m.pages?.itemsField == .root && problems.isEmpty {
+                problem(e.line, "pages_items_field", "pages_url needs pages_items_field: where each page holds its list")
+            }
+        }
+        if let pages = m.pages, pages.urlTemplate.isEmpty {
+            let line = ["pages_items_field", "pages_total_field", "pages_file", "page_size"].compactMap { byKey[$0]?.first?.line }.first ?? 0
+            problem(line, "pages_url", "the pages_* keys need pages_url (for example {status_url}/items?offset={offset}&limit={limit})")
+        }
+        let classes = [("running", m.running), ("success", m.success), ("failure", m.failure), ("partial", m.partial), ("paused", m.paused)]
+        var owner: [String: String] = [:]
+        for (name, list) in classes {
+            for v in list {
+                if let other = owner[v], !(Set([other, name]) == ["running", "paused"]) {
+                    let line = byKey[name]?.first?.line ?? byKey[other]?.first?.line ?? 0
+                    problem(line, name, "status value \"\(v)\" is in both \(other) and \(name)")
+                }
+                owner[v] = owner[v] ?? name
+            }
         }
     }
 

@@ -30,7 +30,11 @@ extension Engine {
     /// For a job found in `publishing` (after a crash or a failed publish).
     func publishRecovered(_ record: JobRecord) {
         var r = record
-        if publisher.isPublished(r.key) {
+        if publisher.isPublished(r.key, finishedAt: r.finishedAt) {
+            // What is left in staging is an older result swapped out, or nothing.
+            do { try FileIO.removeTree(publisher.stagingDirectory(r.key)) } catch {
+                logger.error("cannot clear the staging directory: \(error)", metadata: Logger.job(r.key))
+            }
             finishPublished(&r, path: publisher.finalDirectory(r.key), recovered: true)
             return
         }
@@ -42,15 +46,16 @@ extension Engine {
         let staging = publisher.stagingDirectory(r.key)
         do {
             var files: [PublishedFile] = []
+            let documents = config.kind(r.key.kind)?.mapping.documentNames ?? ["result"]
             if outcome == .succeeded, FileIO.exists(staging) {
-                for name in try FileIO.list(staging) where !name.hasPrefix(".") && name != "job.json" && FileIO.isRegularFile(staging + "/" + name) {
+                for name in try FileIO.list(staging).sorted() where !name.hasPrefix(".") && name != "job.json" && FileIO.isRegularFile(staging + "/" + name) {
                     let digest = try FileDigest.sha256(staging + "/" + name)
                     files.append(PublishedFile(name: name, bytes: digest.bytes, sha256: digest.hex,
-                                               source: name == "result" ? nil : r.resultURL.map(ParsedURL.redact)))
+                                               source: documents.contains(name) ? nil : r.resultURL.map(ParsedURL.redact)))
                 }
             }
-            if outcome == .succeeded && files.isEmpty && r.resultURL != nil {
-                // The download is gone (staging lost): fetch it again rather than publish nothing.
+            if outcome == .succeeded && r.resultURL != nil && !files.contains(where: { !documents.contains($0.name) }) {
+                // The download is gone (staging lost): fetch it again rather than publish without it.
                 r.state = .fetching
                 r.outcome = nil
                 r.nextAt = Clock.now()

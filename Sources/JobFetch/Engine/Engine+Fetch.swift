@@ -25,7 +25,9 @@ extension Engine {
         do {
             let statusOrigin = try kind.statusURL(for: r.key.id).origin
             let hdrs = try headers(for: kind, url: url, statusOrigin: statusOrigin)
-            let staging = try publisher.freshStaging(r.key)
+            // The staging directory may already hold documents published with the result.
+            let staging = publisher.stagingDirectory(r.key)
+            try FileIO.makeDirectories(staging)
             let request = HTTPRequest(url: url, headers: hdrs, body: .file(path: staging + "/" + Self.partName, limit: config.daemon.maxArtifactSize), timeout: nil)
             logger.debug("downloading \(url.redacted)\(hdrs.isEmpty ? " (no credentials: another origin)" : "")", metadata: Logger.job(r.key))
             _ = begin(.fetch(r.key, url: url, hop: hop), request: request)
@@ -86,7 +88,9 @@ extension Engine {
             retry("credentials rejected by \(url.origin) (HTTP \(status)) for kind \(kind.name): fix the token; the job stays registered", level: .error)
         case 404:
             retry("result not ready at \(url.redacted) (HTTP 404)", level: .info)
-        case 408, 425, 429, 500..<600:
+        case 429:
+            retry("\(url.redacted) answered HTTP 429: quota or rate limit exhausted")
+        case 408, 425, 500..<600:
             retry("\(url.redacted) answered HTTP \(status)")
         default:
             r.reason = "downloading \(url.redacted) failed with HTTP \(status): \(Self.apiMessage(response))"
@@ -101,16 +105,19 @@ extension Engine {
         var name = ArtifactName.choose(contentDisposition: response.headers["content-disposition"], url: url,
                                        contentType: response.headers["content-type"])
         r.bytesTotal = response.bytesWritten
+        let reserved = config.kind(r.key.kind)?.mapping.documentNames ?? []
         do throws(JobFetchError) {
             if Inflater.sniff(part) != nil {
                 for ext in [".gz", ".gzip", ".z", ".zz"] where name.lowercased().hasSuffix(ext) && name.count > ext.count {
                     name.removeLast(ext.count)
                     break
                 }
+                name = ArtifactName.avoiding(name, reserved: reserved)
                 let bytes = try Inflater.inflate(part, to: staging + "/" + name, limit: config.daemon.maxOutputSize)
                 unlink(part)
                 logger.info("decompressed \(Units.formatBytes(response.bytesWritten)) to \(Units.formatBytes(bytes))", metadata: Logger.job(r.key))
             } else {
+                name = ArtifactName.avoiding(name, reserved: reserved)
                 guard rename(part, staging + "/" + name) == 0 else {
                     throw JobFetchError(SystemError("rename", part).description)
                 }

@@ -8,12 +8,15 @@ import Logging
 public final class Engine {
     enum Purpose {
         case poll(JobKey, url: ParsedURL, hop: Int)
+        /// One page of a paged result (counted with downloads).
+        case page(JobKey, url: ParsedURL, hop: Int)
         case fetch(JobKey, url: ParsedURL, hop: Int)
         var key: JobKey {
             switch self {
-            case .poll(let k, _, _), .fetch(let k, _, _): return k
+            case .poll(let k, _, _), .page(let k, _, _), .fetch(let k, _, _): return k
             }
         }
+        var isPoll: Bool { if case .poll = self { true } else { false } }
     }
 
     static let maxRedirects = 5
@@ -30,13 +33,15 @@ public final class Engine {
     let publisher: Publisher
     let intake: SpoolIntake
     let secrets = SecretFileCache()
+    let lock: StateLock
 
     var inFlight: [Int: Purpose] = [:]
     var busy: Set<JobKey> = []
     var pollsInFlight = 0
     var fetchesInFlight = 0
     var buckets: [String: TokenBucket] = [:]
-    var warnedUnknownStatus: Set<JobKey> = []
+    /// `kind` + normalised status values already warned about.
+    var warnedUnknownStatus: Set<String> = []
     var warnedMissingKind: Set<String> = []
     var stopping = false
 
@@ -46,6 +51,7 @@ public final class Engine {
         self.logger = logger
         let d = config.daemon
         try FileIO.makeDirectories(d.stateDir, mode: 0o750)
+        lock = try StateLock(stateDir: d.stateDir)
         try FileIO.makeDirectories(d.outputDir)
         try FileIO.makeDirectories(d.outputDir + "/.incoming")
         store = try JobStore(path: d.databasePath)
@@ -54,6 +60,7 @@ public final class Engine {
         signals = try SignalFD()
         publisher = Publisher(outputDir: d.outputDir)
         intake = SpoolIntake(spoolDir: d.spoolDir, store: store, inotify: inotify, logger: logger)
+        intake.apply = { [unowned self] request, key in self.apply(request, key) }
         try intake.watch(kinds: config.kinds.map(\.name))
         // Last, once the spool is watched: consumers (and tests) can watch
         // <output>/<kind>/ for results, and its appearance means the daemon is set up.
@@ -99,7 +106,7 @@ public final class Engine {
             do {
                 let due = try store.due(in: [.fetching, .publishing], now: now, limit: fetchSlots + busy.count)
                 for r in due.lazy.filter({ !self.busy.contains($0.key) }).prefix(fetchSlots) {
-                    if r.state == .publishing { publishRecovered(r) } else { startFetch(r, now: now) }
+                    if r.state == .publishing { publishRecovered(r) } else if r.pageNext != nil { startPage(r, now: now) } else { startFetch(r, now: now) }
                 }
             } catch { logger.error("cannot read due jobs from the store: \(error)") }
         }
@@ -129,10 +136,7 @@ public final class Engine {
             let tag = try http.start(request)
             inFlight[tag] = purpose
             busy.insert(purpose.key)
-            switch purpose {
-            case .poll: pollsInFlight += 1
-            case .fetch: fetchesInFlight += 1
-            }
+            if purpose.isPoll { pollsInFlight += 1 } else { fetchesInFlight += 1 }
             return true
         } catch {
             logger.error("cannot start a request: \(error)", metadata: Logger.job(purpose.key))
@@ -141,15 +145,28 @@ public final class Engine {
     }
 
     func finishRequest(_ purpose: Purpose, _ response: HTTPResponse) {
-        busy.remove(purpose.key)
+        release(purpose)
         switch purpose {
-        case .poll(let key, let url, let hop):
-            pollsInFlight -= 1
-            handlePoll(key, url: url, hop: hop, response)
-        case .fetch(let key, let url, let hop):
-            fetchesInFlight -= 1
-            handleFetch(key, url: url, hop: hop, response)
+        case .poll(let key, let url, let hop): handlePoll(key, url: url, hop: hop, response)
+        case .page(let key, let url, let hop): handlePage(key, url: url, hop: hop, response)
+        case .fetch(let key, let url, let hop): handleFetch(key, url: url, hop: hop, response)
         }
+    }
+
+    private func release(_ purpose: Purpose) {
+        busy.remove(purpose.key)
+        if purpose.isPoll { pollsInFlight -= 1 } else { fetchesInFlight -= 1 }
+    }
+
+    /// Stops the job's request in flight, if any (an operator's cancel);
+    /// nothing is reported for it. Returns what was stopped.
+    @discardableResult
+    func abortInFlight(_ key: JobKey) -> Purpose? {
+        guard let (tag, purpose) = inFlight.first(where: { $0.value.key == key }) else { return nil }
+        http.cancel(tag)
+        inFlight[tag] = nil
+        release(purpose)
+        return purpose
     }
 
     // MARK: signals and reload
@@ -241,10 +258,23 @@ public final class Engine {
 
     /// Fails the job if it is older than its kind's `timeout`; true if it did.
     func failIfTimedOut(_ r: inout JobRecord, kind: KindConfig, now: Double, doing: String) -> Bool {
-        guard now - r.registeredAt > kind.timeout else { return false }
-        r.reason = "timed out: \(doing) within \(Units.formatDuration(kind.timeout)) of registration" + (r.lastError.map { " (last problem: \($0))" } ?? "")
+        guard now - r.clockStart > kind.timeout else { return false }
+        r.reason = "timed out: \(doing) within \(Units.formatDuration(kind.timeout)) of \(r.retries > 0 ? "the last retry" : "registration")" + (r.lastError.map { " (last problem: \($0))" } ?? "")
         complete(&r, .failed, now: now)
         return true
+    }
+
+    /// Takes a token from the kind's `rate_limit` bucket; when there is
+    /// none, reschedules the job for when there will be and returns false.
+    func takeToken(_ r: inout JobRecord, kind: KindConfig, now: Double) -> Bool {
+        guard let limit = kind.rateLimit else { return true }
+        var bucket = buckets[kind.name] ?? TokenBucket(limit, now: now)
+        let wait = bucket.take(now: now)
+        buckets[kind.name] = bucket
+        guard let wait else { return true }
+        r.nextAt = now + wait
+        save(r)
+        return false
     }
 
     func isAllowedScheme(_ url: ParsedURL, kind: KindConfig) -> Bool {

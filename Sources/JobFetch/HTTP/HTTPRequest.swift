@@ -51,11 +51,20 @@ public struct HTTPResponse: Sendable {
         return body.count > 200 ? s + "…" : s
     }
 
-    /// `Retry-After` as seconds from now: delta-seconds or an HTTP date.
+    /// How long the server asks us to wait, in seconds from now: `Retry-After`
+    /// (delta-seconds or an HTTP date), else on a 429 a rate-limit reset
+    /// header (`RateLimit-Reset`, `X-RateLimit-Reset`: seconds, or a Unix time).
     public func retryAfter(now: Double) -> Double? {
-        guard let v = headers["retry-after"]?.trimmingWhitespace() else { return nil }
-        if let n = Double(v), n >= 0, n.isFinite { return n }
-        if let date = HTTPDate.parse(v) { return max(0, date - now) }
+        if let v = headers["retry-after"]?.trimmingWhitespace() {
+            if let n = Double(v), n >= 0, n.isFinite { return n }
+            if let date = HTTPDate.parse(v) { return max(0, date - now) }
+        }
+        guard status == 429 else { return nil }
+        for name in ["ratelimit-reset", "x-ratelimit-reset", "x-rate-limit-reset"] {
+            guard let v = headers[name]?.trimmingWhitespace(), let n = Double(v), n >= 0, n.isFinite else { continue }
+            // A number this large is a point in time, not a number of seconds.
+            return n > 1e9 ? max(0, n - now) : n
+        }
         return nil
     }
 }

@@ -42,6 +42,17 @@ public struct JobRecord: Sendable, Equatable {
     public var notFoundSince: Double?
     /// Set when the job enters `publishing`: what it will end as.
     public var outcome: Outcome?
+    /// The mapping's summary (`{"results": {...}}`), as JSON text, for `job.json`.
+    public var summary: String?
+    /// While fetching a paged result: the offset of the next page.
+    public var pageNext: Int?
+    /// When the job's `timeout` clock started: registration, or the last retry.
+    public var timeoutFrom: Double?
+    /// How many times an operator asked for the job again.
+    public var retries: Int = 0
+
+    /// Where the `timeout` clock starts.
+    public var clockStart: Double { timeoutFrom ?? registeredAt }
 
     public init(key: JobKey, state: JobState, registeredAt: Double) {
         self.key = key

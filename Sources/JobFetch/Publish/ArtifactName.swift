@@ -12,6 +12,13 @@ public enum ArtifactName {
         return name
     }
 
+    /// `name`, or `artifact-name` when a document published with the result
+    /// (`reserved`) has that name. Deterministic, so a download repeated after
+    /// a crash replaces its own earlier file.
+    public static func avoiding(_ name: String, reserved: Set<String>) -> String {
+        reserved.contains(name) ? "artifact-" + name : name
+    }
+
     public static func sanitize(_ raw: String) -> String {
         var out = ""
         for u in raw.unicodeScalars {

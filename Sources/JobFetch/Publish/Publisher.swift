@@ -1,3 +1,4 @@
+import CLinux
 import Glibc
 
 /// One published file, as `job.json` lists it.
@@ -28,10 +29,13 @@ public struct Publisher: Sendable {
         return dir
     }
 
-    /// True when the job's directory is already in place (a crash after the
-    /// rename and before the store heard of it): publishing again is a no-op.
-    public func isPublished(_ key: JobKey) -> Bool {
-        FileIO.isRegularFile(finalDirectory(key) + "/job.json") && !FileIO.exists(stagingDirectory(key))
+    /// True when the job's directory in place is this result (a crash after
+    /// the rename and before the store heard of it): its `job.json` carries
+    /// the record's `finished_at`. An older result (a retried job) does not.
+    public func isPublished(_ key: JobKey, finishedAt: Double?) -> Bool {
+        guard let finishedAt, let bytes = try? FileIO.readAll(finalDirectory(key) + "/job.json", limit: 64 << 20),
+              let doc = try? JSONParser.parse(bytes) else { return false }
+        return doc["finished_at"]?.scalarText == Timestamp.iso8601(finishedAt)
     }
 
     public struct Manifest: Sendable {
@@ -55,12 +59,21 @@ public struct Publisher: Sendable {
         try FileIO.makeDirectories(kindDir)
         let final = finalDirectory(key)
         if FileIO.exists(final) {
-            // A retried job replaces its old result; the old one moves aside first.
-            let aside = "\(outputDir)/.incoming/\(key.kind)/.old-\(key.id)-\(getpid())"
-            try FileIO.removeTree(aside)
-            guard rename(final, aside) == 0 else { throw SystemError("rename", final) }
-            guard rename(staging, final) == 0 else { throw SystemError("rename", staging) }
-            try FileIO.removeTree(aside)
+            // A retried job replaces its old result: one atomic swap, so a
+            // reader sees the old directory or the new one, never neither.
+            if jf_rename_exchange(staging, final) == 0 {
+                try FileIO.fsyncDirectory(kindDir)
+                try FileIO.removeTree(staging)  // now the old result
+            } else {
+                let why = errno
+                guard why == EINVAL || why == ENOSYS else { throw SystemError("rename (exchange)", final, errno: why) }
+                // A filesystem without RENAME_EXCHANGE: move the old one aside first.
+                let aside = "\(outputDir)/.incoming/\(key.kind)/.old-\(key.id)-\(getpid())"
+                try FileIO.removeTree(aside)
+                guard rename(final, aside) == 0 else { throw SystemError("rename", final) }
+                guard rename(staging, final) == 0 else { throw SystemError("rename", staging) }
+                try FileIO.removeTree(aside)
+            }
         } else {
             guard rename(staging, final) == 0 else { throw SystemError("rename", staging) }
         }
@@ -78,6 +91,7 @@ public struct Publisher: Sendable {
         ]
         if m.outcome != .succeeded { members.append(JSONMember("reason", r.reason.map { .string($0) } ?? .null)) }
         members.append(JSONMember("warnings", .array(r.warnings.map { .string($0) })))
+        members.append(JSONMember("summary", r.summary.flatMap { try? JSONParser.parse($0) } ?? .null))
         members.append(JSONMember("files", .array(m.files.map { f in
             .object([
                 JSONMember("name", .string(f.name)),
@@ -90,22 +104,10 @@ public struct Publisher: Sendable {
         members.append(JSONMember("finished_at", .string(Timestamp.iso8601(m.finishedAt))))
         members.append(JSONMember("api_status", r.apiStatus.map { .string($0) } ?? .null))
         members.append(JSONMember("polls", .int(r.polls)))
+        members.append(JSONMember("retries", .int(r.retries)))
         var status: JSONValue = .null
         if let text = r.lastStatus { status = (try? JSONParser.parse(text)) ?? .string(text) }
         members.append(JSONMember("status", status))
         return .object(members)
-    }
-}
-
-public enum Timestamp {
-    /// RFC 3339 UTC with milliseconds.
-    public static func iso8601(_ t: Double) -> String {
-        var secs = time_t(t.rounded(.down))
-        var tmv = tm()
-        gmtime_r(&secs, &tmv)
-        let ms = Int((t - Double(secs)) * 1000)
-        func two(_ n: Int32) -> String { n < 10 ? "0\(n)" : "\(n)" }
-        let msText = ms < 10 ? "00\(ms)" : ms < 100 ? "0\(ms)" : "\(ms)"
-        return "\(tmv.tm_year + 1900)-\(two(tmv.tm_mon + 1))-\(two(tmv.tm_mday))T\(two(tmv.tm_hour)):\(two(tmv.tm_min)):\(two(tmv.tm_sec)).\(msText)Z"
     }
 }

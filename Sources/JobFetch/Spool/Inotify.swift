@@ -61,11 +61,23 @@ public final class Inotify {
     /// Blocks until `name` appears in `directory` (created, or moved in),
     /// or `timeout` seconds pass. True if it is there.
     public static func wait(for name: String, in directory: String, timeout: Double) throws(SystemError) -> Bool {
+        try wait(until: { FileIO.exists(directory + "/" + name) }, in: directory,
+                 mask: UInt32(IN_MOVED_TO | IN_CREATE | IN_CLOSE_WRITE), timeout: timeout)
+    }
+
+    /// Waits until `name` is gone from `directory` (taken by its reader).
+    public static func wait(forRemovalOf name: String, in directory: String, timeout: Double) throws(SystemError) -> Bool {
+        try wait(until: { !FileIO.exists(directory + "/" + name) }, in: directory,
+                 mask: UInt32(IN_DELETE | IN_MOVED_FROM), timeout: timeout)
+    }
+
+    /// Waits, on inotify events in `directory`, until `condition` holds or `timeout` passes.
+    public static func wait(until condition: () -> Bool, in directory: String, mask: UInt32, timeout: Double) throws(SystemError) -> Bool {
         let ino = try Inotify()
-        _ = try ino.watch(directory, mask: UInt32(IN_MOVED_TO | IN_CREATE | IN_CLOSE_WRITE))
+        _ = try ino.watch(directory, mask: mask)
         let deadline = Clock.monotonic() + timeout
         while true {
-            if FileIO.exists(directory + "/" + name) { return true }
+            if condition() { return true }
             let left = deadline - Clock.monotonic()
             if left <= 0 { return false }
             var p = pollfd(fd: ino.fd, events: Int16(POLLIN), revents: 0)

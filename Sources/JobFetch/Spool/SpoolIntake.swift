@@ -5,16 +5,19 @@ import Logging
 /// it is closed after writing (or renamed in), its IDs are committed to the
 /// store in one transaction, and only then is the file removed. A file with
 /// a bad line goes to `<spool>/.rejected/` with a `.reason` beside it; its
-/// good lines are still registered.
+/// good lines are still registered. Cancel and retry requests arrive the
+/// same way in `.cancel/<kind>/` and `.retry/<kind>/` and go to `apply`.
 public final class SpoolIntake {
     let spoolDir: String
     let store: JobStore
     let logger: Logger
     let inotify: Inotify
-    private var watches: [Int32: String] = [:]  // descriptor → kind
+    private var watches: [Int32: (request: SpoolRequest, kind: String)] = [:]
     /// Files seen at a scan that were modified moments ago: a writer may
     /// still hold them open; they are looked at again when they settle.
-    private var unsettled: [String: (kind: String, name: String)] = [:]
+    private var unsettled: [String: (request: SpoolRequest, kind: String)] = [:]
+    /// Carries out a cancel or retry request; returns why it could not be, or nil.
+    public var apply: ((SpoolRequest, JobKey) -> String?)?
     public private(set) var recheckAt: Double?
     static let settleTime = 2.0
 
@@ -32,25 +35,32 @@ public final class SpoolIntake {
     public func watch(kinds: [String]) throws(SystemError) {
         try FileIO.makeDirectories(spoolDir, mode: 0o2775)
         try FileIO.makeDirectories(rejectedDir, mode: 0o2775)
-        for (wd, kind) in watches where !kinds.contains(kind) {
+        for (wd, w) in watches where !kinds.contains(w.kind) {
             inotify.unwatch(wd)
             watches[wd] = nil
         }
-        for kind in kinds where !watches.values.contains(kind) {
-            let dir = SpoolRequest.register.directory(spool: spoolDir, kind: kind)
-            try FileIO.makeDirectories(dir, mode: 0o2775)
-            let wd = try inotify.watch(dir, mask: UInt32(IN_CLOSE_WRITE | IN_MOVED_TO | IN_Q_OVERFLOW))
-            watches[wd] = kind
+        for request in SpoolRequest.allCases {
+            for kind in kinds where !watches.values.contains(where: { $0 == (request, kind) }) {
+                let dir = request.directory(spool: spoolDir, kind: kind)
+                try FileIO.makeDirectories(dir, mode: 0o2775)
+                let wd = try inotify.watch(dir, mask: UInt32(IN_CLOSE_WRITE | IN_MOVED_TO | IN_Q_OVERFLOW))
+                watches[wd] = (request, kind)
+            }
         }
     }
 
     /// Reads every file already waiting (those that arrived while the daemon was down).
+    /// Registrations first, so a cancel dropped right after an add finds its job.
     public func scanAll(now: Double) {
-        for kind in Set(watches.values).sorted() { scan(kind: kind, now: now) }
+        for request in SpoolRequest.allCases {
+            for kind in Set(watches.values.filter { $0.request == request }.map(\.kind)).sorted() {
+                scan(request, kind: kind, now: now)
+            }
+        }
     }
 
-    func scan(kind: String, now: Double) {
-        let dir = SpoolRequest.register.directory(spool: spoolDir, kind: kind)
+    func scan(_ request: SpoolRequest, kind: String, now: Double) {
+        let dir = request.directory(spool: spoolDir, kind: kind)
         let names: [String]
         do { names = try FileIO.list(dir) } catch {
             logger.error("cannot list the spool directory: \(error)")
@@ -60,11 +70,11 @@ public final class SpoolIntake {
             var st = stat()
             if lstat(dir + "/" + name, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG,
                now - (Double(st.st_mtim.tv_sec) + Double(st.st_mtim.tv_nsec) / 1e9) < Self.settleTime {
-                unsettled[dir + "/" + name] = (kind, name)
+                unsettled[dir + "/" + name] = (request, kind)
                 recheckAt = min(recheckAt ?? .infinity, now + Self.settleTime)
                 continue
             }
-            take(kind: kind, name: name)
+            take(request, kind: kind, name: name)
         }
     }
 
@@ -74,7 +84,9 @@ public final class SpoolIntake {
         recheckAt = nil
         let pending = unsettled
         unsettled = [:]
-        for kind in Set(pending.values.map(\.kind)).sorted() { scan(kind: kind, now: now) }
+        for request in SpoolRequest.allCases {
+            for kind in Set(pending.values.filter { $0.request == request }.map(\.kind)).sorted() { scan(request, kind: kind, now: now) }
+        }
     }
 
     /// Handles inotify events; returns true if the queue overflowed (then everything was rescanned).
@@ -82,9 +94,9 @@ public final class SpoolIntake {
         var overflow = false
         for e in events {
             if e.mask & UInt32(IN_Q_OVERFLOW) != 0 { overflow = true; continue }
-            guard let kind = watches[e.watch], !e.name.isEmpty, !e.name.hasPrefix(".") else { continue }
-            unsettled[SpoolRequest.register.directory(spool: spoolDir, kind: kind) + "/" + e.name] = nil
-            take(kind: kind, name: e.name)
+            guard let w = watches[e.watch], !e.name.isEmpty, !e.name.hasPrefix(".") else { continue }
+            unsettled[w.request.directory(spool: spoolDir, kind: w.kind) + "/" + e.name] = nil
+            take(w.request, kind: w.kind, name: e.name)
         }
         if overflow {
             logger.warning("inotify queue overflowed; rescanning the spool")
@@ -92,27 +104,33 @@ public final class SpoolIntake {
         }
     }
 
-    /// Registers one spool file's jobs, then removes or rejects it.
-    func take(kind: String, name: String) {
-        let dir = SpoolRequest.register.directory(spool: spoolDir, kind: kind)
+    /// Registers one spool file's jobs (or applies its requests), then removes or rejects it.
+    func take(_ request: SpoolRequest, kind: String, name: String) {
+        let dir = request.directory(spool: spoolDir, kind: kind)
         let path = dir + "/" + name
         var st = stat()
         guard lstat(path, &st) == 0 else { return }  // already taken
         guard (st.st_mode & S_IFMT) == S_IFREG else {
-            reject(kind: kind, name: name, reason: "not a regular file (a spool entry must be a plain file)")
+            reject(request, kind: kind, name: name, reason: "not a regular file (a spool entry must be a plain file)")
             return
         }
         let bytes: [UInt8]
         do { bytes = try FileIO.readAll(path, limit: SpoolFile.maxSize) } catch {
             if error.errno == EFBIG {
-                reject(kind: kind, name: name, reason: "larger than \(SpoolFile.maxSize >> 20) MiB; a spool file is a list of job IDs")
+                reject(request, kind: kind, name: name, reason: "larger than \(SpoolFile.maxSize >> 20) MiB; a spool file is a list of job IDs")
             } else if error.errno != ENOENT {
                 logger.error("cannot read spool file \(path): \(error)")
             }
             return
         }
-        let contents = SpoolFile.parse(name: name, bytes: bytes)
-        if !contents.ids.isEmpty {
+        var contents = SpoolFile.parse(name: name, bytes: bytes)
+        if request != .register {
+            for id in contents.ids {
+                if let problem = apply?(request, JobKey(kind: kind, id: id)) {
+                    contents.problems.append(SpoolFile.LineProblem(line: 0, message: "\(request.rawValue) \(kind)/\(id): \(problem)"))
+                }
+            }
+        } else if !contents.ids.isEmpty {
             do {
                 let added = try store.register(contents.ids.map { JobKey(kind: kind, id: $0) }, now: Clock.now())
                 for key in added { logger.info("registered", metadata: Logger.job(key)) }
@@ -128,17 +146,24 @@ public final class SpoolIntake {
             if unlink(path) != 0 && errno != ENOENT { logger.error("cannot remove spool file \(path): \(SystemError("unlink", path))") }
         } else {
             let why = contents.problems.map(\.description).joined(separator: "\n")
-            reject(kind: kind, name: name, reason: why + "\n" + "(\(contents.ids.count) valid ID(s) in the file were registered)")
+            let done = request == .register ? "(\(contents.ids.count) valid ID(s) in the file were registered)" : "(the other requests in the file were carried out)"
+            reject(request, kind: kind, name: name, reason: why + "\n" + done)
         }
     }
 
-    func reject(kind: String, name: String, reason: String) {
-        let source = SpoolRequest.register.directory(spool: spoolDir, kind: kind) + "/" + name
-        var target = "\(rejectedDir)/\(kind).\(name)"
+    /// Where a rejected file goes: `.rejected/<kind>.<name>` for registrations,
+    /// `.rejected/<cancel|retry>.<kind>.<name>` for requests.
+    public func rejectedPath(_ request: SpoolRequest, kind: String, name: String) -> String {
+        request == .register ? "\(rejectedDir)/\(kind).\(name)" : "\(rejectedDir)/\(request.rawValue).\(kind).\(name)"
+    }
+
+    func reject(_ request: SpoolRequest, kind: String, name: String, reason: String) {
+        let source = request.directory(spool: spoolDir, kind: kind) + "/" + name
+        var target = rejectedPath(request, kind: kind, name: name)
         var n = 1
         while FileIO.exists(target) || FileIO.exists(target + ".reason") { n += 1; target = "\(rejectedDir)/\(kind).\(name).\(n)" }
         do {
-            try FileIO.writeAtomically(target + ".reason", Array("spool file \(kind)/\(name):\n\(reason)\n".utf8))
+            try FileIO.writeAtomically(target + ".reason", Array("spool file \(FileIO.basename(FileIO.parent(source)))/\(name):\n\(reason)\n".utf8))
             guard rename(source, target) == 0 else { throw SystemError("rename", source) }
             try FileIO.fsyncDirectory(rejectedDir)
             logger.warning("spool file \(kind)/\(name) rejected to \(target): \(LineLogHandler.singleLine(reason))")

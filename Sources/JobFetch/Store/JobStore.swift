@@ -44,10 +44,18 @@ public final class JobStore {
         );
         CREATE INDEX events_job ON events (kind, id, seq);
         """,
+        // 2: presets and operator requests: the published summary, paging
+        // progress, the retry count and when the timeout clock restarted.
+        """
+        ALTER TABLE jobs ADD COLUMN summary TEXT;
+        ALTER TABLE jobs ADD COLUMN page_next INTEGER;
+        ALTER TABLE jobs ADD COLUMN timeout_from REAL;
+        ALTER TABLE jobs ADD COLUMN retries INTEGER NOT NULL DEFAULT 0;
+        """,
     ]
     public static var schemaVersion: Int { migrations.count }
 
-    static let columns = "kind, id, state, registered_at, updated_at, next_at, attempts, polls, last_http_status, last_error, last_status, api_status, progress, bytes_done, bytes_total, result_url, reason, warnings, finished_at, not_found_since, outcome"
+    static let columns = "kind, id, state, registered_at, updated_at, next_at, attempts, polls, last_http_status, last_error, last_status, api_status, progress, bytes_done, bytes_total, result_url, reason, warnings, finished_at, not_found_since, outcome, summary, page_next, timeout_from, retries"
 
     /// Opens (and for the daemon creates and migrates) the database.
     public init(path: String, readOnly: Bool = false) throws(SQLiteError) {
@@ -169,7 +177,8 @@ public final class JobStore {
             let s = try db.prepare("""
                 UPDATE jobs SET state = ?, updated_at = ?, next_at = ?, attempts = ?, polls = ?, last_http_status = ?,
                 last_error = ?, last_status = ?, api_status = ?, progress = ?, bytes_done = ?, bytes_total = ?,
-                result_url = ?, reason = ?, warnings = ?, finished_at = ?, not_found_since = ?, outcome = ?
+                result_url = ?, reason = ?, warnings = ?, finished_at = ?, not_found_since = ?, outcome = ?,
+                summary = ?, page_next = ?, timeout_from = ?, retries = ?
                 WHERE kind = ? AND id = ?
                 """)
             try s.run([
@@ -182,6 +191,8 @@ public final class JobStore {
                 .text(JSONWriter.string(.array(r.warnings.map { .string($0) }))),
                 r.finishedAt.map { .double($0) } ?? .null, r.notFoundSince.map { .double($0) } ?? .null,
                 r.outcome.map { .text($0.rawValue) } ?? .null,
+                r.summary.map { .text($0) } ?? .null, r.pageNext.map { .int(Int64($0)) } ?? .null,
+                r.timeoutFrom.map { .double($0) } ?? .null, .int(Int64(r.retries)),
                 .text(r.key.kind), .text(r.key.id.rawValue),
             ])
             if let event {
@@ -214,6 +225,10 @@ public final class JobStore {
         r.finishedAt = s.optionalDouble(18)
         r.notFoundSince = s.optionalDouble(19)
         r.outcome = s.text(20).flatMap(Outcome.init(rawValue:))
+        r.summary = s.text(21)
+        r.pageNext = s.optionalInt(22).map { Int($0) }
+        r.timeoutFrom = s.optionalDouble(23)
+        r.retries = Int(s.int(24))
         return r
     }
 }

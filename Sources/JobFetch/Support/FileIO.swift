@@ -49,6 +49,36 @@ public enum FileIO {
         try fsyncDirectory(dir)
     }
 
+    /// Appends `bytes` to `path` (created if missing) and fsyncs it: when
+    /// this returns, the bytes are on disk.
+    public static func appendDurably(_ path: String, _ bytes: [UInt8]) throws(SystemError) {
+        let fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw SystemError("open", path) }
+        defer { close(fd) }
+        var failure: SystemError?
+        bytes.withUnsafeBytes { b in
+            do throws(SystemError) { try writeAll(fd: fd, b, path: path) } catch { failure = error }
+        }
+        if let failure { throw failure }
+        guard fsync(fd) == 0 else { throw SystemError("fsync", path) }
+    }
+
+    /// Cuts `path` to `length` bytes (creating it empty when `length` is 0 and it is missing).
+    public static func truncate(_ path: String, to length: Int64) throws(SystemError) {
+        let fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw SystemError("open", path) }
+        defer { close(fd) }
+        guard ftruncate(fd, off_t(length)) == 0 else { throw SystemError("truncate", path) }
+        guard fsync(fd) == 0 else { throw SystemError("fsync", path) }
+    }
+
+    /// The size of a regular file, or nil when there is none.
+    public static func size(_ path: String) -> Int64? {
+        var st = stat()
+        guard stat(path, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else { return nil }
+        return Int64(st.st_size)
+    }
+
     public static func fsyncDirectory(_ dir: String) throws(SystemError) {
         let fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         guard fd >= 0 else { throw SystemError("open", dir) }

@@ -1,0 +1,93 @@
+import Logging
+
+/// Requests to a kind's own API (status documents and result pages) and
+/// what its HTTP answers mean (SPEC.md "HTTP answers from a status endpoint").
+extension Engine {
+    /// A JSON request to `url`, with the kind's credentials only when `url`
+    /// is on the status endpoint's origin.
+    func apiRequest(_ kind: KindConfig, key: JobKey, url: ParsedURL) throws(JobFetchError) -> HTTPRequest {
+        let statusOrigin = try kind.statusURL(for: key.id).origin
+        let hdrs = try headers(for: kind, url: url, statusOrigin: statusOrigin)
+        var request = HTTPRequest(url: url, headers: hdrs + ["Accept: application/json"],
+                                  body: .memory(limit: Self.statusBodyLimit), timeout: Self.statusTimeout)
+        request.acceptEncoding = true
+        return request
+    }
+
+    /// Acts on the API's answer to a request for `what`: a 2xx goes to
+    /// `ok`; a redirect is followed by hand (credentials stay on their
+    /// origin); 404 is retried for `not_found_grace`; 401/403 are logged as
+    /// errors and retried, never failing the job; 408/425/429/5xx and
+    /// network errors back off; any other 4xx fails the job with the
+    /// API's own message.
+    func handleAPIAnswer(_ r: inout JobRecord, kind: KindConfig, url: ParsedURL, hop: Int, response: HTTPResponse,
+                         what: String, now: Double, again: (ParsedURL, Int) -> Purpose, ok: (inout JobRecord) -> Void) {
+        func retry(_ problem: String, level: Logger.Level = .warning) {
+            scheduleRetry(&r, kind: kind, problem: problem, response: response, now: now, level: level)
+        }
+        if let error = response.error {
+            retry(response.bodyTooLarge ? "the answer of the \(what) \(url.redacted) is larger than \(Self.statusBodyLimit >> 20) MiB" : "request to the \(what) \(url.redacted) failed: \(error)")
+            return
+        }
+        let status = response.status
+        switch status {
+        case 200..<300:
+            ok(&r)
+        case 301, 302, 303, 307, 308:
+            guard hop < Self.maxRedirects, let location = response.headers["location"],
+                  let next = try? ParsedURL(location, relativeTo: url), isAllowedScheme(next, kind: kind) else {
+                retry("\(url.redacted) answered HTTP \(status) with no usable redirect")
+                return
+            }
+            do {
+                let request = try apiRequest(kind, key: r.key, url: next)
+                save(r)
+                _ = begin(again(next, hop + 1), request: request)
+            } catch {
+                retry(error.message, level: .error)
+            }
+        case 404:
+            let since = r.notFoundSince ?? now
+            r.notFoundSince = since
+            if now - since >= kind.notFoundGrace {
+                r.reason = "not found: the \(what) answered 404 for \(r.key.id) for \(Units.formatDuration(now - since))"
+                complete(&r, .failed, now: now)
+            } else {
+                retry("\(what) answered 404 (may be new; retried for \(Units.formatDuration(kind.notFoundGrace)))", level: .info)
+            }
+        case 401, 403:
+            retry("credentials rejected by \(url.origin) (HTTP \(status)) for kind \(kind.name): fix the token; the job stays registered", level: .error)
+        case 429:
+            retry("\(what) answered HTTP 429: the API's rate limit or quota is exhausted")
+        case 408, 425, 500..<600:
+            retry("\(what) answered HTTP \(status)")
+        default:
+            r.reason = "the API refused the request to the \(what) (HTTP \(status)): \(Self.apiMessage(response))"
+            complete(&r, .failed, now: now)
+        }
+    }
+
+    /// The API's own words from an error body: `message`, `error`, `detail`,
+    /// with `syntaxErrors` details where present; else the body's start.
+    static func apiMessage(_ response: HTTPResponse) -> String {
+        guard let doc = try? JSONParser.parse(response.body) else {
+            return response.body.isEmpty ? "(empty body)" : response.bodySnippet
+        }
+        var parts: [String] = []
+        for key in ["message", "error", "detail", "error_description"] {
+            if let v = doc[key] {
+                if let t = v.scalarText { parts.append(t) } else if case .object = v, let m = v["message"]?.scalarText { parts.append(m) }
+                break
+            }
+        }
+        let syntax = doc["syntaxErrors"]
+        if case .array(let errors)? = syntax?["invalidFields"] ?? syntax {
+            for e in errors {
+                let field = e["field"]?.scalarText ?? e["fieldName"]?.scalarText ?? e["name"]?.scalarText ?? "?"
+                let msg = e["error"]?.scalarText ?? e["message"]?.scalarText ?? JSONWriter.string(e)
+                parts.append("\(field): \(msg)")
+            }
+        }
+        return parts.isEmpty ? response.bodySnippet : parts.joined(separator: "; ")
+    }
+}
