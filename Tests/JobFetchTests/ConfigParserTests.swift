@@ -140,6 +140,69 @@ import Testing
         #expect(problems(overlap).contains { $0.message.contains("given twice") })
     }
 
+    @Test func everyMappingKeyIsSettableAndChecked() throws {
+        let text = """
+            [kind tasks]
+            preset = custom
+            status_url = https://h/api/tasks/{id}?tenant=7
+            unwrap = /data/task
+            status_field = /state
+            running = Working, In Queue
+            paused = ON_HOLD
+            success = done
+            partial = DONE_WITH_ERRORS
+            failure = broken
+            result_url_field = /output/href
+            inline_result_field = /output/inline
+            error_field = /problem/text, /problem/code
+            failure_time_field = /problem/at
+            warnings_field = /notes
+            progress_field = /percent
+            summary_field = /counts
+            summary_warn = skipped, failed
+            next_poll_field = /eta
+            publish_field = /output, /meta
+            pages_url = {status_url}/items?from={offset}&count={limit}
+            pages_items_field = /items
+            pages_total_field = /total
+            pages_file = items.jsonl
+            page_size = 500
+
+            [kind export]
+            preset = export
+            status_url = https://h/export/{id}/status
+            result_url_field = /download_url
+            """
+        let config = try ConfigParser.parse(text, file: "daemon.conf", environment: env)
+        let m = try #require(config.kind("tasks")).mapping
+        #expect(m.running == ["working", "inqueue"])
+        #expect(m.paused == ["onhold"])
+        #expect(m.partial == ["donewitherrors"])
+        #expect(m.errorFields.map(\.description) == ["/problem/text", "/problem/code"])
+        #expect(m.failureTimeField?.description == "/problem/at")
+        #expect(m.summaryWarn == ["skipped", "failed"])
+        #expect(m.nextPollField?.description == "/eta")
+        #expect(m.publishFields.map(\.description) == ["/output", "/meta"])
+        #expect(m.pages == PageSpec(urlTemplate: "{status_url}/items?from={offset}&count={limit}", itemsField: try JSONPointer("/items"),
+                                    totalField: try JSONPointer("/total"), file: "items.jsonl", size: 500))
+        // A preset key overridden, the rest kept.
+        let export = try #require(config.kind("export")).mapping
+        #expect(export.resultURLField?.description == "/download_url")
+        #expect(export.summaryField == Preset.export.summaryField)
+
+        let base = "[kind t]\npreset = custom\nstatus_url = https://h/{id}\nstatus_field = /s\nsuccess = ok\nfailure = bad\n"
+        #expect(problems(base + "pages_url = https://h/items\npages_items_field = /items\n").contains { $0.key == "pages_url" && $0.message.contains("{offset}") })
+        #expect(problems(base + "pages_url = https://h/items?o={offset}\n").contains { $0.key == "pages_items_field" })
+        #expect(problems(base + "pages_file = ../x\npages_url = {status_url}?o={offset}\npages_items_field = /i\n").contains { $0.message.contains("not a plain file name") })
+        #expect(problems(base + "page_size = 0\n").contains { $0.key == "page_size" })
+        #expect(problems(base + "partial = OK\n").contains { $0.message == "status value \"ok\" is in both success and partial" })
+        #expect(problems(base + "next_poll_field = eta\n").contains { $0.key == "next_poll_field" && $0.message.contains("start with \"/\"") })
+        let misspelt = problems(base + "summary_feild = /x\n")
+        #expect(misspelt.first?.suggestion == "summary_field")
+        let preset = problems("[kind b]\npreset = bulkjob\nstatus_url = https://h/{id}\n")
+        #expect(preset.first?.suggestion == "bulk-job")
+    }
+
     @Test func fileSecretsAreReadAtUseAndRereadWhenTheyChange() throws {
         let dir = makeTempDir()
         defer { try? FileIO.removeTree(dir) }

@@ -47,6 +47,7 @@ import Testing
         r.lastError = "e"; r.lastStatus = "{\"s\":1}"; r.apiStatus = "done"; r.progress = 0.5; r.bytesDone = 6
         r.bytesTotal = 7; r.resultURL = "https://h/x?sig=1"; r.reason = "why"; r.warnings = ["w1", "w\"2"]
         r.finishedAt = 8; r.notFoundSince = 9; r.outcome = .failed
+        r.summary = #"{"results":{"errors":1}}"#; r.pageNext = 200; r.timeoutFrom = 10; r.retries = 2
         try store.save(r)
         #expect(try store.job(k) == r)
     }
@@ -59,6 +60,27 @@ import Testing
         let reader = try JobStore(path: dir + "/s.sqlite", readOnly: true)
         #expect(try reader.list().count == 1)
         #expect(throws: SQLiteError.self) { try reader.register([JobKey(kind: "k", id: try JobID("n"))], now: 2) }
+    }
+
+    @Test func aVersion1DatabaseIsMigratedKeepingItsJobs() throws {
+        let dir = makeTempDir()
+        defer { try? FileIO.removeTree(dir) }
+        let path = dir + "/s.sqlite"
+        do {
+            // The schema as the first release wrote it, with one job in it.
+            let db = try SQLiteDatabase(path: path, readOnly: false)
+            try db.execute(JobStore.migrations[0])
+            try db.execute("PRAGMA user_version = 1")
+            try db.execute("INSERT INTO jobs (kind, id, state, registered_at, updated_at, next_at, reason) VALUES ('k', 'old', 'failed', 1, 2, 3, 'why')")
+        }
+        let store = try JobStore(path: path)
+        #expect(try store.userVersion() == JobStore.schemaVersion)
+        let r = try #require(try store.job(JobKey(kind: "k", id: try JobID("old"))))
+        #expect(r.state == .failed)
+        #expect(r.reason == "why")
+        #expect(r.retries == 0)
+        #expect(r.timeoutFrom == nil)
+        #expect(r.clockStart == 1)
     }
 
     @Test func aNewerSchemaIsRefused() throws {
