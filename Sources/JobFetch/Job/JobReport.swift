@@ -19,6 +19,7 @@ public enum JobReport {
             JSONMember("last_error", str(r.lastError)),
             JSONMember("reason", str(r.reason)),
             JSONMember("warnings", .array(r.warnings.map { .string($0) })),
+            JSONMember("retries", .int(r.retries)),
             JSONMember("registered_at", time(r.registeredAt)),
             JSONMember("updated_at", time(r.updatedAt)),
             JSONMember("next_at", r.state.isTerminal ? .null : time(r.nextAt)),
