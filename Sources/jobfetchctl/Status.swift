@@ -28,7 +28,7 @@ struct Status: ParsableCommand {
             members.append(JSONMember("history", .array(history.map {
                 .object([JSONMember("at", .string(Timestamp.iso8601($0.at))), JSONMember("event", .string($0.message))])
             })))
-            let status: JSONValue = r.lastStatus.flatMap { try? JSONParser.parse($0) } ?? .null
+            let status: JSONValue = r.lastStatus.flatMap { try? JSONParser.parse($0) }.map(SignatureRedactor.redact) ?? .null
             members.append(JSONMember("status", status))
             print(JSONWriter.string(.object(members), pretty: true))
             return

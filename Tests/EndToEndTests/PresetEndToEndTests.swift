@@ -102,6 +102,11 @@ import Testing
         #expect(list[0]["source"] == .string("http://127.0.0.1:\(inst.filesPort)/files/done-2-gql.jsonl.gz"))
         #expect(!inst.daemonLog.contains(Self.secretSignature))
         #expect(!inst.daemonLog.contains(inst.apiKey))
+        // job.json keeps the status document, with the URL's signature taken out.
+        #expect(!JSONWriter.string(job).contains(Self.secretSignature))
+        #expect(job["status"]?["url"]?.scalarText?.hasSuffix("/files/done-2-gql.jsonl.gz?X-Amz-Expires=3600&X-Amz-Signature=REDACTED") == true)
+        let shown = try inst.ctl(["status", "bulk", "done-2-gql", "--json"])
+        #expect(!shown.out.contains(Self.secretSignature))
     }
 
     @Test func bulkJobInlineResultWarningsAndFailures() throws {
@@ -234,5 +239,32 @@ import Testing
         #expect(inst.api.allLines.contains("CSV-429 quota-b"))
         #expect(try inst.jobJSON("quota-b")["outcome"] == "succeeded")
         #expect(inst.daemonLog.contains("dataset/quota-b: http://127.0.0.1:\(inst.port)/v0/datasets/quota-b/csv answered HTTP 429: quota or rate limit exhausted"))
+    }
+
+    @Test func unknownStatusIsWarnedOnceAndMalformedBodiesFailAtTimeout() throws {
+        let inst = try Installation(sections: """
+            [kind shortlived]
+            preset = dataset
+            status_url = {API}/v0/datasets/{id}
+            header = x-api-key: ${file:{KEYFILE}}
+            poll_interval = 200ms
+            max_poll_interval = 500ms
+            timeout = 3s
+            """)
+        try inst.startDaemon()
+        #expect(try inst.ctl(["add", "dataset", "odd-a", "odd-b"]).status == 0)
+        #expect(try inst.ctl(["add", "shortlived", "garbage-1000-x"]).status == 0)
+        for id in ["odd-a", "odd-b"] { #expect(try inst.waitForResult(id), "\(id)") }
+        #expect(try inst.waitForResult("garbage-1000-x", kind: "shortlived", timeout: 30))
+        // Six answers with an unknown status, one warning for the kind and value.
+        #expect(inst.api.allLines.filter { $0.hasPrefix("STATUS odd-") && $0.hasSuffix(" throttled") }.count == 6)
+        #expect(inst.daemonLog.components(separatedBy: "unknown API status \"throttled\" for kind dataset").count - 1 == 1)
+        #expect(try inst.jobJSON("odd-a")["outcome"] == "succeeded")
+        // Bodies that are never JSON: retried, then the job fails at its timeout, saying why.
+        let failed = try inst.jobJSON("garbage-1000-x", kind: "shortlived")
+        #expect(failed["outcome"] == "failed")
+        let reason = failed["reason"]?.scalarText ?? ""
+        #expect(reason.hasPrefix("timed out: no result within 3s of registration (last problem: bad status document"), "\(reason)")
+        #expect(reason.contains("body starts: <html>502 Bad Gateway</html>"))
     }
 }

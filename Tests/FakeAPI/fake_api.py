@@ -17,6 +17,7 @@ tell. A job's behaviour is chosen by its ID prefix (see each route).
       nocsv-*   completed, but the CSV answers 404 twice (not ready yet)
       quota-*   completed, but the CSV answers 429 with X-RateLimit-Reset once
       fixlater-* processing, then error once; completed from then on (retry)
+      odd-*     a status value no mapping knows ("throttled") 3 times, then completed
   bulk-job      GET /bulkjob/{id}/status                      (x-api-key)
       done-N-*  HTTP 202 InProgress for N polls, then 200 Success with a
                 presigned gzipped JSONL url on the files origin
@@ -205,7 +206,9 @@ class Handler(Base):
         if job_id.startswith("flaky-"):
             n -= 1
         n -= garbage
-        if n <= wait:
+        if job_id.startswith("odd-") and n <= 3:
+            doc.update(status="throttled", csv_url=None)
+        elif n <= wait:
             doc.update(status="processing", progress=round(n / (wait + 1), 2), csv_url=None)
         elif job_id.startswith("err-") or (job_id.startswith("fixlater-") and n == wait + 1):
             doc.update(status="error", error="collection failed: the source site refused access", csv_url=None)

@@ -30,4 +30,15 @@ import Testing
         #expect(v.value(at: try JSONPointer("/a~1b/c~0d")) == .number("7"))
         #expect(throws: JobFetchError.self) { try JSONPointer("no-slash") }
     }
+
+    @Test func signaturesInDocumentURLsAreRedacted() throws {
+        let doc = try JSONParser.parse(#"{"url":"https://b.s3.example/r.gz?X-Amz-Credential=AKIA%2F1&X-Amz-Expires=900&X-Amz-Signature=abc","csv_url":"/v0/x/csv?format=csv&token=t0k","sas":"https://a.blob.example/c/f?sv=2024&sig=zz#frag","who":"https://user:pw@h/p?q=1","n":5,"note":"a ?sig=x not a URL"}"#)
+        let r = SignatureRedactor.redact(doc)
+        #expect(r["url"] == "https://b.s3.example/r.gz?X-Amz-Credential=REDACTED&X-Amz-Expires=900&X-Amz-Signature=REDACTED")
+        #expect(r["csv_url"] == "/v0/x/csv?format=csv&token=REDACTED")
+        #expect(r["sas"] == "https://a.blob.example/c/f?sv=2024&sig=REDACTED#frag")
+        #expect(r["who"] == "https://h/p?q=1")
+        #expect(r["n"] == 5)
+        #expect(r["note"] == "a ?sig=x not a URL")
+    }
 }

@@ -113,7 +113,7 @@ extension Engine {
         do {
             let dir = try publisher.freshStaging(r.key)
             for doc in published {
-                try FileIO.writeAtomically(dir + "/" + doc.name, Array((JSONWriter.string(doc.value, pretty: true) + "\n").utf8))
+                try FileIO.writeAtomically(dir + "/" + doc.name, Array((JSONWriter.string(SignatureRedactor.redact(doc.value), pretty: true) + "\n").utf8))
             }
             if let inline, url == nil {
                 let text: String

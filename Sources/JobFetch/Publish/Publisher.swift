@@ -106,7 +106,8 @@ public struct Publisher: Sendable {
         members.append(JSONMember("polls", .int(r.polls)))
         members.append(JSONMember("retries", .int(r.retries)))
         var status: JSONValue = .null
-        if let text = r.lastStatus { status = (try? JSONParser.parse(text)) ?? .string(text) }
+        // As the API sent it, but with presigned URLs' signatures taken out.
+        if let text = r.lastStatus { status = SignatureRedactor.redact((try? JSONParser.parse(text)) ?? .string(text)) }
         members.append(JSONMember("status", status))
         return .object(members)
     }

@@ -1,0 +1,35 @@
+/// Takes secrets out of URLs inside API documents before they are
+/// published (`job.json` `status`, `status.json`, `response.json`) or shown:
+/// presigned URLs carry their signature, credential and token in the query.
+/// The parameter stays, its value becomes `REDACTED`; user info is dropped.
+public enum SignatureRedactor {
+    /// Query parameter names (lowercased) containing one of these carry a secret.
+    static let secretWords = ["sig", "token", "key", "auth", "secret", "credential", "password", "session", "security"]
+
+    public static func redact(_ value: JSONValue) -> JSONValue {
+        switch value {
+        case .string(let s): return .string(redactURL(s))
+        case .array(let items): return .array(items.map(redact))
+        case .object(let members): return .object(members.map { JSONMember($0.key, redact($0.value)) })
+        default: return value
+        }
+    }
+
+    /// `s` with secret query values replaced, when it is a URL (absolute or
+    /// a path) with a query; any other text unchanged.
+    public static func redactURL(_ s: String) -> String {
+        guard s.hasPrefix("http://") || s.hasPrefix("https://") || s.hasPrefix("/"),
+              let q = s.firstIndex(of: "?") else { return s }
+        var base = String(s[..<q])
+        if base.contains("@") { base = ParsedURL.redact(base) }
+        var rest = s[s.index(after: q)...]
+        var fragment = ""
+        if let hash = rest.firstIndex(of: "#") { fragment = String(rest[hash...]); rest = rest[..<hash] }
+        let params = rest.split(separator: "&", omittingEmptySubsequences: false).map { p -> String in
+            guard let eq = p.firstIndex(of: "=") else { return String(p) }
+            let name = p[..<eq].lowercased()
+            return secretWords.contains(where: { name.contains($0) }) ? "\(p[..<eq])=REDACTED" : String(p)
+        }
+        return base + "?" + params.joined(separator: "&") + fragment
+    }
+}
