@@ -117,7 +117,7 @@ final class Installation {
 
     /// `sections` are more config sections; `{API}` in them becomes the fake
     /// API's base URL and `{KEYFILE}` the file holding its key.
-    init(extraKindLines: String = "", sections: String = "") throws {
+    init(extraKindLines: String = "", sections: String = "", daemonLines: String = "") throws {
         var template = Array((NSTemporaryDirectory() + "/jobfetch-e2e-XXXXXX").utf8CString)
         guard let p = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) else { throw SystemError("mkdtemp", "") }
         root = String(cString: p)
@@ -138,6 +138,7 @@ final class Installation {
             state_dir = \(root)/state
             output_dir = \(root)/output
             log_level = debug
+            \(daemonLines)
 
             [kind dataset]
             preset = dataset

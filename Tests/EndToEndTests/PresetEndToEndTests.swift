@@ -267,4 +267,33 @@ import Testing
         #expect(reason.hasPrefix("timed out: no result within 3s of registration (last problem: bad status document"), "\(reason)")
         #expect(reason.contains("body starts: <html>502 Bad Gateway</html>"))
     }
+
+    @Test func rateLimitAndMaxPollsBoundTheRequests() throws {
+        let inst = try Installation(sections: """
+            [kind limited]
+            preset = dataset
+            status_url = {API}/v0/datasets/{id}
+            header = x-api-key: ${file:{KEYFILE}}
+            rate_limit = 4/s
+            """, daemonLines: "max_polls = 2")
+        try inst.startDaemon()
+        let limited = (1...12).map { "done-0-r\($0)" }
+        #expect(try inst.ctl(["add", "limited"] + limited).status == 0)
+        let delayed = (1...6).map { "delay-\($0)" }
+        #expect(try inst.ctl(["add", "dataset"] + delayed).status == 0)
+        for id in limited { #expect(try inst.waitForResult(id, kind: "limited"), "\(id)") }
+        for id in delayed { #expect(try inst.waitForResult(id), "\(id)") }
+        let lines = inst.api.allLines
+        // rate_limit 4/s: a burst of 4, then one every 250 ms, so 12 polls span at least 2 s
+        // and no second holds more than 4 + 4.
+        let times = lines.filter { $0.hasPrefix("T ") && $0.hasSuffix(" done-0-r") == false && $0.contains(" done-0-r") }
+            .compactMap { Double($0.split(separator: " ")[1]) }.sorted()
+        #expect(times.count == 12)
+        if let first = times.first, let last = times.last { #expect(last - first >= 1.9, "12 polls in \(last - first) s") }
+        for t in times { #expect(times.filter { $0 >= t && $0 < t + 1 }.count <= 8) }
+        // max_polls 2: never more than two status requests at once, and two did overlap.
+        let concurrent = lines.filter { $0.hasPrefix("CONCURRENT ") }.compactMap { Int($0.dropFirst(11)) }
+        #expect(concurrent.count >= 6)
+        #expect(concurrent.max() == 2)
+    }
 }

@@ -17,6 +17,7 @@ tell. A job's behaviour is chosen by its ID prefix (see each route).
       nocsv-*   completed, but the CSV answers 404 twice (not ready yet)
       quota-*   completed, but the CSV answers 429 with X-RateLimit-Reset once
       fixlater-* processing, then error once; completed from then on (retry)
+      delay-*   every status answer takes 0.3 s (for concurrency limits)
       odd-*     a status value no mapping knows ("throttled") 3 times, then completed
   bulk-job      GET /bulkjob/{id}/status                      (x-api-key)
       done-N-*  HTTP 202 InProgress for N polls, then 200 Success with a
@@ -60,6 +61,7 @@ from urllib.parse import parse_qs, urlsplit
 
 LOCK = threading.Lock()
 COUNTS = {}
+ACTIVE = [0]
 SECRET_SIG = "sig-5ecret-do-not-log"
 
 
@@ -189,6 +191,15 @@ class Handler(Base):
     # dataset ---------------------------------------------------------------
 
     def dataset_status(self, job_id):
+        log(f"T {time.time():.4f} {job_id}")
+        if job_id.startswith("delay-"):
+            with LOCK:
+                ACTIVE[0] += 1
+                active = ACTIVE[0]
+            log(f"CONCURRENT {active}")
+            time.sleep(0.3)
+            with LOCK:
+                ACTIVE[0] -= 1
         n = bump(("dataset", job_id))
         doc = {"id": job_id, "created_at": "2026-11-22T10:00:00Z", "extra": None}
         if job_id.startswith("missing-"):
