@@ -296,4 +296,22 @@ import Testing
         #expect(concurrent.count >= 6)
         #expect(concurrent.max() == 2)
     }
+
+    @Test func pagingResumesAtAPageBoundaryAfterKill9() throws {
+        let inst = try Installation(sections: Self.sections)
+        try inst.startDaemon()
+        #expect(try inst.ctl(["add", "bulks", "slowops-k"]).status == 0)
+        // The first page is written and recorded; the second is in flight: kill -9.
+        #expect(inst.api.waitForLine { $0 == "PAGE slowops-k 100 100" } != nil)
+        inst.daemon?.signal(SIGKILL)
+        _ = inst.daemon?.waitExit()
+        try inst.startDaemon()
+        #expect(try inst.waitForResult("slowops-k", kind: "bulks"), "log:\n\(inst.daemonLog)")
+        let pages = inst.api.allLines.filter { $0.hasPrefix("PAGE slowops-k ") }
+        #expect(pages.filter { $0 == "PAGE slowops-k 0 100" }.count == 1, "a finished page is not fetched again: \(pages)")
+        #expect(pages.last == "PAGE slowops-k 200 100")
+        let ops = inst.file("bulks", "slowops-k", "operations.jsonl").split(separator: "\n")
+        #expect(ops.count == 250)
+        #expect(ops.enumerated().allSatisfy { i, line in line.contains("\"slowops-k-op-\(i)\"") }, "in order, none twice")
+    }
 }

@@ -30,6 +30,7 @@ tell. A job's behaviour is chosen by its ID prefix (see each route).
       paused-*  SUBMITTED, PAUSED twice, then COMPLETED
       partial-* PARTIALLY_COMPLETED with operationStatusCounts
       fail-*    FAILED;  bad-*: HTTP 400 with syntaxErrors
+      slowops-* as done-*, but each operations page takes 0.5 s
   export        GET /export/{id}/status, /export/{id}/file    (x-api-key)
       done-*    Pending (estimated_completion 1.5 s ahead), In Progress,
                 then Successful with results and a download_url
@@ -312,6 +313,8 @@ class Handler(Base):
         ops = [{"operationId": f"{job_id}-op-{i}", "status": "FAILED" if i % 25 == 0 and job_id.startswith("partial-") else "SUCCESS",
                 "sku": f"SKU-{i:04d}", "errors": None} for i in range(offset, min(offset + limit, total))]
         log(f"PAGE {job_id} {offset} {limit}")
+        if job_id.startswith("slowops-"):
+            time.sleep(0.5)
         return self.send_json(200, {"operations": ops, "count": total, "responseCount": len(ops)})
 
     # export (ExportStatus) -------------------------------------------------
