@@ -137,8 +137,7 @@ final class Installation {
             spool_dir = \(root)/spool
             state_dir = \(root)/state
             output_dir = \(root)/output
-            log_level = debug
-            \(daemonLines)
+            log_level = debug\(daemonLines.isEmpty ? "" : "\n" + daemonLines)
 
             [kind dataset]
             preset = dataset

@@ -30,12 +30,11 @@ extension Engine {
             return
         }
         let status = response.status
-        switch status {
-        case 200..<300:
+        switch AnswerClass(status: status) {
+        case .success:
             ok(&r)
-        case 301, 302, 303, 307, 308:
-            guard hop < Self.maxRedirects, let location = response.headers["location"],
-                  let next = try? ParsedURL(location, relativeTo: url), isAllowedScheme(next, kind: kind) else {
+        case .redirect:
+            guard let next = redirectTarget(response, from: url, hop: hop, kind: kind) else {
                 retry("\(url.redacted) answered HTTP \(status) with no usable redirect")
                 return
             }
@@ -46,7 +45,7 @@ extension Engine {
             } catch {
                 retry(error.message, level: .error)
             }
-        case 404:
+        case .notFound:
             let since = r.notFoundSince ?? now
             r.notFoundSince = since
             if now - since >= kind.notFoundGrace {
@@ -55,13 +54,13 @@ extension Engine {
             } else {
                 retry("\(what) answered 404 (may be new; retried for \(Units.formatDuration(kind.notFoundGrace)))", level: .info)
             }
-        case 401, 403:
-            retry("credentials rejected by \(url.origin) (HTTP \(status)) for kind \(kind.name): fix the token; the job stays registered", level: .error)
-        case 429:
+        case .credentials:
+            retry(Self.credentialsProblem(url, status: status, kind: kind), level: .error)
+        case .rateLimited:
             retry("\(what) answered HTTP 429: the API's rate limit or quota is exhausted")
-        case 408, 425, 500..<600:
+        case .transient:
             retry("\(what) answered HTTP \(status)")
-        default:
+        case .refused:
             r.reason = "the API refused the request to the \(what) (HTTP \(status)): \(Self.apiMessage(response))"
             complete(&r, .failed, now: now)
         }

@@ -8,8 +8,7 @@ extension Engine {
 
     func startFetch(_ record: JobRecord, now: Double) {
         var r = record
-        guard let kind = kindConfig(r.key, record: &r, now: now) else { return }
-        if failIfTimedOut(&r, kind: kind, now: now, doing: "the result could not be fetched") { return }
+        guard let kind = dueKind(&r, now: now, doing: "the result could not be fetched") else { return }
         guard let text = r.resultURL, let url = try? ParsedURL(text) else {
             r.state = .polling
             r.nextAt = now
@@ -64,18 +63,7 @@ extension Engine {
         }
         let statusOrigin = (try? kind.statusURL(for: key.id).origin) ?? url.origin
         let status = response.status
-        switch status {
-        case 200..<300:
-            finishArtifact(&r, url: url, response: response, now: now)
-        case 301, 302, 303, 307, 308:
-            guard hop < Self.maxRedirects, let location = response.headers["location"],
-                  let next = try? ParsedURL(location, relativeTo: url), isAllowedScheme(next, kind: kind) else {
-                retry("\(url.redacted) answered HTTP \(status) with no usable redirect")
-                return
-            }
-            save(r)
-            startFetch(r, kind: kind, url: next, hop: hop + 1)
-        case _ where [400, 401, 403, 410].contains(status) && url.origin != statusOrigin:
+        if [400, 401, 403, 410].contains(status) && url.origin != statusOrigin {
             // A presigned URL on another origin has expired: ask the API for a fresh one.
             r.state = .polling
             r.resultURL = nil
@@ -84,15 +72,27 @@ extension Engine {
             r.nextAt = now + Backoff(base: kind.pollInterval, cap: kind.maxPollInterval).retryDelay(after: r.attempts)
             logger.warning("result URL \(url.redacted) answered HTTP \(status); polling the status endpoint for a fresh one", metadata: log)
             save(r, event: r.lastError)
-        case 401, 403:
-            retry("credentials rejected by \(url.origin) (HTTP \(status)) for kind \(kind.name): fix the token; the job stays registered", level: .error)
-        case 404:
+            return
+        }
+        switch AnswerClass(status: status) {
+        case .success:
+            finishArtifact(&r, url: url, response: response, now: now)
+        case .redirect:
+            guard let next = redirectTarget(response, from: url, hop: hop, kind: kind) else {
+                retry("\(url.redacted) answered HTTP \(status) with no usable redirect")
+                return
+            }
+            save(r)
+            startFetch(r, kind: kind, url: next, hop: hop + 1)
+        case .credentials:
+            retry(Self.credentialsProblem(url, status: status, kind: kind), level: .error)
+        case .notFound:
             retry("result not ready at \(url.redacted) (HTTP 404)", level: .info)
-        case 429:
+        case .rateLimited:
             retry("\(url.redacted) answered HTTP 429: quota or rate limit exhausted")
-        case 408, 425, 500..<600:
+        case .transient:
             retry("\(url.redacted) answered HTTP \(status)")
-        default:
+        case .refused:
             r.reason = "downloading \(url.redacted) failed with HTTP \(status): \(Self.apiMessage(response))"
             complete(&r, .failed, now: now)
         }

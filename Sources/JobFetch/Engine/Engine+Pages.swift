@@ -8,8 +8,7 @@ import Logging
 extension Engine {
     func startPage(_ record: JobRecord, now: Double) {
         var r = record
-        guard let kind = kindConfig(r.key, record: &r, now: now) else { return }
-        if failIfTimedOut(&r, kind: kind, now: now, doing: "the paged result could not be fetched") { return }
+        guard let kind = dueKind(&r, now: now, doing: "the paged result could not be fetched") else { return }
         guard let pages = kind.mapping.pages, var offset = r.pageNext else {
             r.pageNext = nil
             save(r)

@@ -4,8 +4,7 @@ import Logging
 extension Engine {
     func startPoll(_ record: JobRecord, now: Double) {
         var r = record
-        guard let kind = kindConfig(r.key, record: &r, now: now) else { return }
-        if failIfTimedOut(&r, kind: kind, now: now, doing: "no result") { return }
+        guard let kind = dueKind(&r, now: now, doing: "no result") else { return }
         guard takeToken(&r, kind: kind, now: now) else { return }
         do {
             let url = try kind.statusURL(for: r.key.id)

@@ -228,6 +228,25 @@ public final class Engine {
         return nil
     }
 
+    /// The kind of a job that is due, or nil when the job must wait (its
+    /// kind is gone from the config) or has just failed at its `timeout`.
+    func dueKind(_ r: inout JobRecord, now: Double, doing: String) -> KindConfig? {
+        guard let kind = kindConfig(r.key, record: &r, now: now) else { return nil }
+        return failIfTimedOut(&r, kind: kind, now: now, doing: doing) ? nil : kind
+    }
+
+    /// Where a 3xx answer points, when it may be followed: a hop left, a
+    /// `Location`, and a scheme the kind allows.
+    func redirectTarget(_ response: HTTPResponse, from url: ParsedURL, hop: Int, kind: KindConfig) -> ParsedURL? {
+        guard hop < Self.maxRedirects, let location = response.headers["location"],
+              let next = try? ParsedURL(location, relativeTo: url), isAllowedScheme(next, kind: kind) else { return nil }
+        return next
+    }
+
+    static func credentialsProblem(_ url: ParsedURL, status: Int, kind: KindConfig) -> String {
+        "credentials rejected by \(url.origin) (HTTP \(status)) for kind \(kind.name): fix the token; the job stays registered"
+    }
+
     /// Headers for a request to `url`: the kind's credentials only when
     /// `url` is on the status endpoint's origin.
     func headers(for kind: KindConfig, url: ParsedURL, statusOrigin: String) throws(JobFetchError) -> [String] {

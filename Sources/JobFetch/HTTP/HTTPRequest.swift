@@ -69,6 +69,23 @@ public struct HTTPResponse: Sendable {
     }
 }
 
+/// What an HTTP status means for a job (SPEC.md "HTTP answers").
+public enum AnswerClass: Sendable, Equatable {
+    case success, redirect, notFound, credentials, rateLimited, transient, refused
+
+    public init(status: Int) {
+        switch status {
+        case 200..<300: self = .success
+        case 301, 302, 303, 307, 308: self = .redirect
+        case 404: self = .notFound
+        case 401, 403: self = .credentials
+        case 429: self = .rateLimited
+        case 408, 425, 500..<600: self = .transient
+        default: self = .refused
+        }
+    }
+}
+
 enum HTTPDate {
     /// IMF-fixdate, as `Retry-After` and `Last-Modified` carry it.
     static func parse(_ s: String) -> Double? {
