@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The end-to-end demo: a local fake dataset API, the real daemon on a demo
-# config, a few jobs registered with jobfetchctl, and their results.
+# The end-to-end demo: local fake job APIs (all five presets), the real
+# daemon on a demo config, jobs registered with jobfetchctl, a cancel and a
+# retry, and their results.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH=/opt/swift/usr/bin:$PATH
@@ -38,6 +39,31 @@ header        = x-api-key: \${file:$DEMO/api-key}
 poll_interval = 500ms
 max_poll_interval = 2s
 timeout       = 5m
+
+[kind bulk]
+preset        = bulk-job
+status_url    = http://127.0.0.1:$PORT/bulkjob/{id}/status
+header        = x-api-key: \${file:$DEMO/api-key}
+poll_interval = 500ms
+
+[kind bulks]
+preset        = bulk-process
+status_url    = http://127.0.0.1:$PORT/v3/bulks/{id}
+header        = api-key: \${file:$DEMO/api-key}
+header        = Authorization: Bearer \${file:$DEMO/api-key}-bearer
+poll_interval = 500ms
+
+[kind export]
+preset        = export
+status_url    = http://127.0.0.1:$PORT/export/{id}/status
+header        = x-api-key: \${file:$DEMO/api-key}
+poll_interval = 500ms
+
+[kind task]
+preset        = job
+status_url    = http://127.0.0.1:$PORT/jobs/{id}
+header        = x-api-key: \${file:$DEMO/api-key}
+poll_interval = 500ms
 CONF
 export JOBFETCH_CONFIG=$DEMO/daemon.conf
 
@@ -46,17 +72,29 @@ echo "== jobfetchd --check-config"
 "$BIN/jobfetchd" 2> "$DEMO/daemon.log" &
 DAEMON_PID=$!
 
-echo "== jobfetchctl add dataset done-2-sales done-3-inventory gz-prices err-blocked"
-"$BIN/jobfetchctl" add dataset done-2-sales done-3-inventory gz-prices err-blocked
+echo "== jobfetchctl add: one kind after another"
+"$BIN/jobfetchctl" add dataset done-2-sales done-3-inventory gz-prices err-blocked fixlater-weekly done-1000-stuck
+"$BIN/jobfetchctl" add bulk done-2-orders inline-products fail-costly
+"$BIN/jobfetchctl" add bulks partial-catalog
+"$BIN/jobfetchctl" add export done-space
+"$BIN/jobfetchctl" add task done-render nested-thumbs
 
-echo "== waiting for the four jobs to finish"
+echo "== jobfetchctl cancel dataset done-1000-stuck"
+"$BIN/jobfetchctl" cancel dataset done-1000-stuck
+echo "== waiting for dataset/fixlater-weekly to fail, then jobfetchctl retry"
+for _ in $(seq 200); do [ -f "$DEMO/output/dataset/fixlater-weekly/job.json" ] && break; sleep 0.1; done
+"$BIN/jobfetchctl" retry dataset fixlater-weekly
+
+echo "== waiting for every job to finish"
 python3 - "$BIN/jobfetchctl" <<'PY'
 import json, subprocess, sys, time
 deadline = time.time() + 120
 while time.time() < deadline:
     out = subprocess.run([sys.argv[1], "list", "--json"], capture_output=True, text=True)
     jobs = json.loads(out.stdout) if out.returncode == 0 and out.stdout.strip() else []
-    if len(jobs) == 4 and all(j["state"] in ("succeeded", "failed", "cancelled") for j in jobs):
+    done = [j for j in jobs if j["state"] in ("succeeded", "failed", "cancelled")]
+    retried = [j for j in jobs if j["id"] == "fixlater-weekly" and j["state"] == "succeeded"]
+    if len(jobs) == 13 and len(done) == 13 and retried:
         sys.exit(0)
     time.sleep(0.2)
 sys.exit("the demo jobs did not finish within 120 s")
@@ -73,6 +111,10 @@ echo "== first lines of the CSV"
 head -3 "$DEMO/output/dataset/done-2-sales/done-2-sales.csv"
 echo "== jobfetchctl status dataset err-blocked"
 "$BIN/jobfetchctl" status dataset err-blocked
+echo "== warnings and summary of bulks/partial-catalog"
+python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); print(json.dumps({k: j[k] for k in ("outcome","warnings","summary")}, indent=2))' "$DEMO/output/bulks/partial-catalog/job.json"
+echo "== first operations of bulks/partial-catalog"
+head -2 "$DEMO/output/bulks/partial-catalog/operations.jsonl"
 echo
 echo "== daemon log"
 cat "$DEMO/daemon.log"

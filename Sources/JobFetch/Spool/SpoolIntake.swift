@@ -124,6 +124,13 @@ public final class SpoolIntake {
             return
         }
         var contents = SpoolFile.parse(name: name, bytes: bytes)
+        if request != .register && unsettled.values.contains(where: { $0 == (.register, kind) }) {
+            // Registrations of this kind are still settling: the request may
+            // be about one of them, so it waits and is looked at after them.
+            unsettled[path] = (request, kind)
+            recheckAt = min(recheckAt ?? .infinity, Clock.now() + Self.settleTime)
+            return
+        }
         if request != .register {
             for id in contents.ids {
                 if let problem = apply?(request, JobKey(kind: kind, id: id)) {
