@@ -111,8 +111,8 @@ import Testing
 
     @Test func bulkJobInlineResultWarningsAndFailures() throws {
         let inst = try start()
-        #expect(try inst.ctl(["add", "bulk", "inline-a", "partial-b", "fail-c", "expired-d"]).status == 0)
-        for id in ["inline-a", "partial-b", "fail-c", "expired-d"] { #expect(try inst.waitForResult(id, kind: "bulk"), "\(id)") }
+        #expect(try inst.ctl(["add", "bulk", "inline-a", "partial-b", "fail-c", "expired-d", "empty202-e"]).status == 0)
+        for id in ["inline-a", "partial-b", "fail-c", "expired-d", "empty202-e"] { #expect(try inst.waitForResult(id, kind: "bulk"), "\(id)") }
 
         let inline = try inst.jobJSON("inline-a", kind: "bulk")
         #expect(inline["outcome"] == "succeeded")
@@ -130,6 +130,10 @@ import Testing
         let failed = try inst.jobJSON("fail-c", kind: "bulk")
         #expect(failed["outcome"] == "failed")
         #expect(failed["reason"] == "Query cost 12000 exceeds the maximum of 10000")
+        // A 202 with no body at all is "still running", not a bad document.
+        #expect(inst.api.allLines.filter { $0 == "STATUS empty202-e 202 (empty)" }.count == 2)
+        #expect(try inst.jobJSON("empty202-e", kind: "bulk")["outcome"] == "succeeded")
+        #expect(!inst.daemonLog.contains("bulk/empty202-e: bad status document"))
         let expired = try inst.jobJSON("expired-d", kind: "bulk")
         #expect(expired["outcome"] == "failed")
         #expect(expired["reason"] == "the API reported status \"ResultsExpired\" and gave no reason")
