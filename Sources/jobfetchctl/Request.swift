@@ -5,31 +5,33 @@ struct Cancel: RequestCommand {
     static let configuration = CommandConfiguration(
         abstract: "Cancel a job: stops its polling or download and publishes it as cancelled.")
     static let request = SpoolRequest.cancel
-    @OptionGroup var options: GlobalOptions
-    @Argument(help: "The job's kind.") var kind: String
-    @Argument(help: "The job's ID.") var id: String
+    @OptionGroup var job: JobArguments
 }
 
 struct Retry: RequestCommand {
     static let configuration = CommandConfiguration(
         abstract: "Retry a failed or cancelled job: it is polled again and its new result replaces the old one.")
     static let request = SpoolRequest.retry
+    @OptionGroup var job: JobArguments
+}
+
+/// The config option and the job a request is about.
+struct JobArguments: ParsableArguments {
     @OptionGroup var options: GlobalOptions
     @Argument(help: "The job's kind.") var kind: String
     @Argument(help: "The job's ID.") var id: String
+
+    func validate() throws { if let p = JobID.problem(with: id) { throw ValidationError(p) } }
 }
 
 /// What `cancel` and `retry` share: the arguments and the request's path.
 protocol RequestCommand: ParsableCommand {
     static var request: SpoolRequest { get }
-    var options: GlobalOptions { get }
-    var kind: String { get }
-    var id: String { get }
+    var job: JobArguments { get }
 }
 
 extension RequestCommand {
-    func validate() throws { if let p = JobID.problem(with: id) { throw ValidationError(p) } }
-    func run() throws { try OperatorRequest.submit(Self.request, kind: kind, id: id, options: options) }
+    func run() throws { try OperatorRequest.submit(Self.request, kind: job.kind, id: job.id, options: job.options) }
 }
 
 /// Cancel and retry travel through the spool, like registrations: the

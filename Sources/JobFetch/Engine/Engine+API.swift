@@ -14,6 +14,20 @@ extension Engine {
         return request
     }
 
+    /// Starts a request to the kind's own API for `r`; when it cannot be
+    /// built (a bad URL, an unreadable secret), backs off and says why.
+    func startAPIRequest(_ r: inout JobRecord, kind: KindConfig, now: Double, what: String,
+                         url: () throws(JobFetchError) -> ParsedURL, purpose: (ParsedURL) -> Purpose) {
+        do {
+            let target = try url()
+            let request = try apiRequest(kind, key: r.key, url: target)
+            logger.debug("\(what): \(target.redacted)", metadata: Logger.job(r.key))
+            _ = begin(purpose(target), request: request)
+        } catch {
+            scheduleRetry(&r, kind: kind, problem: "cannot build the \(what): \(error.message)", response: nil, now: now, level: .error)
+        }
+    }
+
     /// Acts on the API's answer to a request for `what`: a 2xx goes to
     /// `ok`; a redirect is followed by hand (credentials stay on their
     /// origin); 404 is retried for `not_found_grace`; 401/403 are logged as

@@ -16,6 +16,7 @@ extension Engine {
         }
         guard takeToken(&r, kind: kind, now: now) else { return }
         do {
+            // Back to the last page boundary recorded as on disk.
             let staging = publisher.stagingDirectory(r.key)
             let file = staging + "/" + pages.file
             try FileIO.makeDirectories(staging)
@@ -26,14 +27,15 @@ extension Engine {
             }
             if offset == 0 { r.bytesDone = 0 }
             try FileIO.truncate(file, to: r.bytesDone)
-            let statusURL = try kind.statusURL(for: r.key.id)
-            let url = try ParsedURL(pages.url(statusURL: statusURL.text, id: r.key.id, offset: offset), relativeTo: statusURL)
-            let request = try apiRequest(kind, key: r.key, url: url)
-            logger.debug("fetching page at offset \(offset): \(url.redacted)", metadata: Logger.job(r.key))
-            _ = begin(.page(r.key, url: url, hop: 0), request: request)
         } catch {
-            scheduleRetry(&r, kind: kind, problem: "cannot start fetching a page: \(error)", response: nil, now: now, level: .error)
+            scheduleRetry(&r, kind: kind, problem: "cannot prepare \(pages.file): \(error)", response: nil, now: now, level: .error)
+            return
         }
+        let key = r.key
+        startAPIRequest(&r, kind: kind, now: now, what: "page request at offset \(offset)", url: { () throws(JobFetchError) in
+            let statusURL = try kind.statusURL(for: key.id)
+            return try ParsedURL(pages.url(statusURL: statusURL.text, id: key.id, offset: offset), relativeTo: statusURL)
+        }, purpose: { .page(key, url: $0, hop: 0) })
     }
 
     func handlePage(_ key: JobKey, url: ParsedURL, hop: Int, _ response: HTTPResponse) {

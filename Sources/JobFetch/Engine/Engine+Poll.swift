@@ -6,14 +6,9 @@ extension Engine {
         var r = record
         guard let kind = dueKind(&r, now: now, doing: "no result") else { return }
         guard takeToken(&r, kind: kind, now: now) else { return }
-        do {
-            let url = try kind.statusURL(for: r.key.id)
-            let request = try apiRequest(kind, key: r.key, url: url)
-            logger.debug("polling \(url.redacted)", metadata: Logger.job(r.key))
-            _ = begin(.poll(r.key, url: url, hop: 0), request: request)
-        } catch {
-            scheduleRetry(&r, kind: kind, problem: "cannot build the status request: \(error.message)", response: nil, now: now, level: .error)
-        }
+        let key = r.key
+        startAPIRequest(&r, kind: kind, now: now, what: "status request", url: { () throws(JobFetchError) in try kind.statusURL(for: key.id) },
+                        purpose: { .poll(key, url: $0, hop: 0) })
     }
 
     func handlePoll(_ key: JobKey, url: ParsedURL, hop: Int, _ response: HTTPResponse) {
