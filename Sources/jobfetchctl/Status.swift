@@ -43,6 +43,8 @@ struct Status: ParsableCommand {
         if let e = r.lastError { lines.append("last error:  \(e)") }
         if let reason = r.reason { lines.append("reason:      \(reason)") }
         for w in r.warnings { lines.append("warning:     \(w)") }
+        if let summary = r.summary { lines.append("summary:     \(summary)") }
+        if r.retries > 0 { lines.append("retried:     \(r.retries) time(s) by an operator") }
         lines.append("registered:  \(Timestamp.iso8601(r.registeredAt))")
         if r.state.isTerminal {
             lines.append("finished:    \(r.finishedAt.map(Timestamp.iso8601) ?? "-")")

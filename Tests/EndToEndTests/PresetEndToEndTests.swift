@@ -194,6 +194,7 @@ import Testing
         let done = try inst.jobJSON("done-a", kind: "export")
         #expect(done["outcome"] == "succeeded")
         #expect(done["summary"]?["results"] == .object(["successful": 98, "warnings": 2, "errors": 0]))
+        #expect(try inst.ctl(["status", "export", "done-a"]).out.contains(#"summary:     {"results":{"successful":98,"warnings":2,"errors":0}}"#))
         #expect(warnings(done) == ["results reports warnings 2"])
         // No result_url_field in this kind: nothing downloaded.
         #expect(files(done).isEmpty)

@@ -57,6 +57,7 @@ import Testing
         #expect(job["reason"] == nil)
         #expect(try FileIO.list(dir).sorted() == ["fixlater-r.csv", "job.json"])
         #expect(try FileIO.list("\(inst.output)/.incoming/dataset").isEmpty)
+        #expect(try inst.ctl(["status", "dataset", "fixlater-r"]).out.contains("retried:     1 time(s) by an operator"))
 
         // A succeeded job is not retried; the answer says why.
         let again = try inst.ctl(["retry", "dataset", "fixlater-r"])
