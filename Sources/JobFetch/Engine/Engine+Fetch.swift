@@ -2,9 +2,12 @@ import CCurl
 import Glibc
 import Logging
 
-/// Downloading a finished job's result into its staging directory.
+/// Downloading a finished job's result into its staging directory, as a
+/// `.part` with a sidecar that lets any interruption resume.
 extension Engine {
     static let partName = ".artifact.part"
+
+    func partPath(_ key: JobKey) -> String { publisher.stagingDirectory(key) + "/" + Self.partName }
 
     func startFetch(_ record: JobRecord, now: Double) {
         var r = record
@@ -13,6 +16,10 @@ extension Engine {
             r.state = .polling
             r.nextAt = now
             save(r, event: "no usable result URL; polling again")
+            return
+        }
+        if let expiry = PresignedURL.expiry(url.text), expiry <= now {
+            refreshResultURL(&r, kind: kind, url: url, why: "its expiry (\(Timestamp.iso8601(expiry))) has passed", now: now)
             return
         }
         startFetch(r, kind: kind, url: url, hop: 0)
@@ -25,31 +32,65 @@ extension Engine {
             let statusOrigin = try kind.statusURL(for: r.key.id).origin
             let hdrs = try headers(for: kind, url: url, statusOrigin: statusOrigin)
             // The staging directory may already hold documents published with the result.
-            let staging = publisher.stagingDirectory(r.key)
-            try FileIO.makeDirectories(staging)
-            let request = HTTPRequest(url: url, headers: hdrs, body: .file(path: staging + "/" + Self.partName, limit: config.daemon.maxArtifactSize), timeout: nil)
-            logger.debug("downloading \(url.redacted)\(hdrs.isEmpty ? " (no credentials: another origin)" : "")", metadata: Logger.job(r.key))
+            try FileIO.makeDirectories(publisher.stagingDirectory(r.key))
+            let part = partPath(r.key)
+            var resume = PartSidecar.load(part: part)
+            if var found = resume {
+                // Only what the sidecar recorded as flushed, and no more than the file holds.
+                found.synced = min(found.synced, FileIO.size(part) ?? 0)
+                resume = found.isResumable ? found : nil
+            }
+            if resume == nil { PartSidecar.discard(part: part) }
+            let request = HTTPRequest(url: url, headers: hdrs, body: .file(path: part, limit: config.daemon.maxArtifactSize, resume: resume), timeout: nil)
+            let credentials = hdrs.isEmpty ? " (no credentials: another origin)" : ""
+            if let resume {
+                logger.info("resuming \(url.redacted) from \(Units.formatBytes(resume.synced))\(credentials)", metadata: Logger.job(r.key))
+            } else {
+                logger.debug("downloading \(url.redacted)\(credentials)", metadata: Logger.job(r.key))
+            }
             _ = begin(.fetch(r.key, url: url, hop: hop), request: request)
         } catch {
             scheduleRetry(&r, kind: kind, problem: "cannot start the download: \(error)", response: nil, now: now, level: .error)
         }
     }
 
+    /// The result URL no longer works (a presigned URL expired): back to the
+    /// status endpoint for a fresh one. The `.part` stays; the next download
+    /// resumes it if the new URL serves the same object (`If-Range`).
+    func refreshResultURL(_ r: inout JobRecord, kind: KindConfig, url: ParsedURL, why: String, now: Double) {
+        r.state = .polling
+        r.resultURL = nil
+        r.attempts += 1
+        r.lastError = "result URL \(url.redacted): \(why)"
+        r.nextAt = now + Backoff(base: kind.pollInterval, cap: kind.maxPollInterval).retryDelay(after: r.attempts)
+        logger.warning("result URL \(url.redacted): \(why); polling the status endpoint for a fresh one", metadata: Logger.job(r.key))
+        save(r, event: r.lastError)
+    }
+
     func handleFetch(_ key: JobKey, url: ParsedURL, hop: Int, _ response: HTTPResponse) {
         let now = Clock.now()
         guard var r = try? store.job(key), r.state == .fetching else { return }
         guard let kind = kindConfig(key, record: &r, now: now) else { return }
-        let log = Logger.job(key)
         r.updatedAt = now
         r.lastHTTPStatus = response.status == 0 ? nil : response.status
         r.bytesDone = response.bytesWritten
+        let part = partPath(key)
 
         func retry(_ problem: String, level: Logger.Level = .warning) {
             scheduleRetry(&r, kind: kind, problem: problem, response: response, now: now, level: level)
         }
+        func restart(_ why: String) {
+            PartSidecar.discard(part: part)
+            r.bytesDone = 0
+            r.nextAt = now
+            logger.warning("\(url.redacted) cannot be resumed: \(why); downloading it from the start", metadata: Logger.job(key))
+            save(r, event: "resume refused (\(why)); downloading from the start")
+        }
 
+        if let why = response.rangeMismatch { restart(why); return }
         if let w = response.writeError {
-            retry(w.isNoSpace ? "disk full writing the result (\(w)); the job waits for space" : "cannot write the result: \(w)", level: .error)
+            // The part stays: the job waits for space (or for the problem to be fixed) and resumes.
+            retry(w.isNoSpace ? "disk full writing the result (\(w)); the job waits for space and resumes" : "cannot write the result: \(w)", level: .error)
             return
         }
         if response.bodyTooLarge || response.error?.code == Int32(CURLE_FILESIZE_EXCEEDED.rawValue) {
@@ -58,25 +99,28 @@ extension Engine {
             return
         }
         if let error = response.error {
-            retry("download from \(url.redacted) failed after \(Units.formatBytes(response.bytesWritten)): \(error)")
+            retry("download from \(url.redacted) stopped at \(Units.formatBytes(response.bytesWritten)): \(error); it resumes from there")
             return
         }
         let statusOrigin = (try? kind.statusURL(for: key.id).origin) ?? url.origin
         let status = response.status
+        if status == 416 {
+            // nginx answers a range past the end with `Content-Range: bytes */size`.
+            let total = ContentRange.parse(response.headers["content-range"])?.total
+            if response.resumedFrom > 0, total == response.resumedFrom {
+                finishArtifact(&r, url: url, response: response, bytes: response.resumedFrom, now: now)
+            } else {
+                restart("HTTP 416 for bytes from \(response.resumedFrom) of \(total.map(String.init) ?? "an unknown length")")
+            }
+            return
+        }
         if [400, 401, 403, 410].contains(status) && url.origin != statusOrigin {
-            // A presigned URL on another origin has expired: ask the API for a fresh one.
-            r.state = .polling
-            r.resultURL = nil
-            r.attempts += 1
-            r.lastError = "result URL answered HTTP \(status) (expired?)"
-            r.nextAt = now + Backoff(base: kind.pollInterval, cap: kind.maxPollInterval).retryDelay(after: r.attempts)
-            logger.warning("result URL \(url.redacted) answered HTTP \(status); polling the status endpoint for a fresh one", metadata: log)
-            save(r, event: r.lastError)
+            refreshResultURL(&r, kind: kind, url: url, why: "HTTP \(status) (expired?)", now: now)
             return
         }
         switch AnswerClass(status: status) {
         case .success:
-            finishArtifact(&r, url: url, response: response, now: now)
+            finishArtifact(&r, url: url, response: response, bytes: response.bytesWritten, now: now)
         case .redirect:
             guard let next = redirectTarget(response, from: url, hop: hop, kind: kind) else {
                 retry("\(url.redacted) answered HTTP \(status) with no usable redirect")
@@ -99,12 +143,13 @@ extension Engine {
     }
 
     /// Names the downloaded file and decompresses it if its content is gzip or zlib.
-    func finishArtifact(_ r: inout JobRecord, url: ParsedURL, response: HTTPResponse, now: Double) {
+    func finishArtifact(_ r: inout JobRecord, url: ParsedURL, response: HTTPResponse, bytes: Int64, now: Double) {
         let staging = publisher.stagingDirectory(r.key)
-        let part = staging + "/" + Self.partName
+        let part = partPath(r.key)
         var name = ArtifactName.choose(contentDisposition: response.headers["content-disposition"], url: url,
                                        contentType: response.headers["content-type"])
-        r.bytesTotal = response.bytesWritten
+        r.bytesDone = bytes
+        r.bytesTotal = bytes
         let reserved = config.kind(r.key.kind)?.mapping.documentNames ?? []
         do throws(JobFetchError) {
             if Inflater.sniff(part) != nil {
@@ -113,21 +158,22 @@ extension Engine {
                     break
                 }
                 name = ArtifactName.avoiding(name, reserved: reserved)
-                let bytes = try Inflater.inflate(part, to: staging + "/" + name, limit: config.daemon.maxOutputSize)
-                unlink(part)
-                logger.info("decompressed \(Units.formatBytes(response.bytesWritten)) to \(Units.formatBytes(bytes))", metadata: Logger.job(r.key))
+                let out = try Inflater.inflate(part, to: staging + "/" + name, limit: config.daemon.maxOutputSize)
+                logger.info("decompressed \(Units.formatBytes(bytes)) to \(Units.formatBytes(out))", metadata: Logger.job(r.key))
+                PartSidecar.discard(part: part)
             } else {
                 name = ArtifactName.avoiding(name, reserved: reserved)
                 guard rename(part, staging + "/" + name) == 0 else {
                     throw JobFetchError(SystemError("rename", part).description)
                 }
+                FileIO.unlinkIfPresent(PartSidecar.path(for: part))
             }
         } catch {
             r.reason = "the result from \(url.redacted) could not be decoded: \(error.message)"
             complete(&r, .failed, now: now)
             return
         }
-        logger.info("downloaded \(Units.formatBytes(response.bytesWritten)) in \(Units.formatDuration(response.seconds))", metadata: Logger.job(r.key))
+        logger.info("downloaded \(Units.formatBytes(bytes)) in \(Units.formatDuration(response.seconds))", metadata: Logger.job(r.key))
         complete(&r, .succeeded, now: now)
     }
 }

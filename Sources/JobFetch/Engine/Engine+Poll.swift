@@ -105,7 +105,8 @@ extension Engine {
             }
         }
         do {
-            let dir = try publisher.freshStaging(r.key)
+            // A partial download of an earlier URL stays: a fresh URL to the same object resumes it.
+            let dir = try publisher.freshStaging(r.key, keeping: [Self.partName, PartSidecar.path(for: Self.partName)])
             for doc in published {
                 try FileIO.writeAtomically(dir + "/" + doc.name, Array((JSONWriter.string(SignatureRedactor.redact(doc.value), pretty: true) + "\n").utf8))
             }

@@ -6,8 +6,10 @@ public struct HTTPRequest: Sendable {
     public enum Body: Sendable {
         /// Keep the body in memory, up to `limit` bytes (a status document).
         case memory(limit: Int)
-        /// Write a 2xx body to `path` (truncated first); other bodies stay in memory for messages.
-        case file(path: String, limit: Int64)
+        /// Write a 2xx body to the `.part` file `path`, with its sidecar; with
+        /// `resume`, ask for the rest (`Range` + `If-Range`) and append a 206
+        /// that continues it exactly. Other bodies stay in memory for messages.
+        case file(path: String, limit: Int64, resume: PartSidecar?)
     }
 
     public var url: ParsedURL
@@ -33,8 +35,12 @@ public struct HTTPResponse: Sendable {
     public var headers: [String: String]
     /// The body (memory requests), or the start of a non-2xx body (file requests).
     public var body: [UInt8]
-    /// Bytes written to the file, for file requests.
+    /// Bytes in the file (the resumed prefix included), for file requests.
     public var bytesWritten: Int64
+    /// The offset a ranged request asked to resume from (0: none).
+    public var resumedFrom: Int64 = 0
+    /// Why a 206 could not be appended to the part; the download starts over.
+    public var rangeMismatch: String?
     public var error: CurlError?
     /// Set when writing the file failed (disk full, …): the transfer stopped.
     public var writeError: SystemError?

@@ -15,9 +15,8 @@ final class Transfer {
     var body: [UInt8] = []
     var bodyLimit: Int
     var bodyTooLarge = false
-    var fd: Int32 = -1
-    var bytesWritten: Int64 = 0
-    var writeError: SystemError?
+    /// For file requests: the `.part` and its sidecar.
+    let part: PartWriter?
     /// Decided at the first body byte: does this body go to the file?
     var toFile: Bool?
 
@@ -26,13 +25,16 @@ final class Transfer {
         self.request = request
         self.tag = tag
         switch request.body {
-        case .memory(let limit): bodyLimit = limit
-        case .file: bodyLimit = 64 * 1024
+        case .memory(let limit):
+            bodyLimit = limit
+            part = nil
+        case .file(let path, let limit, let resume):
+            bodyLimit = 64 * 1024
+            part = PartWriter(path: path, limit: limit, resume: resume?.isResumable == true ? resume : nil)
         }
     }
 
     deinit {
-        if fd >= 0 { close(fd) }
         if let headerList { curl_slist_free_all(headerList) }
         curl_easy_cleanup(easy)
     }
@@ -59,7 +61,14 @@ final class Transfer {
         if request.acceptEncoding { try set(CURLOPT_ACCEPT_ENCODING, "", "ACCEPT_ENCODING") }
         try CurlError.check(jf_easy_setopt_ptr(h, CURLOPT_ERRORBUFFER, &errorBuffer), "ERRORBUFFER")
 
-        for line in request.headers {
+        var lines = request.headers
+        if let resume = part?.resume, let validator = resume.validator {
+            // The rest of the same object, or (If-Range) all of it if it changed.
+            // libcurl sends no Accept-Encoding here: a resumed body is never encoded.
+            try set(CURLOPT_RANGE, "\(resume.synced)-", "RANGE")
+            lines.append("If-Range: \(validator)")
+        }
+        for line in lines {
             guard let next = curl_slist_append(headerList, line) else { throw CurlError(CURLE_OUT_OF_MEMORY) }
             headerList = next
         }
@@ -72,7 +81,7 @@ final class Transfer {
         try CurlError.check(jf_easy_setopt_datacb(h, CURLOPT_HEADERFUNCTION, transferHeaderCallback), "HEADERFUNCTION")
         try CurlError.check(jf_easy_setopt_ptr(h, CURLOPT_HEADERDATA, me), "HEADERDATA")
 
-        if case .file(_, let limit) = request.body {
+        if case .file(_, let limit, _) = request.body {
             // Large reads keep a fast transfer at libcurl's own speed.
             try set(CURLOPT_BUFFERSIZE, 256 * 1024, "BUFFERSIZE")
             try CurlError.check(jf_easy_setopt_off(h, CURLOPT_MAXFILESIZE_LARGE, Int(limit)), "MAXFILESIZE_LARGE")
@@ -90,22 +99,19 @@ final class Transfer {
     /// makes libcurl stop with CURLE_WRITE_ERROR.
     func receive(_ data: UnsafeRawBufferPointer) -> Int {
         if toFile == nil {
-            if case .file(let path, _) = request.body, (200..<300).contains(responseCode()) {
-                fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-                if fd < 0 { writeError = SystemError("open", path); return 0 }
+            let code = responseCode()
+            if let part, (200..<300).contains(code) {
+                guard part.begin(status: code, headers: headers, url: request.url) else { return 0 }
                 toFile = true
             } else {
                 toFile = false
             }
         }
-        if toFile == true, case .file(let path, let limit) = request.body {
-            if bytesWritten + Int64(data.count) > limit { bodyTooLarge = true; return 0 }
-            do { try FileIO.writeAll(fd: fd, data, path: path) } catch { writeError = error; return 0 }
-            bytesWritten += Int64(data.count)
-            return data.count
+        if toFile == true, let part {
+            return part.write(data) ? data.count : 0
         }
         if body.count + data.count > bodyLimit {
-            if case .file = request.body { return data.count }  // an error page: its start is enough
+            if part != nil { return data.count }  // an error page: its start is enough
             bodyTooLarge = true
             return 0
         }
@@ -122,17 +128,20 @@ final class Transfer {
         headers[name] = text[text.index(after: colon)...].trimmingWhitespace()
     }
 
-    /// Closes the file (flushing is the caller's fsync) and builds the response.
+    /// Checkpoints and closes the part (what arrived stays for a resume) and builds the response.
     func finish(_ rc: CURLcode) -> HTTPResponse {
-        if fd >= 0 { close(fd); fd = -1 }
+        part?.finish()
         var error: CurlError?
         if rc != CURLE_OK {
             let detail = errorBuffer.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
             error = CurlError(rc, detail: detail)
         }
-        return HTTPResponse(status: responseCode(), headers: headers, body: body, bytesWritten: bytesWritten,
-                            error: error, writeError: writeError, bodyTooLarge: bodyTooLarge,
-                            seconds: Clock.monotonic() - started)
+        var response = HTTPResponse(status: responseCode(), headers: headers, body: body, bytesWritten: part?.size ?? 0,
+                                    error: error, writeError: part?.error, bodyTooLarge: bodyTooLarge || part?.tooLarge == true,
+                                    seconds: Clock.monotonic() - started)
+        response.resumedFrom = part?.resume?.synced ?? 0
+        response.rangeMismatch = part?.mismatch
+        return response
     }
 }
 

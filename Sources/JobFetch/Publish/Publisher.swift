@@ -21,10 +21,15 @@ public struct Publisher: Sendable {
     public func stagingDirectory(_ key: JobKey) -> String { "\(outputDir)/.incoming/\(key.kind)/\(key.id)" }
     public func finalDirectory(_ key: JobKey) -> String { "\(outputDir)/\(key.kind)/\(key.id)" }
 
-    /// An empty staging directory for the job (whatever was there is gone).
-    public func freshStaging(_ key: JobKey) throws(SystemError) -> String {
+    /// An empty staging directory for the job (whatever was there is gone,
+    /// except the names in `keeping`).
+    public func freshStaging(_ key: JobKey, keeping: Set<String> = []) throws(SystemError) -> String {
         let dir = stagingDirectory(key)
-        try FileIO.removeTree(dir)
+        if keeping.isEmpty || !FileIO.exists(dir) {
+            try FileIO.removeTree(dir)
+        } else {
+            for name in try FileIO.list(dir) where !keeping.contains(name) { try FileIO.removeTree(dir + "/" + name) }
+        }
         try FileIO.makeDirectories(dir)
         return dir
     }

@@ -63,6 +63,10 @@ public enum FileIO {
         guard fsync(fd) == 0 else { throw SystemError("fsync", path) }
     }
 
+    /// Removes a file; true if it was there.
+    @discardableResult
+    public static func unlinkIfPresent(_ path: String) -> Bool { unlink(path) == 0 }
+
     /// Cuts `path` to `length` bytes (creating it empty when `length` is 0 and it is missing).
     public static func truncate(_ path: String, to length: Int64) throws(SystemError) {
         let fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0o644)

@@ -1,0 +1,118 @@
+import CLinux
+import Glibc
+
+/// Writes a download's body into its `.part` file, resuming where the
+/// sidecar says the file is good, and checkpoints on a bounded schedule:
+/// the bytes are flushed (`sync_file_range`, waited for) and only then is
+/// the sidecar's `synced` advanced, so a crash loses at most the bytes of
+/// one interval. Runs on the engine thread inside libcurl's write callback.
+final class PartWriter {
+    let path: String
+    let limit: Int64
+    /// The part as it was when this request was made (nil: a fresh download).
+    let resume: PartSidecar?
+    private(set) var fd: Int32 = -1
+    /// Bytes in the file: the resumed prefix plus what arrived.
+    private(set) var size: Int64 = 0
+    private(set) var sidecar: PartSidecar?
+    private var hinted: Int64 = 0
+    private var lastCheckpoint = Clock.monotonic()
+    var error: SystemError?
+    var tooLarge = false
+    /// Why a 206 could not be appended (another range, another object): the
+    /// transfer stops and the download restarts from zero.
+    var mismatch: String?
+
+    static let checkpointBytes: Int64 = 16 << 20
+    static let checkpointSeconds = 1.0
+    /// Writeback of what arrived is started every few MiB, so a checkpoint
+    /// rarely has to wait for much.
+    static let hintBytes: Int64 = 4 << 20
+
+    init(path: String, limit: Int64, resume: PartSidecar?) {
+        self.path = path
+        self.limit = limit
+        self.resume = resume
+    }
+
+    deinit { if fd >= 0 { close(fd) } }
+
+    var sidecarPath: String { PartSidecar.path(for: path) }
+
+    /// At the first body byte of a 2xx answer: append to the resumed part
+    /// (a 206 that continues exactly where it stopped, for the same object)
+    /// or start over (anything else). False stops the transfer.
+    func begin(status: Int, headers: [String: String], url: ParsedURL) -> Bool {
+        let etag = headers["etag"], lastModified = headers["last-modified"], encoding = headers["content-encoding"]
+        var length: Int64?
+        if status == 206 {
+            guard let resume else { mismatch = "a 206 answered a request without a range"; return false }
+            guard let range = ContentRange.parse(headers["content-range"]), range.start == resume.synced else {
+                mismatch = "asked for bytes from \(resume.synced), the server sent \(headers["content-range"] ?? "no Content-Range")"
+                return false
+            }
+            if let e = etag, let old = resume.etag, e != old { mismatch = "the ETag changed (\(old) → \(e))"; return false }
+            if let t = range.total, let old = resume.length, t != old { mismatch = "the length changed (\(old) → \(t))"; return false }
+            if encoding != nil { mismatch = "the resumed answer has a Content-Encoding"; return false }
+            length = range.total ?? resume.length
+            fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0o644)
+            guard fd >= 0 else { error = SystemError("open", path); return false }
+            // Whatever lies past the synced offset may be garbage: cut it, then append.
+            guard ftruncate(fd, off_t(resume.synced)) == 0, lseek(fd, off_t(resume.synced), SEEK_SET) >= 0 else {
+                error = SystemError("truncate", path); return false
+            }
+            size = resume.synced
+            sidecar = PartSidecar(url: url.redacted, etag: etag ?? resume.etag, lastModified: lastModified ?? resume.lastModified,
+                                  length: length, synced: resume.synced, encoding: nil)
+        } else {
+            length = headers["content-length"].flatMap { Int64($0) }
+            fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+            guard fd >= 0 else { error = SystemError("open", path); return false }
+            size = 0
+            sidecar = PartSidecar(url: url.redacted, etag: etag, lastModified: lastModified, length: length, synced: 0, encoding: encoding)
+            do { try sidecar?.save(part: path) } catch { self.error = error; return false }
+        }
+        hinted = size
+        // max_artifact_size is checked against the announced length before anything is written.
+        if let length, length > limit { tooLarge = true; return false }
+        lastCheckpoint = Clock.monotonic()
+        return true
+    }
+
+    func write(_ data: UnsafeRawBufferPointer) -> Bool {
+        if size + Int64(data.count) > limit { tooLarge = true; return false }
+        do { try FileIO.writeAll(fd: fd, data, path: path) } catch { self.error = error; return false }
+        size += Int64(data.count)
+        if size - hinted >= Self.hintBytes {
+            _ = jf_sync_file_range(fd, hinted, size - hinted, UInt32(SYNC_FILE_RANGE_WRITE))
+            hinted = size
+        }
+        if size - (sidecar?.synced ?? 0) >= Self.checkpointBytes || Clock.monotonic() - lastCheckpoint >= Self.checkpointSeconds {
+            checkpoint()
+        }
+        return error == nil
+    }
+
+    /// Flushes what arrived and records it in the sidecar.
+    func checkpoint() {
+        guard fd >= 0, var s = sidecar else { return }
+        lastCheckpoint = Clock.monotonic()
+        guard size > s.synced else { return }
+        if jf_sync_file_range(fd, s.synced, size - s.synced,
+                              UInt32(SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER)) != 0 {
+            guard fdatasync(fd) == 0 else { error = SystemError("fdatasync", path); return }
+        }
+        s.synced = size
+        do { try s.save(part: path) } catch { self.error = error; return }
+        sidecar = s
+    }
+
+    /// The end of the transfer, whatever it was: what arrived is kept and recorded.
+    func finish() {
+        if fd >= 0 {
+            checkpoint()
+            close(fd)
+            fd = -1
+        }
+    }
+}
