@@ -201,6 +201,26 @@ final class Installation {
         try Inotify.wait(until: condition, in: output + "/" + kind, mask: UInt32(IN_MOVED_TO | IN_MOVED_FROM | IN_CREATE), timeout: timeout)
     }
 
+    /// Waits until the job's `.part` sidecar records flushed bytes; returns it.
+    func waitForPart(_ id: String, kind: String = "dataset", timeout: Double = 30) throws -> PartSidecar? {
+        let incoming = output + "/.incoming"
+        guard try Inotify.wait(for: kind, in: incoming, timeout: timeout),
+              try Inotify.wait(for: id, in: incoming + "/" + kind, timeout: timeout) else { return nil }
+        let staging = incoming + "/" + kind + "/" + id
+        var found: PartSidecar?
+        _ = try Inotify.wait(until: {
+            found = PartSidecar.load(part: staging + "/.artifact.part").flatMap { $0.synced > 0 ? $0 : nil }
+            return found != nil
+        }, in: staging, mask: UInt32(IN_MOVED_TO), timeout: timeout)
+        return found
+    }
+
+    func killDaemon() {
+        daemon?.signal(SIGKILL)
+        daemon?.waitExit()
+        daemon = nil
+    }
+
     func file(_ kind: String, _ id: String, _ name: String) -> String {
         (try? String(decoding: FileIO.readAll("\(output)/\(kind)/\(id)/\(name)"), as: UTF8.self)) ?? ""
     }

@@ -18,6 +18,9 @@ tell. A job's behaviour is chosen by its ID prefix (see each route).
       quota-*   completed, but the CSV answers 429 with X-RateLimit-Reset once
       fixlater-* processing, then error once; completed from then on (retry)
       delay-*   every status answer takes 0.3 s (for concurrency limits)
+      ext-*     completed; csv_url is DATA_DIR/<id>.url (a file on another server)
+      expiring-* as ext-*, presigned: X-Amz-Date is the poll's time, X-Amz-Expires=1
+      redir-*   completed; the CSV answers 302 to DATA_DIR/<id>.url
       odd-*     a status value no mapping knows ("throttled") 3 times, then completed
   bulk-job      GET /bulkjob/{id}/status                      (x-api-key)
       done-N-*  HTTP 202 InProgress for N polls, then 200 Success with a
@@ -227,11 +230,23 @@ class Handler(Base):
             doc.update(status="error", error="collection failed: the source site refused access", csv_url=None)
         else:
             doc.update(status="completed", progress=1.0, rows=50, csv_url=f"/v0/datasets/{job_id}/csv")
+            if job_id.startswith(("ext-", "expiring-")):
+                doc["csv_url"] = self.external_url(job_id)
+            if job_id.startswith("expiring-"):
+                stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+                doc["csv_url"] += f"?X-Amz-Date={stamp}&X-Amz-Expires=1&X-Amz-Signature={SECRET_SIG}"
         log(f"STATUS {job_id} {doc['status']}")
         return self.send_json(200, doc)
 
+    def external_url(self, job_id):
+        with open(os.path.join(self.server.data_dir, job_id + ".url")) as f:
+            return f.read().strip()
+
     def dataset_csv(self, job_id):
         n = bump(("csv", job_id))
+        if job_id.startswith("redir-"):
+            log(f"CSV-302 {job_id}")
+            return self.send_body(302, b"", "text/plain", {"Location": self.external_url(job_id)})
         if job_id.startswith("nocsv-") and n <= 2:
             log(f"CSV-404 {job_id}")
             return self.send_json(404, {"error": "the CSV is not ready yet"})

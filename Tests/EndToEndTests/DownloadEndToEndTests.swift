@@ -1,0 +1,198 @@
+import Foundation
+import Glibc
+import JobFetch
+import Testing
+
+/// Downloads against a real nginx: resume after kill -9 (Range + If-Range),
+/// servers that ignore ranges, files replaced between attempts, 416 on a
+/// whole file, gzip edge cases, bombs, expired presigned URLs, redirects.
+@Suite(.serialized) struct DownloadEndToEndTests {
+    func setUp(daemonLines: String = "") throws -> (Installation, Nginx) {
+        let inst = try Installation(daemonLines: daemonLines)
+        let nginx = try Nginx(root: inst.root + "/nginx")
+        return (inst, nginx)
+    }
+
+    /// Registers `id` whose csv_url is `path` on nginx.
+    func add(_ inst: Installation, _ nginx: Nginx, _ id: String, _ path: String) throws {
+        try FileIO.writeAtomically(inst.dataDir + "/\(id).url", Array((nginx.base + path).utf8))
+        #expect(try inst.ctl(["add", "dataset", id]).status == 0)
+    }
+
+    func request(_ line: String, _ path: String) -> Bool { line.hasPrefix("GET \(path) ") }
+    /// A field of nginx's access log line (empty when the request had no such header).
+    func field(_ line: String, _ name: String) -> String {
+        line.split(separator: " ").first { $0.hasPrefix(name + "=") }.map { String($0.dropFirst(name.count + 1)) } ?? ""
+    }
+
+    @Test func killDuringTransferResumesWithRangeAndIfRange() throws {
+        let (inst, nginx) = try setUp()
+        let data = pseudoRandomBytes(12 << 20, seed: 1)
+        try FileIO.writeAtomically(nginx.www + "/slow/big.bin", data)
+        try inst.startDaemon()
+        try add(inst, nginx, "ext-big", "/slow/big.bin")
+        let part = try #require(try inst.waitForPart("ext-big"))
+        inst.killDaemon()
+        #expect(part.etag != nil && part.length == Int64(data.count))
+        try inst.startDaemon()
+        #expect(try inst.waitForResult("ext-big"), "log:\n\(inst.daemonLog)")
+        #expect(try FileIO.readAll("\(inst.output)/dataset/ext-big/big.bin", limit: 64 << 20) == data)
+        let lines = nginx.accessLog.filter { request($0, "/slow/big.bin") }
+        let resumed = try #require(lines.last)
+        let from = Int64(field(resumed, "range").dropFirst(6).dropLast()) ?? -1
+        #expect(field(resumed, "status") == "206", "\(lines)")
+        #expect(from >= part.synced && from < Int64(data.count), "resumed from \(from), sidecar had \(part.synced)")
+        #expect(field(resumed, "if_range") == part.etag)
+        // A resumed request never asks for an encoding, and nginx is another origin: no credentials.
+        #expect(field(resumed, "ae").isEmpty)
+        #expect(lines.allSatisfy { field($0, "key").isEmpty })
+        #expect(inst.daemonLog.contains("dataset/ext-big: resuming \(nginx.base)/slow/big.bin from"))
+        #expect(!FileIO.exists("\(inst.output)/dataset/ext-big/.artifact.part.json"))
+    }
+
+    @Test func aServerThatIgnoresRangeRestartsFromZero() throws {
+        let (inst, nginx) = try setUp()
+        let data = pseudoRandomBytes(12 << 20, seed: 2)
+        try FileIO.writeAtomically(nginx.www + "/noranges/big.bin", data)
+        try inst.startDaemon()
+        try add(inst, nginx, "ext-norange", "/noranges/big.bin")
+        #expect(try inst.waitForPart("ext-norange") != nil)
+        inst.killDaemon()
+        try inst.startDaemon()
+        #expect(try inst.waitForResult("ext-norange"), "log:\n\(inst.daemonLog)")
+        #expect(try FileIO.readAll("\(inst.output)/dataset/ext-norange/big.bin", limit: 64 << 20) == data)
+        let last = try #require(nginx.accessLog.filter { request($0, "/noranges/big.bin") }.last)
+        #expect(field(last, "range").hasPrefix("bytes="))
+        #expect(field(last, "status") == "200")
+    }
+
+    @Test func aFileReplacedBetweenAttemptsIsFetchedWhole() throws {
+        let (inst, nginx) = try setUp()
+        let old = pseudoRandomBytes(12 << 20, seed: 3)
+        let new = pseudoRandomBytes(10 << 20, seed: 4)
+        try FileIO.writeAtomically(nginx.www + "/slow/replaced.bin", old)
+        try inst.startDaemon()
+        try add(inst, nginx, "ext-replaced", "/slow/replaced.bin")
+        let part = try #require(try inst.waitForPart("ext-replaced"))
+        inst.killDaemon()
+        try FileIO.writeAtomically(nginx.www + "/slow/replaced.bin", new)
+        try inst.startDaemon()
+        #expect(try inst.waitForResult("ext-replaced"), "log:\n\(inst.daemonLog)")
+        // If-Range carried the old ETag: nginx sent the new file whole, nothing was spliced.
+        #expect(try FileIO.readAll("\(inst.output)/dataset/ext-replaced/replaced.bin", limit: 64 << 20) == new)
+        let last = try #require(nginx.accessLog.filter { request($0, "/slow/replaced.bin") }.last)
+        #expect(field(last, "if_range") == part.etag)
+        #expect(field(last, "status") == "200")
+    }
+
+    @Test func a416OnAWholePartIsSuccess() throws {
+        let (inst, nginx) = try setUp()
+        let data = pseudoRandomBytes(300_000, seed: 5)
+        try FileIO.writeAtomically(nginx.www + "/whole.bin", data)
+        // The state a crash right after the last byte leaves: the job fetching, its part whole.
+        let url = nginx.base + "/whole.bin"
+        let etag = try #require(Self.etag(url))
+        try FileIO.makeDirectories(inst.root + "/state")
+        do {
+            let store = try JobStore(path: inst.root + "/state/jobfetchd.sqlite")
+            let key = JobKey(kind: "dataset", id: try JobID("ext-whole"))
+            try store.register([key], now: Clock.now())
+            var r = try #require(try store.job(key))
+            r.state = .fetching
+            r.resultURL = url
+            try store.save(r)
+        }
+        let staging = inst.output + "/.incoming/dataset/ext-whole"
+        try FileIO.makeDirectories(staging)
+        try FileIO.writeAtomically(staging + "/.artifact.part", data)
+        try PartSidecar(url: url, etag: etag, lastModified: nil, length: Int64(data.count), synced: Int64(data.count), encoding: nil)
+            .save(part: staging + "/.artifact.part")
+        try inst.startDaemon()
+        #expect(try inst.waitForResult("ext-whole"), "log:\n\(inst.daemonLog)")
+        #expect(try FileIO.readAll("\(inst.output)/dataset/ext-whole/whole.bin") == data)
+        let last = try #require(nginx.accessLog.filter { request($0, "/whole.bin") }.last)
+        #expect(field(last, "range") == "bytes=\(data.count)-")
+        #expect(field(last, "status") == "416")
+    }
+
+    @Test func gzipTruncatedMultiMemberAndBombs() throws {
+        let (inst, nginx) = try setUp(daemonLines: "max_output_size = 4M")
+        let a = Array("first member\n".utf8) + pseudoRandomBytes(100_000, seed: 6)
+        let b = Array("second member\n".utf8)
+        try FileIO.writeAtomically(nginx.www + "/multi.csv.gz", try Self.gzip(a) + Self.gzip(b))
+        let whole = try Self.gzip(pseudoRandomBytes(200_000, seed: 7))
+        try FileIO.writeAtomically(nginx.www + "/trunc.csv.gz", Array(whole.dropLast(20)))
+        try FileIO.writeAtomically(nginx.www + "/bomb.csv.gz", try Self.gzip([UInt8](repeating: 0, count: 64 << 20)))
+        try inst.startDaemon()
+        try add(inst, nginx, "ext-multi", "/multi.csv.gz")
+        try add(inst, nginx, "ext-trunc", "/trunc.csv.gz")
+        try add(inst, nginx, "ext-bomb", "/bomb.csv.gz")
+        for id in ["ext-multi", "ext-trunc", "ext-bomb"] { #expect(try inst.waitForResult(id), "\(id)") }
+        #expect(try FileIO.readAll("\(inst.output)/dataset/ext-multi/multi.csv") == a + b)
+        let trunc = try inst.jobJSON("ext-trunc")
+        #expect(trunc["outcome"] == "failed")
+        #expect(trunc["reason"]?.scalarText?.contains("truncated") == true, "\(String(describing: trunc["reason"]))")
+        let bomb = try inst.jobJSON("ext-bomb")
+        #expect(bomb["outcome"] == "failed")
+        #expect(bomb["reason"]?.scalarText?.contains("max_output_size") == true, "\(String(describing: bomb["reason"]))")
+        #expect(try FileIO.list("\(inst.output)/dataset/ext-bomb") == ["job.json"])
+    }
+
+    @Test func anExpiredPresignedURLIsRefreshedAndThePartResumed() throws {
+        let (inst, nginx) = try setUp()
+        let data = pseudoRandomBytes(12 << 20, seed: 8)
+        try FileIO.writeAtomically(nginx.www + "/slow/exp.bin", data)
+        try inst.startDaemon()
+        try add(inst, nginx, "expiring-x", "/slow/exp.bin")
+        // The first checkpoint comes a second after the transfer started: the URL (1 s) has expired.
+        let part = try #require(try inst.waitForPart("expiring-x"))
+        inst.killDaemon()
+        try inst.startDaemon()
+        #expect(try inst.waitForResult("expiring-x"), "log:\n\(inst.daemonLog)")
+        #expect(try FileIO.readAll("\(inst.output)/dataset/expiring-x/exp.bin", limit: 64 << 20) == data)
+        #expect(inst.daemonLog.contains("dataset/expiring-x: result URL \(nginx.base)/slow/exp.bin: its expiry"))
+        #expect(inst.api.allLines.filter { $0 == "STATUS expiring-x completed" }.count == 2)
+        let last = try #require(nginx.accessLog.filter { request($0, "/slow/exp.bin") }.last)
+        #expect(field(last, "status") == "206")
+        #expect(field(last, "if_range") == part.etag)
+        #expect(!inst.daemonLog.contains("sig-5ecret-do-not-log"))
+    }
+
+    @Test func aRedirectToAnotherOriginGetsNoCredentials() throws {
+        let (inst, nginx) = try setUp()
+        let data = Array("id,v\n1,2\n".utf8)
+        try FileIO.writeAtomically(nginx.www + "/moved.csv", data)
+        try FileIO.writeAtomically(inst.dataDir + "/redir-x.url", Array((nginx.base + "/moved.csv").utf8))
+        try inst.startDaemon()
+        #expect(try inst.ctl(["add", "dataset", "redir-x"]).status == 0)
+        #expect(try inst.waitForResult("redir-x"), "log:\n\(inst.daemonLog)")
+        #expect(try FileIO.readAll("\(inst.output)/dataset/redir-x/moved.csv") == data)
+        #expect(inst.api.allLines.contains("REQ GET /v0/datasets/redir-x/csv key=yes"))
+        let hop = try #require(nginx.accessLog.first { request($0, "/moved.csv") })
+        #expect(field(hop, "key").isEmpty)
+        #expect(field(hop, "auth").isEmpty)
+    }
+
+    static func gzip(_ bytes: [UInt8]) throws -> [UInt8] {
+        let dir = NSTemporaryDirectory() + "/jf-gz-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        try FileIO.makeDirectories(dir)
+        defer { try? FileIO.removeTree(dir) }
+        try FileIO.writeAtomically(dir + "/x", bytes)
+        guard shell("gzip -n -6 \(dir)/x") == 0 else { throw JobFetchError("gzip failed") }
+        return try FileIO.readAll(dir + "/x.gz", limit: 256 << 20)
+    }
+
+    /// The ETag nginx gives `url`, read with curl.
+    static func etag(_ url: String) -> String? {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/curl")
+        p.arguments = ["-sI", url]
+        let out = Pipe()
+        p.standardOutput = out
+        try? p.run()
+        let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        p.waitUntilExit()
+        return text.split(whereSeparator: \.isNewline).first { $0.lowercased().hasPrefix("etag:") }
+            .map { $0.dropFirst(5).trimmingCharacters(in: .whitespaces) }
+    }
+}

@@ -1,0 +1,113 @@
+import Foundation
+import Glibc
+import JobFetch
+
+/// A real nginx on a free loopback port, serving `<root>/www`, for the
+/// download tests. Single process (`master_process off`) so a kill ends it.
+/// Its access log records each request's Range, If-Range and credentials.
+final class Nginx {
+    let root: String
+    let port: Int
+    let child: Child
+    var www: String { root + "/www" }
+    var base: String { "http://127.0.0.1:\(port)" }
+
+    static let binary = ["/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/bin/nginx"].first { FileManager.default.isExecutableFile(atPath: $0) }
+
+    init(root: String) throws {
+        guard let binary = Self.binary else { throw JobFetchError("nginx is not installed (make deps installs nginx-light)") }
+        self.root = root
+        try FileIO.makeDirectories(root + "/www/slow")
+        try FileIO.makeDirectories(root + "/www/noranges")
+        try FileIO.makeDirectories(root + "/tmp")
+        port = try Self.freePort()
+        let user = getuid() == 0 ? "user root;" : ""
+        let conf = """
+            \(user)
+            daemon off;
+            master_process off;
+            worker_processes 1;
+            pid \(root)/nginx.pid;
+            error_log \(root)/error.log info;
+            events { worker_connections 64; }
+            http {
+                log_format jf escape=none '$request_method $uri range=$http_range if_range=$http_if_range ae=$http_accept_encoding key=$http_x_api_key auth=$http_authorization status=$status sent=$body_bytes_sent';
+                access_log \(root)/access.log jf;
+                client_body_temp_path \(root)/tmp/body;
+                proxy_temp_path \(root)/tmp/proxy;
+                fastcgi_temp_path \(root)/tmp/fastcgi;
+                uwsgi_temp_path \(root)/tmp/uwsgi;
+                scgi_temp_path \(root)/tmp/scgi;
+                types { application/gzip gz; text/csv csv; application/zip zip; application/octet-stream bin; }
+                default_type application/octet-stream;
+                sendfile on;
+                server {
+                    listen 127.0.0.1:\(port);
+                    root \(root)/www;
+                    location /slow/ { limit_rate 4m; }
+                    location /noranges/ { max_ranges 0; limit_rate 4m; }
+                }
+            }
+            """
+        try FileIO.writeAtomically(root + "/nginx.conf", Array(conf.utf8))
+        child = try Child([binary, "-p", root, "-c", root + "/nginx.conf", "-e", root + "/error.log"], stderrPath: root + "/nginx.stderr")
+        // The pid file is written once the listening socket is open.
+        guard try Inotify.wait(for: "nginx.pid", in: root, timeout: 30) else {
+            throw JobFetchError("nginx did not start: \((try? String(contentsOfFile: root + "/error.log", encoding: .utf8)) ?? "")")
+        }
+    }
+
+    deinit { child.signal(SIGKILL) }
+
+    /// A port the kernel just handed out and took back.
+    static func freePort() throws -> Int {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw SystemError("socket", "127.0.0.1") }
+        defer { close(fd) }
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        addr.sin_port = 0
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) == 0 && getsockname(fd, $0, &len) == 0 }
+        }
+        guard bound else { throw SystemError("bind", "127.0.0.1:0") }
+        return Int(UInt16(bigEndian: addr.sin_port))
+    }
+
+    /// The access log's lines so far (a request is logged when it ends).
+    var accessLog: [String] {
+        ((try? String(contentsOfFile: root + "/access.log", encoding: .utf8)) ?? "").split(separator: "\n").map(String.init)
+    }
+
+    /// Waits, on inotify, until the access log has a line satisfying `match`.
+    func waitForRequest(timeout: Double = 30, _ match: (String) -> Bool) throws -> String? {
+        var hit: String?
+        _ = try Inotify.wait(until: { hit = self.accessLog.first(where: match); return hit != nil }, in: root,
+                             mask: UInt32(IN_MODIFY | IN_CREATE), timeout: timeout)
+        return hit
+    }
+}
+
+/// Bytes that are the same every run and compress poorly (like real data).
+func pseudoRandomBytes(_ count: Int, seed: UInt64) -> [UInt8] {
+    var x = seed | 1
+    var out = [UInt8](repeating: 0, count: count)
+    for i in 0..<count {
+        x ^= x << 13; x ^= x >> 7; x ^= x << 17
+        out[i] = UInt8(truncatingIfNeeded: x)
+    }
+    return out
+}
+
+/// Runs a shell command; returns its exit status.
+@discardableResult
+func shell(_ command: String) -> Int32 {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: "/bin/sh")
+    p.arguments = ["-c", command]
+    do { try p.run() } catch { return -1 }
+    p.waitUntilExit()
+    return p.terminationStatus
+}
