@@ -1,9 +1,10 @@
-// Linux interfaces that Swift's Glibc module does not import: signalfd, and
+// Linux interfaces that Swift's Glibc module does not import: signalfd, eventfd, and
 // renameat2(RENAME_EXCHANGE) and sync_file_range, which glibc declares only
 // under _GNU_SOURCE.
 #ifndef JOBFETCH_CLINUX_SHIM_H
 #define JOBFETCH_CLINUX_SHIM_H
 #include <sys/signalfd.h>
+#include <sys/eventfd.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 #include <fcntl.h>

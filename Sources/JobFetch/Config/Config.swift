@@ -24,6 +24,8 @@ public struct DaemonSettings: Sendable, Equatable {
     public var maxArtifactSize: Int64 = 64 << 30
     public var maxOutputSize: Int64 = 256 << 30
     public var minFreeSpace: Int64 = 1 << 30
+    /// Decompressed output may be at most this many times the download (bombs).
+    public var maxCompressionRatio: Double = 250
     public var metricsFile: String?
 
     public init() {}

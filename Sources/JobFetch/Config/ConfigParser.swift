@@ -22,7 +22,7 @@ public struct ConfigParser {
     }
 
     static let daemonKeys = ["spool_dir", "state_dir", "output_dir", "max_downloads", "max_polls", "log_level",
-                             "max_artifact_size", "max_output_size", "min_free_space", "metrics_file"]
+                             "max_artifact_size", "max_output_size", "max_compression_ratio", "min_free_space", "metrics_file"]
     static let kindKeys = ["preset", "status_url", "header", "poll_interval", "max_poll_interval", "timeout",
                            "rate_limit", "not_found_grace", "allow_insecure_http"] + StatusMapping.keys
     static let repeatable: Set<String> = ["header"]
@@ -147,6 +147,7 @@ public struct ConfigParser {
                 }
             case "max_artifact_size": if let n = size(e, value) { d.maxArtifactSize = n }
             case "max_output_size": if let n = size(e, value) { d.maxOutputSize = n }
+            case "max_compression_ratio": if let n = integer(e, value, 10...100_000) { d.maxCompressionRatio = Double(n) }
             case "min_free_space": if let n = size(e, value, allowZero: true) { d.minFreeSpace = n }
             default: break
             }

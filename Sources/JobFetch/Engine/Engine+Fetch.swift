@@ -6,6 +6,8 @@ import Logging
 /// `.part` with a sidecar that lets any interruption resume.
 extension Engine {
     static let partName = ".artifact.part"
+    /// Where the decompressor writes, beside the part.
+    static let inflatedName = ".artifact.out"
 
     func partPath(_ key: JobKey) -> String { publisher.stagingDirectory(key) + "/" + Self.partName }
 
@@ -41,7 +43,15 @@ extension Engine {
                 resume = found.isResumable ? found : nil
             }
             if resume == nil { PartSidecar.discard(part: part) }
-            let request = HTTPRequest(url: url, headers: hdrs, body: .file(path: part, limit: config.daemon.maxArtifactSize, resume: resume), timeout: nil)
+            // Decompression follows the download on a worker; after a resume it first
+            // catches up over the bytes already on disk.
+            dropDecoder(r.key)
+            let decoder = try PartInflater(part: part, output: publisher.stagingDirectory(r.key) + "/" + Self.inflatedName,
+                                           limit: config.daemon.maxOutputSize, maxRatio: config.daemon.maxCompressionRatio)
+            decoders[r.key] = decoder
+            if let resume { decoder.observe(.size(resume.synced)) }
+            let request = HTTPRequest(url: url, headers: hdrs, body: .file(path: part, limit: config.daemon.maxArtifactSize, resume: resume,
+                                                                          observer: { decoder.observe($0) }), timeout: nil)
             let credentials = hdrs.isEmpty ? " (no credentials: another origin)" : ""
             if let resume {
                 logger.info("resuming \(url.redacted) from \(Units.formatBytes(resume.synced))\(credentials)", metadata: Logger.job(r.key))
@@ -87,6 +97,15 @@ extension Engine {
             save(r, event: "resume refused (\(why)); downloading from the start")
         }
 
+        // Only a complete download keeps its decompressor (awaitDecode); any other end stops it.
+        let decoder = decoders.removeValue(forKey: key)
+        var keepDecoder = false
+        defer {
+            if !keepDecoder, let decoder {
+                decoder.cancel()
+                FileIO.unlinkIfPresent(decoder.output)
+            }
+        }
         if let why = response.rangeMismatch { restart(why); return }
         if let w = response.writeError {
             // The part stays: the job waits for space (or for the problem to be fixed) and resumes.
@@ -108,7 +127,8 @@ extension Engine {
             // nginx answers a range past the end with `Content-Range: bytes */size`.
             let total = ContentRange.parse(response.headers["content-range"])?.total
             if response.resumedFrom > 0, total == response.resumedFrom {
-                finishArtifact(&r, url: url, response: response, bytes: response.resumedFrom, now: now)
+                keepDecoder = true
+                awaitDecode(&r, decoder, url: url, response: response, bytes: response.resumedFrom)
             } else {
                 restart("HTTP 416 for bytes from \(response.resumedFrom) of \(total.map(String.init) ?? "an unknown length")")
             }
@@ -120,7 +140,8 @@ extension Engine {
         }
         switch AnswerClass(status: status) {
         case .success:
-            finishArtifact(&r, url: url, response: response, bytes: response.bytesWritten, now: now)
+            keepDecoder = true
+            awaitDecode(&r, decoder, url: url, response: response, bytes: response.bytesWritten)
         case .redirect:
             guard let next = redirectTarget(response, from: url, hop: hop, kind: kind) else {
                 retry("\(url.redacted) answered HTTP \(status) with no usable redirect")
@@ -142,36 +163,88 @@ extension Engine {
         }
     }
 
-    /// Names the downloaded file and decompresses it if its content is gzip or zlib.
-    func finishArtifact(_ r: inout JobRecord, url: ParsedURL, response: HTTPResponse, bytes: Int64, now: Double) {
+    /// The download is whole: its decompressor drains what is left on its
+    /// worker, and the engine goes on; `finishDecodes` takes it from there.
+    func awaitDecode(_ r: inout JobRecord, _ decoder: PartInflater?, url: ParsedURL, response: HTTPResponse, bytes: Int64) {
+        guard let decoder else {
+            finishArtifact(&r, url: url, response: response, bytes: bytes, outcome: .failed("the decompressor was lost"), now: Clock.now())
+            return
+        }
+        decoders[r.key] = decoder
+        decoder.finish(size: bytes)
+        awaitingDecode[r.key] = (url, response, bytes)
+        busy.insert(r.key)
+        save(r)
+    }
+
+    /// Picks up the decompressors that have finished.
+    func finishDecodes() {
+        for (key, pending) in awaitingDecode {
+            guard let outcome = decoders[key]?.outcome else { continue }
+            awaitingDecode[key] = nil
+            decoders[key] = nil
+            busy.remove(key)
+            guard var r = try? store.job(key), r.state == .fetching else { continue }
+            finishArtifact(&r, url: pending.url, response: pending.response, bytes: pending.bytes, outcome: outcome, now: Clock.now())
+        }
+    }
+
+    /// Stops a job's decompressor and drops its output.
+    func dropDecoder(_ key: JobKey) {
+        guard let d = decoders.removeValue(forKey: key) else { return }
+        d.cancel()
+        FileIO.unlinkIfPresent(d.output)
+    }
+
+    /// Names the artifact: the decompressed output when the content was
+    /// compressed (`.gz` dropped from the name), else the part itself.
+    func finishArtifact(_ r: inout JobRecord, url: ParsedURL, response: HTTPResponse, bytes: Int64, outcome: PartInflater.Outcome, now: Double) {
         let staging = publisher.stagingDirectory(r.key)
         let part = partPath(r.key)
+        let inflated = staging + "/" + Self.inflatedName
         var name = ArtifactName.choose(contentDisposition: response.headers["content-disposition"], url: url,
                                        contentType: response.headers["content-type"])
         r.bytesDone = bytes
         r.bytesTotal = bytes
         let reserved = config.kind(r.key.kind)?.mapping.documentNames ?? []
-        do throws(JobFetchError) {
-            if Inflater.sniff(part) != nil {
-                for ext in [".gz", ".gzip", ".z", ".zz"] where name.lowercased().hasSuffix(ext) && name.count > ext.count {
-                    name.removeLast(ext.count)
-                    break
-                }
-                name = ArtifactName.avoiding(name, reserved: reserved)
-                let out = try Inflater.inflate(part, to: staging + "/" + name, limit: config.daemon.maxOutputSize)
-                logger.info("decompressed \(Units.formatBytes(bytes)) to \(Units.formatBytes(out))", metadata: Logger.job(r.key))
-                PartSidecar.discard(part: part)
-            } else {
-                name = ArtifactName.avoiding(name, reserved: reserved)
-                guard rename(part, staging + "/" + name) == 0 else {
-                    throw JobFetchError(SystemError("rename", part).description)
-                }
-                FileIO.unlinkIfPresent(PartSidecar.path(for: part))
-            }
-        } catch {
-            r.reason = "the result from \(url.redacted) could not be decoded: \(error.message)"
+        switch outcome {
+        case .failed(let why):
+            FileIO.unlinkIfPresent(inflated)
+            r.reason = "the result from \(url.redacted) could not be decoded: \(why)"
             complete(&r, .failed, now: now)
             return
+        case .writeFailed(let why):
+            // The part stays whole: decompression is tried again once the problem is fixed.
+            FileIO.unlinkIfPresent(inflated)
+            let kind = config.kind(r.key.kind)
+            r.attempts += 1
+            r.lastError = "cannot write the decompressed result: \(why)"
+            r.nextAt = now + (kind.map { Backoff(base: $0.pollInterval, cap: $0.maxPollInterval).retryDelay(after: r.attempts) } ?? 30)
+            logger.error("\(r.lastError ?? ""); retrying", metadata: Logger.job(r.key))
+            save(r, event: r.lastError)
+            return
+        case .inflated(let out):
+            for ext in [".gz", ".gzip", ".z", ".zz"] where name.lowercased().hasSuffix(ext) && name.count > ext.count {
+                name.removeLast(ext.count)
+                break
+            }
+            name = ArtifactName.avoiding(name, reserved: reserved)
+            guard rename(inflated, staging + "/" + name) == 0 else {
+                r.reason = "cannot name the result: \(SystemError("rename", inflated))"
+                complete(&r, .failed, now: now)
+                return
+            }
+            PartSidecar.discard(part: part)
+            logger.info("decompressed \(Units.formatBytes(bytes)) to \(Units.formatBytes(out)) while downloading", metadata: Logger.job(r.key))
+        case .notCompressed:
+            FileIO.unlinkIfPresent(inflated)
+            name = ArtifactName.avoiding(name, reserved: reserved)
+            guard rename(part, staging + "/" + name) == 0 else {
+                r.reason = "cannot name the result: \(SystemError("rename", part))"
+                complete(&r, .failed, now: now)
+                return
+            }
+            FileIO.unlinkIfPresent(PartSidecar.path(for: part))
         }
         logger.info("downloaded \(Units.formatBytes(bytes)) in \(Units.formatDuration(response.seconds))", metadata: Logger.job(r.key))
         complete(&r, .succeeded, now: now)

@@ -36,6 +36,10 @@ public final class Engine {
     let lock: StateLock
 
     var inFlight: [Int: Purpose] = [:]
+    /// Decompressors following downloads in progress, by job.
+    var decoders: [JobKey: PartInflater] = [:]
+    /// Downloads that are complete and wait for their decompressor to drain.
+    var awaitingDecode: [JobKey: (url: ParsedURL, response: HTTPResponse, bytes: Int64)] = [:]
     var busy: Set<JobKey> = []
     var pollsInFlight = 0
     var fetchesInFlight = 0
@@ -77,11 +81,13 @@ public final class Engine {
             intake.recheck(now: now)
             startDueWork(now: now)
             let wake = nextWake(now: now)
-            let done = http.wait(extraFDs: [inotify.fd, signals.fd], timeout: max(0, wake - Clock.now()))
+            let decoding = awaitingDecode.keys.compactMap { decoders[$0]?.doneFD }
+            let done = http.wait(extraFDs: [inotify.fd, signals.fd] + decoding, timeout: max(0, wake - Clock.now()))
             for (tag, response) in done {
                 guard let purpose = inFlight.removeValue(forKey: tag) else { continue }
                 finishRequest(purpose, response)
             }
+            finishDecodes()
             handleSignals()
             do { intake.handle(try inotify.read(), now: Clock.now()) } catch {
                 logger.error("reading spool events failed: \(error)")
@@ -162,6 +168,8 @@ public final class Engine {
     /// nothing is reported for it. Returns what was stopped.
     @discardableResult
     func abortInFlight(_ key: JobKey) -> Purpose? {
+        if awaitingDecode.removeValue(forKey: key) != nil { busy.remove(key) }
+        dropDecoder(key)
         guard let (tag, purpose) = inFlight.first(where: { $0.value.key == key }) else { return nil }
         http.cancel(tag)
         inFlight[tag] = nil
@@ -213,6 +221,7 @@ public final class Engine {
             logger.info("interrupted by shutdown; resumes at next start", metadata: Logger.job(purpose.key))
         }
         inFlight = [:]
+        for key in Array(decoders.keys) { dropDecoder(key) }
         logger.notice("stopped")
     }
 

@@ -29,10 +29,13 @@ final class PartWriter {
     /// rarely has to wait for much.
     static let hintBytes: Int64 = 4 << 20
 
-    init(path: String, limit: Int64, resume: PartSidecar?) {
+    let observer: (@Sendable (PartEvent) -> Void)?
+
+    init(path: String, limit: Int64, resume: PartSidecar?, observer: (@Sendable (PartEvent) -> Void)?) {
         self.path = path
         self.limit = limit
         self.resume = resume
+        self.observer = observer
     }
 
     deinit { if fd >= 0 { close(fd) } }
@@ -66,6 +69,8 @@ final class PartWriter {
                                   length: length, synced: resume.synced, encoding: nil)
         } else {
             length = headers["content-length"].flatMap { Int64($0) }
+            // Told before the file is cut, so a reader of the old bytes starts over.
+            observer?(.fresh(encoding: encoding))
             fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
             guard fd >= 0 else { error = SystemError("open", path); return false }
             size = 0
@@ -83,6 +88,7 @@ final class PartWriter {
         if size + Int64(data.count) > limit { tooLarge = true; return false }
         do { try FileIO.writeAll(fd: fd, data, path: path) } catch { self.error = error; return false }
         size += Int64(data.count)
+        observer?(.size(size))
         if size - hinted >= Self.hintBytes {
             _ = jf_sync_file_range(fd, hinted, size - hinted, UInt32(SYNC_FILE_RANGE_WRITE))
             hinted = size

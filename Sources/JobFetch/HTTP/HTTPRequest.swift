@@ -9,7 +9,8 @@ public struct HTTPRequest: Sendable {
         /// Write a 2xx body to the `.part` file `path`, with its sidecar; with
         /// `resume`, ask for the rest (`Range` + `If-Range`) and append a 206
         /// that continues it exactly. Other bodies stay in memory for messages.
-        case file(path: String, limit: Int64, resume: PartSidecar?)
+        /// `observer` hears of each fresh body and each new size (a decompressor following the file).
+        case file(path: String, limit: Int64, resume: PartSidecar?, observer: (@Sendable (PartEvent) -> Void)?)
     }
 
     public var url: ParsedURL

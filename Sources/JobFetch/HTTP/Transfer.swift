@@ -28,9 +28,9 @@ final class Transfer {
         case .memory(let limit):
             bodyLimit = limit
             part = nil
-        case .file(let path, let limit, let resume):
+        case .file(let path, let limit, let resume, let observer):
             bodyLimit = 64 * 1024
-            part = PartWriter(path: path, limit: limit, resume: resume?.isResumable == true ? resume : nil)
+            part = PartWriter(path: path, limit: limit, resume: resume?.isResumable == true ? resume : nil, observer: observer)
         }
     }
 
@@ -81,7 +81,7 @@ final class Transfer {
         try CurlError.check(jf_easy_setopt_datacb(h, CURLOPT_HEADERFUNCTION, transferHeaderCallback), "HEADERFUNCTION")
         try CurlError.check(jf_easy_setopt_ptr(h, CURLOPT_HEADERDATA, me), "HEADERDATA")
 
-        if case .file(_, let limit, _) = request.body {
+        if case .file(_, let limit, _, _) = request.body {
             // Large reads keep a fast transfer at libcurl's own speed.
             try set(CURLOPT_BUFFERSIZE, 256 * 1024, "BUFFERSIZE")
             try CurlError.check(jf_easy_setopt_off(h, CURLOPT_MAXFILESIZE_LARGE, Int(limit)), "MAXFILESIZE_LARGE")

@@ -1,83 +1,130 @@
 import CZlib
 import Glibc
 
-/// Streaming gzip/zlib decompression of a file into another, with the rules
-/// the field learned: the stream must reach Z_STREAM_END with a correct
-/// trailer (a truncated file is an error, not a short result), every member
-/// of a multi-member gzip is decoded, and output is bounded.
-public enum Inflater {
-    public enum Format: Sendable { case gzip, zlib }
+/// Streaming gzip/zlib/raw-deflate decompression with the rules the field
+/// learned: the stream must reach Z_STREAM_END with a correct trailer (a
+/// truncated file is an error, not a short result), every member of a
+/// multi-member gzip is decoded, and output is bounded (size and ratio).
+public final class InflateStream {
+    public enum Format: Sendable, Equatable { case gzip, zlib, deflate }
+
+    private var stream = z_stream()
+    private let output: UnsafeMutablePointer<UInt8>
+    static let chunk = 256 * 1024
+    public let format: Format
+    public let limit: Int64
+    /// Output may be at most this many times the input (once past `ratioFloor`).
+    public let maxRatio: Double
+    static let ratioFloor: Int64 = 64 << 20
+    public private(set) var consumed: Int64 = 0
+    public private(set) var produced: Int64 = 0
+    /// The last member read so far reached Z_STREAM_END with its checksum.
+    private var ended = false
+
+    public init(format: Format, limit: Int64, maxRatio: Double = .infinity) throws(JobFetchError) {
+        self.format = format
+        self.limit = limit
+        self.maxRatio = maxRatio
+        output = .allocate(capacity: Self.chunk)
+        // 15 + 32: zlib or gzip, detected from the header; -15: raw deflate.
+        guard jf_inflate_init2(&stream, format == .deflate ? -15 : 15 + 32) == Z_OK else {
+            output.deallocate()
+            throw JobFetchError("zlib could not start")
+        }
+    }
+
+    deinit {
+        inflateEnd(&stream)
+        output.deallocate()
+    }
 
     /// Recognises compressed data by its first bytes, not by its name.
-    public static func sniff(_ path: String) -> Format? {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return nil }
-        defer { close(fd) }
-        var head = [UInt8](repeating: 0, count: 2)
-        guard read(fd, &head, 2) == 2 else { return nil }
+    public static func sniff(_ head: UnsafeRawBufferPointer) -> Format? {
+        guard head.count >= 2 else { return nil }
         if head[0] == 0x1F && head[1] == 0x8B { return .gzip }
         // zlib: CM=8, window ≤ 32K, header checksum divisible by 31.
         if head[0] & 0x0F == 8 && head[0] >> 4 <= 7 && (UInt16(head[0]) << 8 | UInt16(head[1])) % 31 == 0 { return .zlib }
         return nil
     }
 
-    /// Decompresses `source` into `destination` (created, truncated).
-    /// Returns the bytes written.
-    public static func inflate(_ source: String, to destination: String, limit: Int64) throws(JobFetchError) -> Int64 {
+    /// Decodes `input`, handing each piece of output to `sink`.
+    public func feed(_ input: UnsafeRawBufferPointer, sink: (UnsafeRawBufferPointer) throws(JobFetchError) -> Void) throws(JobFetchError) {
+        guard let base = input.baseAddress, input.count > 0 else { return }
+        consumed += Int64(input.count)
+        var pos = 0
+        while pos < input.count {
+            if ended {
+                // Another gzip member follows (a zlib or raw stream has only one).
+                guard format == .gzip else { throw JobFetchError("compressed data is corrupt: bytes follow the end of the stream") }
+                inflateReset(&stream)
+                ended = false
+            }
+            stream.next_in = UnsafeMutablePointer(mutating: base.assumingMemoryBound(to: UInt8.self)) + pos
+            stream.avail_in = UInt32(input.count - pos)
+            var status: Int32
+            repeat {
+                stream.next_out = output
+                stream.avail_out = UInt32(Self.chunk)
+                status = CZlib.inflate(&stream, Z_NO_FLUSH)
+                guard status == Z_OK || status == Z_STREAM_END || status == Z_BUF_ERROR else {
+                    let msg = stream.msg.map { String(cString: $0) } ?? "zlib error \(status)"
+                    throw JobFetchError("compressed data is corrupt: \(msg)")
+                }
+                let n = Self.chunk - Int(stream.avail_out)
+                if n > 0 {
+                    produced += Int64(n)
+                    guard produced <= limit else {
+                        throw JobFetchError("decompressed output exceeds max_output_size (\(Units.formatBytes(limit))): a decompression bomb?")
+                    }
+                    if produced > Self.ratioFloor && Double(produced) > maxRatio * Double(consumed) {
+                        throw JobFetchError("decompressed output is more than \(Int(maxRatio)) times its input: a decompression bomb?")
+                    }
+                    try sink(UnsafeRawBufferPointer(start: output, count: n))
+                }
+            } while stream.avail_out == 0 && status == Z_OK
+            pos = input.count - Int(stream.avail_in)
+            if status == Z_STREAM_END { ended = true } else if stream.avail_in > 0 && status == Z_BUF_ERROR {
+                throw JobFetchError("compressed data is corrupt: zlib made no progress")
+            }
+        }
+    }
+
+    /// The input is over: it must have ended with a whole stream.
+    public func finish() throws(JobFetchError) {
+        guard ended else { throw JobFetchError("compressed data is truncated: the stream ends before its end marker and checksum") }
+    }
+}
+
+/// Whole-file helpers on top of `InflateStream`.
+public enum Inflater {
+    public typealias Format = InflateStream.Format
+
+    public static func sniff(_ path: String) -> Format? {
+        guard let head = try? FileIO.readPrefix(path, count: 2) else { return nil }
+        return head.withUnsafeBytes { InflateStream.sniff($0) }
+    }
+
+    /// Decompresses `source` into `destination` (created, truncated). Returns the bytes written.
+    public static func inflate(_ source: String, to destination: String, limit: Int64, maxRatio: Double = .infinity) throws(JobFetchError) -> Int64 {
+        guard let format = sniff(source) else { throw JobFetchError("\(source) is not gzip or zlib data") }
         let inFD = open(source, O_RDONLY | O_CLOEXEC)
         guard inFD >= 0 else { throw JobFetchError(SystemError("open", source).description) }
         defer { close(inFD) }
         let outFD = open(destination, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
         guard outFD >= 0 else { throw JobFetchError(SystemError("create", destination).description) }
         defer { close(outFD) }
-
-        var stream = z_stream()
-        // 15 + 32: zlib or gzip, detected from the header.
-        guard jf_inflate_init2(&stream, 15 + 32) == Z_OK else { throw JobFetchError("zlib could not start") }
-        defer { inflateEnd(&stream) }
-
-        let chunk = 256 * 1024
-        let input = UnsafeMutablePointer<UInt8>.allocate(capacity: chunk)
-        let output = UnsafeMutablePointer<UInt8>.allocate(capacity: chunk)
-        defer { input.deallocate(); output.deallocate() }
-        var written: Int64 = 0
-        var ended = false  // the last member read so far reached Z_STREAM_END
+        let decoder = try InflateStream(format: format, limit: limit, maxRatio: maxRatio)
+        let input = UnsafeMutableRawBufferPointer.allocate(byteCount: InflateStream.chunk, alignment: 16)
+        defer { input.deallocate() }
         while true {
-            let n = read(inFD, input, chunk)
+            let n = read(inFD, input.baseAddress, input.count)
             if n < 0 { if errno == EINTR { continue }; throw JobFetchError(SystemError("read", source).description) }
             if n == 0 { break }
-            var pos = 0
-            while pos < n {
-                if ended { inflateReset(&stream); ended = false }  // another gzip member follows
-                stream.next_in = input + pos
-                stream.avail_in = UInt32(n - pos)
-                var status: Int32
-                repeat {
-                    stream.next_out = output
-                    stream.avail_out = UInt32(chunk)
-                    status = CZlib.inflate(&stream, Z_NO_FLUSH)
-                    guard status == Z_OK || status == Z_STREAM_END || status == Z_BUF_ERROR else {
-                        let msg = stream.msg.map { String(cString: $0) } ?? "zlib error \(status)"
-                        throw JobFetchError("compressed data is corrupt: \(msg)")
-                    }
-                    let produced = chunk - Int(stream.avail_out)
-                    if produced > 0 {
-                        written += Int64(produced)
-                        guard written <= limit else {
-                            throw JobFetchError("decompressed output exceeds max_output_size (\(Units.formatBytes(limit)))")
-                        }
-                        do { try FileIO.writeAll(fd: outFD, UnsafeRawBufferPointer(start: output, count: produced), path: destination) } catch {
-                            throw JobFetchError(error.description)
-                        }
-                    }
-                } while stream.avail_out == 0 && status == Z_OK
-                pos = n - Int(stream.avail_in)
-                if status == Z_STREAM_END { ended = true } else if stream.avail_in > 0 && status == Z_BUF_ERROR {
-                    throw JobFetchError("compressed data is corrupt: zlib made no progress")
-                }
+            try decoder.feed(UnsafeRawBufferPointer(rebasing: input[0..<n])) { (out: UnsafeRawBufferPointer) throws(JobFetchError) in
+                do throws(SystemError) { try FileIO.writeAll(fd: outFD, out, path: destination) } catch { throw JobFetchError(error.description) }
             }
         }
-        guard ended else { throw JobFetchError("compressed data is truncated: the stream ends before its end marker and checksum") }
-        return written
+        try decoder.finish()
+        return decoder.produced
     }
 }

@@ -1,0 +1,186 @@
+import CLinux
+import Foundation
+import Glibc
+import Synchronization
+
+/// What a download's `.part` is told as bytes arrive: a fresh body (the
+/// file was truncated; its `Content-Encoding`), or its new size.
+public enum PartEvent: Sendable {
+    case fresh(encoding: String?)
+    case size(Int64)
+}
+
+/// Decompresses a `.part` on a worker thread while it downloads, so the
+/// transfer and the decompression overlap. It follows the file as it grows
+/// (the engine reports each new size), reads from the start, so after a
+/// resume it first catches up over the bytes already on disk, and writes
+/// `<staging>/.artifact.out`. When the download ends the engine calls
+/// `finish`; the worker drains what is left, records its outcome and makes
+/// `doneFD` readable (the engine polls it with libcurl's sockets).
+public final class PartInflater: Sendable {
+    public enum Outcome: Sendable, Equatable {
+        /// Not gzip, zlib or (by header) deflate: the part is the artifact.
+        case notCompressed
+        case inflated(bytes: Int64)
+        /// The data is bad (truncated, corrupt, a bomb): the job fails.
+        case failed(String)
+        /// The output could not be written (disk full…): the job waits and retries.
+        case writeFailed(String)
+    }
+
+    public let part: String
+    public let output: String
+    let limit: Int64
+    let maxRatio: Double
+    /// Readable once `outcome` is set.
+    public let doneFD: Int32
+    /// An eventfd the engine writes to when there is more to read.
+    private let wakeFD: Int32
+    private let available = Atomic<Int64>(0)
+    private let ended = Atomic<Bool>(false)
+    private let cancelled = Atomic<Bool>(false)
+    /// Bumped at each fresh body: the worker starts over.
+    private let generation = Atomic<Int>(0)
+    private let encoding = Mutex<String?>(nil)
+    private let result = Mutex<Outcome?>(nil)
+
+    public init(part: String, output: String, limit: Int64, maxRatio: Double) throws(SystemError) {
+        self.part = part
+        self.output = output
+        self.limit = limit
+        self.maxRatio = maxRatio
+        let wake = eventfd(0, Int32(EFD_NONBLOCK | EFD_CLOEXEC))
+        guard wake >= 0 else { throw SystemError("eventfd", part) }
+        let done = eventfd(0, Int32(EFD_NONBLOCK | EFD_CLOEXEC))
+        guard done >= 0 else { close(wake); throw SystemError("eventfd", part) }
+        wakeFD = wake
+        doneFD = done
+        // The thread holds the inflater until it returns; deinit (closing the fds) comes after.
+        let thread = Thread { [self] in self.run() }
+        thread.name = "jobfetchd-inflate"
+        thread.start()
+    }
+
+    deinit {
+        close(wakeFD)
+        close(doneFD)
+    }
+
+    public var outcome: Outcome? { result.withLock { $0 } }
+
+    // MARK: called by the engine thread
+
+    public func observe(_ event: PartEvent) {
+        switch event {
+        case .fresh(let enc):
+            encoding.withLock { $0 = enc }
+            available.store(0, ordering: .sequentiallyConsistent)
+            generation.add(1, ordering: .sequentiallyConsistent)
+        case .size(let n):
+            available.store(n, ordering: .sequentiallyConsistent)
+        }
+        wake()
+    }
+
+    /// The download is whole at `size` bytes: drain and finish.
+    public func finish(size: Int64) {
+        available.store(size, ordering: .sequentiallyConsistent)
+        ended.store(true, ordering: .sequentiallyConsistent)
+        wake()
+    }
+
+    /// The download stopped: the worker stops too and its output is dropped.
+    public func cancel() {
+        cancelled.store(true, ordering: .sequentiallyConsistent)
+        wake()
+    }
+
+    private func wake() {
+        var one: UInt64 = 1
+        _ = write(wakeFD, &one, 8)
+    }
+
+    // MARK: the worker
+
+    private func run() {
+        let outcome = decode()
+        result.withLock { $0 = outcome }
+        var one: UInt64 = 1
+        _ = write(doneFD, &one, 8)
+    }
+
+    private enum Restart: Error { case again }
+
+    private func decode() -> Outcome {
+        while true {
+            do { return try attempt() } catch {
+                // A fresh body arrived while decoding the old one: start over.
+                continue
+            }
+        }
+    }
+
+    /// One pass over the part from its start; throws `Restart` when the body was replaced.
+    private func attempt() throws(Restart) -> Outcome {
+        let gen = generation.load(ordering: .sequentiallyConsistent)
+        // Opened once a byte is there (the part may not exist yet).
+        var fd: Int32 = -1
+        defer { if fd >= 0 { close(fd) } }
+        var outFD: Int32 = -1
+        defer { if outFD >= 0 { close(outFD) } }
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: InflateStream.chunk, alignment: 16)
+        defer { buffer.deallocate() }
+        var stream: InflateStream?
+        var decided = false
+        var pos: Int64 = 0
+        while true {
+            if cancelled.load(ordering: .sequentiallyConsistent) { return .failed("cancelled") }
+            if generation.load(ordering: .sequentiallyConsistent) != gen { throw .again }
+            let isEnded = ended.load(ordering: .sequentiallyConsistent)
+            let avail = available.load(ordering: .sequentiallyConsistent)
+            if fd < 0 && avail > 0 { fd = open(part, O_RDONLY | O_CLOEXEC); if fd < 0 { return .writeFailed(SystemError("open", part).description) } }
+            if !decided && (avail >= 2 || isEnded) {
+                var head = [UInt8](repeating: 0, count: 2)
+                let n = avail >= 2 ? head.withUnsafeMutableBytes { pread(fd, $0.baseAddress, 2, 0) } : 0
+                var format = n == 2 ? head.withUnsafeBytes { InflateStream.sniff($0) } : nil
+                if format == nil, let enc = encoding.withLock({ $0 })?.lowercased(), enc == "deflate" { format = .deflate }
+                guard let format else { return .notCompressed }
+                do { stream = try InflateStream(format: format, limit: limit, maxRatio: maxRatio) } catch { return .failed(error.message) }
+                outFD = open(output, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+                guard outFD >= 0 else { return .writeFailed(SystemError("create", output).description) }
+                decided = true
+            }
+            if decided, let s = stream, pos < avail {
+                let want = Int(min(Int64(buffer.count), avail - pos))
+                let n = pread(fd, buffer.baseAddress, want, off_t(pos))
+                if n < 0 { if errno == EINTR { continue }; return .writeFailed(SystemError("read", part).description) }
+                if n == 0 { throw .again }  // the file was cut under us: a fresh body is on its way
+                pos += Int64(n)
+                var writeProblem: SystemError?
+                do {
+                    try s.feed(UnsafeRawBufferPointer(rebasing: buffer[0..<n])) { (out: UnsafeRawBufferPointer) throws(JobFetchError) in
+                        do throws(SystemError) { try FileIO.writeAll(fd: outFD, out, path: output) } catch {
+                            writeProblem = error
+                            throw JobFetchError(error.description)
+                        }
+                    }
+                } catch {
+                    if generation.load(ordering: .sequentiallyConsistent) != gen { throw .again }
+                    if let writeProblem { return .writeFailed(writeProblem.description) }
+                    return .failed(error.message)
+                }
+                continue
+            }
+            if isEnded && pos >= avail {
+                guard let s = stream else { return .notCompressed }
+                do { try s.finish() } catch { return .failed(error.message) }
+                return .inflated(bytes: s.produced)
+            }
+            // Nothing to read yet: sleep until the engine reports more.
+            var p = pollfd(fd: wakeFD, events: Int16(POLLIN), revents: 0)
+            _ = poll(&p, 1, 1000)
+            var count: UInt64 = 0
+            _ = read(wakeFD, &count, 8)
+        }
+    }
+}
