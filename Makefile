@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 export PATH := /opt/swift/usr/bin:$(PATH)
 
-.PHONY: deps build test demo clean
+.PHONY: deps build test demo bench clean
 
 deps:
 	@scripts/install-deps.sh
@@ -17,5 +17,8 @@ test: deps
 demo: build
 	scripts/demo.sh
 
+bench:
+	scripts/bench.sh
+
 clean:
-	rm -rf .build demo
+	rm -rf .build demo bench

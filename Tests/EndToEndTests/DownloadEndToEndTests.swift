@@ -37,6 +37,8 @@ import Testing
         try inst.startDaemon()
         #expect(try inst.waitForResult("ext-big"), "log:\n\(inst.daemonLog)")
         #expect(try FileIO.readAll("\(inst.output)/dataset/ext-big/big.bin", limit: 64 << 20) == data)
+        guard case .array(let files)? = try inst.jobJSON("ext-big")["files"] else { Issue.record("no files"); return }
+        #expect(files.first?["sha256"]?.scalarText == sha256sum("\(inst.output)/dataset/ext-big/big.bin"))
         let lines = nginx.accessLog.filter { request($0, "/slow/big.bin") }
         let resumed = try #require(lines.last)
         let from = Int64(field(resumed, "range").dropFirst(6).dropLast()) ?? -1
@@ -129,6 +131,9 @@ import Testing
         try add(inst, nginx, "ext-bomb", "/bomb.csv.gz")
         for id in ["ext-multi", "ext-trunc", "ext-bomb"] { #expect(try inst.waitForResult(id), "\(id)") }
         #expect(try FileIO.readAll("\(inst.output)/dataset/ext-multi/multi.csv") == a + b)
+        // Hashed while it was decompressed: the digest is the published file's.
+        guard case .array(let files)? = try inst.jobJSON("ext-multi")["files"] else { Issue.record("no files"); return }
+        #expect(files.first?["sha256"]?.scalarText == sha256sum("\(inst.output)/dataset/ext-multi/multi.csv"))
         let trunc = try inst.jobJSON("ext-trunc")
         #expect(trunc["outcome"] == "failed")
         #expect(trunc["reason"]?.scalarText?.contains("truncated") == true, "\(String(describing: trunc["reason"]))")

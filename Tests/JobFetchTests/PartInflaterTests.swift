@@ -17,6 +17,12 @@ import Testing
         return d.outcome
     }
 
+    /// sha256 as `sha256sum` computes it.
+    func digest(_ bytes: [UInt8], _ dir: String) throws -> String {
+        try FileIO.writeAtomically(dir + "/digest-input", bytes)
+        return try FileDigest.sha256(dir + "/digest-input").hex
+    }
+
     func data(_ n: Int) -> [UInt8] { (0..<n).map { UInt8(truncatingIfNeeded: $0 &* 2654435761 >> 7) } }
 
     @Test func followsAGrowingFileAndCatchesUpAfterAResume() throws {
@@ -37,7 +43,7 @@ import Testing
             d.observe(.size(Int64(at)))
         }
         d.finish(size: Int64(gz.count))
-        #expect(outcome(d) == .inflated(bytes: Int64(plain.count)))
+        #expect(outcome(d) == .inflated(bytes: Int64(plain.count), sha256: try digest(plain, dir)))
         #expect(try FileIO.readAll(dir + "/out", limit: 64 << 20) == plain)
     }
 
@@ -56,13 +62,13 @@ import Testing
         try FileIO.writeAtomically(part, gz2)
         d.observe(.size(Int64(gz2.count)))
         d.finish(size: Int64(gz2.count))
-        #expect(outcome(d) == .inflated(bytes: Int64(other.count)))
+        #expect(outcome(d) == .inflated(bytes: Int64(other.count), sha256: try digest(other, dir)))
         #expect(try FileIO.readAll(dir + "/out") == other)
 
         try FileIO.writeAtomically(dir + "/plain", Array("id,name\n1,a\n".utf8))
         let plain = try PartInflater(part: dir + "/plain", output: dir + "/out2", limit: 1 << 30, maxRatio: 250)
         plain.finish(size: 12)
-        #expect(outcome(plain) == .notCompressed)
+        #expect(outcome(plain) == .notCompressed(bytes: 12, sha256: try digest(Array("id,name\n1,a\n".utf8), dir)))
     }
 
     @Test func truncatedCorruptAndBombsFail() throws {

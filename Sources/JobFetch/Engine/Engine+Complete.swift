@@ -18,6 +18,7 @@ extension Engine {
             logger.warning("\(outcome.rawValue): \(r.reason ?? "")", metadata: Logger.job(r.key))
         }
         if outcome != .succeeded {
+            knownDigests[r.key] = nil
             // A failed job's directory holds job.json only.
             do { _ = try publisher.freshStaging(r.key) } catch {
                 logger.error("cannot clear the staging directory: \(error)", metadata: Logger.job(r.key))
@@ -48,10 +49,16 @@ extension Engine {
             var files: [PublishedFile] = []
             let documents = config.kind(r.key.kind)?.mapping.documentNames ?? ["result"]
             if outcome == .succeeded, FileIO.exists(staging) {
+                let known = knownDigests.removeValue(forKey: r.key)
                 for name in try FileIO.list(staging).sorted() where !name.hasPrefix(".") && name != "job.json" && FileIO.isRegularFile(staging + "/" + name) {
+                    let source = documents.contains(name) ? nil : r.resultURL.map(ParsedURL.redact)
+                    if let known, known.name == name, FileIO.size(staging + "/" + name) == known.bytes {
+                        // Hashed while it downloaded.
+                        files.append(PublishedFile(name: name, bytes: known.bytes, sha256: known.sha256, source: source))
+                        continue
+                    }
                     let digest = try FileDigest.sha256(staging + "/" + name)
-                    files.append(PublishedFile(name: name, bytes: digest.bytes, sha256: digest.hex,
-                                               source: documents.contains(name) ? nil : r.resultURL.map(ParsedURL.redact)))
+                    files.append(PublishedFile(name: name, bytes: digest.bytes, sha256: digest.hex, source: source))
                 }
             }
             if outcome == .succeeded && r.resultURL != nil && !files.contains(where: { !documents.contains($0.name) }) {

@@ -223,7 +223,7 @@ extension Engine {
             logger.error("\(r.lastError ?? ""); retrying", metadata: Logger.job(r.key))
             save(r, event: r.lastError)
             return
-        case .inflated(let out):
+        case .inflated(let out, let sha256):
             for ext in [".gz", ".gzip", ".z", ".zz"] where name.lowercased().hasSuffix(ext) && name.count > ext.count {
                 name.removeLast(ext.count)
                 break
@@ -235,8 +235,9 @@ extension Engine {
                 return
             }
             PartSidecar.discard(part: part)
+            knownDigests[r.key] = PublishedFile(name: name, bytes: out, sha256: sha256, source: nil)
             logger.info("decompressed \(Units.formatBytes(bytes)) to \(Units.formatBytes(out)) while downloading", metadata: Logger.job(r.key))
-        case .notCompressed:
+        case .notCompressed(let size, let sha256):
             FileIO.unlinkIfPresent(inflated)
             name = ArtifactName.avoiding(name, reserved: reserved)
             guard rename(part, staging + "/" + name) == 0 else {
@@ -245,6 +246,7 @@ extension Engine {
                 return
             }
             FileIO.unlinkIfPresent(PartSidecar.path(for: part))
+            knownDigests[r.key] = PublishedFile(name: name, bytes: size, sha256: sha256, source: nil)
         }
         logger.info("downloaded \(Units.formatBytes(bytes)) in \(Units.formatDuration(response.seconds))", metadata: Logger.job(r.key))
         complete(&r, .succeeded, now: now)

@@ -10,18 +10,19 @@ public enum PartEvent: Sendable {
     case size(Int64)
 }
 
-/// Decompresses a `.part` on a worker thread while it downloads, so the
-/// transfer and the decompression overlap. It follows the file as it grows
-/// (the engine reports each new size), reads from the start, so after a
-/// resume it first catches up over the bytes already on disk, and writes
-/// `<staging>/.artifact.out`. When the download ends the engine calls
-/// `finish`; the worker drains what is left, records its outcome and makes
-/// `doneFD` readable (the engine polls it with libcurl's sockets).
+/// Decompresses and hashes a `.part` on worker threads while it downloads,
+/// so transfer, decompression and sha256 overlap. It follows the file as it
+/// grows (the engine reports each new size), reads from the start, so after
+/// a resume it first catches up over the bytes already on disk, and writes
+/// `<staging>/.artifact.out` (hashed by a `FollowingHasher` as it grows);
+/// a part that is not compressed is hashed as it arrives. When the download
+/// ends the engine calls `finish`; the worker drains what is left, records
+/// its outcome and makes `doneFD` readable (polled with libcurl's sockets).
 public final class PartInflater: Sendable {
     public enum Outcome: Sendable, Equatable {
         /// Not gzip, zlib or (by header) deflate: the part is the artifact.
-        case notCompressed
-        case inflated(bytes: Int64)
+        case notCompressed(bytes: Int64, sha256: String)
+        case inflated(bytes: Int64, sha256: String)
         /// The data is bad (truncated, corrupt, a bomb): the job fails.
         case failed(String)
         /// The output could not be written (disk full…): the job waits and retries.
@@ -131,34 +132,46 @@ public final class PartInflater: Sendable {
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: InflateStream.chunk, alignment: 16)
         defer { buffer.deallocate() }
         var stream: InflateStream?
-        var decided = false
+        var plain: SHA256Stream?
+        var hasher: FollowingHasher?
+        defer { hasher?.cancel() }
+        var hinted: Int64 = 0
         var pos: Int64 = 0
         while true {
             if cancelled.load(ordering: .sequentiallyConsistent) { return .failed("cancelled") }
             if generation.load(ordering: .sequentiallyConsistent) != gen { throw .again }
             let isEnded = ended.load(ordering: .sequentiallyConsistent)
             let avail = available.load(ordering: .sequentiallyConsistent)
-            if fd < 0 && avail > 0 { fd = open(part, O_RDONLY | O_CLOEXEC); if fd < 0 { return .writeFailed(SystemError("open", part).description) } }
-            if !decided && (avail >= 2 || isEnded) {
+            if fd < 0 && avail > 0 {
+                fd = open(part, O_RDONLY | O_CLOEXEC)
+                if fd < 0 { return .writeFailed(SystemError("open", part).description) }
+            }
+            if stream == nil && plain == nil && (avail >= 2 || isEnded) {
                 var head = [UInt8](repeating: 0, count: 2)
                 let n = avail >= 2 ? head.withUnsafeMutableBytes { pread(fd, $0.baseAddress, 2, 0) } : 0
                 var format = n == 2 ? head.withUnsafeBytes { InflateStream.sniff($0) } : nil
                 if format == nil, let enc = encoding.withLock({ $0 })?.lowercased(), enc == "deflate" { format = .deflate }
-                guard let format else { return .notCompressed }
-                do { stream = try InflateStream(format: format, limit: limit, maxRatio: maxRatio) } catch { return .failed(error.message) }
-                outFD = open(output, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-                guard outFD >= 0 else { return .writeFailed(SystemError("create", output).description) }
-                decided = true
+                if let format {
+                    do { stream = try InflateStream(format: format, limit: limit, maxRatio: maxRatio) } catch { return .failed(error.message) }
+                    outFD = open(output, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+                    guard outFD >= 0 else { return .writeFailed(SystemError("create", output).description) }
+                    do { hasher = try FollowingHasher(path: output) } catch { return .writeFailed(error.description) }
+                } else {
+                    do { plain = try SHA256Stream() } catch { return .writeFailed(error.description) }
+                }
             }
-            if decided, let s = stream, pos < avail {
+            if stream != nil || plain != nil, pos < avail {
                 let want = Int(min(Int64(buffer.count), avail - pos))
                 let n = pread(fd, buffer.baseAddress, want, off_t(pos))
                 if n < 0 { if errno == EINTR { continue }; return .writeFailed(SystemError("read", part).description) }
                 if n == 0 { throw .again }  // the file was cut under us: a fresh body is on its way
                 pos += Int64(n)
+                let input = UnsafeRawBufferPointer(rebasing: buffer[0..<n])
+                if let plain { plain.update(input); continue }
+                guard let s = stream else { continue }
                 var writeProblem: SystemError?
                 do {
-                    try s.feed(UnsafeRawBufferPointer(rebasing: buffer[0..<n])) { (out: UnsafeRawBufferPointer) throws(JobFetchError) in
+                    try s.feed(input) { (out: UnsafeRawBufferPointer) throws(JobFetchError) in
                         do throws(SystemError) { try FileIO.writeAll(fd: outFD, out, path: output) } catch {
                             writeProblem = error
                             throw JobFetchError(error.description)
@@ -169,12 +182,24 @@ public final class PartInflater: Sendable {
                     if let writeProblem { return .writeFailed(writeProblem.description) }
                     return .failed(error.message)
                 }
+                hasher?.advance(to: s.produced)
+                if s.produced - hinted >= 8 << 20 {
+                    // Start writing the output back now, so publishing's fsync has little left to do.
+                    _ = jf_sync_file_range(outFD, hinted, s.produced - hinted, UInt32(SYNC_FILE_RANGE_WRITE))
+                    hinted = s.produced
+                }
                 continue
             }
             if isEnded && pos >= avail {
-                guard let s = stream else { return .notCompressed }
+                if let plain { return .notCompressed(bytes: plain.bytes, sha256: plain.finish()) }
+                // (A part shorter than two bytes was decided "plain" above.)
+                guard let s = stream, let h = hasher else { return .failed("the part was never examined") }
                 do { try s.finish() } catch { return .failed(error.message) }
-                return .inflated(bytes: s.produced)
+                hasher = nil
+                switch h.finish(size: s.produced) {
+                case .success(let digest): return .inflated(bytes: s.produced, sha256: digest)
+                case .failure(let e): return .writeFailed(e.description)
+                }
             }
             // Nothing to read yet: sleep until the engine reports more.
             var p = pollfd(fd: wakeFD, events: Int16(POLLIN), revents: 0)

@@ -16,6 +16,8 @@ final class PartWriter {
     private(set) var size: Int64 = 0
     private(set) var sidecar: PartSidecar?
     private var hinted: Int64 = 0
+    /// The end of the range whose writeback the last checkpoint started.
+    private var pending: Int64 = 0
     private var lastCheckpoint = Clock.monotonic()
     var error: SystemError?
     var tooLarge = false
@@ -78,6 +80,7 @@ final class PartWriter {
             do { try sidecar?.save(part: path) } catch { self.error = error; return false }
         }
         hinted = size
+        pending = size
         // max_artifact_size is checked against the announced length before anything is written.
         if let length, length > limit { tooLarge = true; return false }
         lastCheckpoint = Clock.monotonic()
@@ -93,27 +96,39 @@ final class PartWriter {
             _ = jf_sync_file_range(fd, hinted, size - hinted, UInt32(SYNC_FILE_RANGE_WRITE))
             hinted = size
         }
-        if size - (sidecar?.synced ?? 0) >= Self.checkpointBytes || Clock.monotonic() - lastCheckpoint >= Self.checkpointSeconds {
+        if size - pending >= Self.checkpointBytes || Clock.monotonic() - lastCheckpoint >= Self.checkpointSeconds {
             checkpoint()
         }
         return error == nil
     }
 
-    /// Flushes what arrived and records it in the sidecar.
+    /// Records progress without stalling the transfer: the range written
+    /// since the last checkpoint has had one interval to reach the disk (its
+    /// writeback was started then); wait for it, advance `synced` to its end
+    /// in the sidecar, and start the writeback of what came since. A crash
+    /// re-sends at most two intervals.
     func checkpoint() {
         guard fd >= 0, var s = sidecar else { return }
         lastCheckpoint = Clock.monotonic()
-        guard size > s.synced else { return }
-        if jf_sync_file_range(fd, s.synced, size - s.synced,
-                              UInt32(SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER)) != 0 {
-            guard fdatasync(fd) == 0 else { error = SystemError("fdatasync", path); return }
+        if pending > s.synced {
+            if jf_sync_file_range(fd, s.synced, pending - s.synced,
+                                  UInt32(SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER)) != 0 {
+                guard fdatasync(fd) == 0 else { error = SystemError("fdatasync", path); return }
+            }
+            s.synced = pending
+            do { try s.save(part: path) } catch { self.error = error; return }
+            sidecar = s
         }
-        s.synced = size
-        do { try s.save(part: path) } catch { self.error = error; return }
-        sidecar = s
+        if size > pending {
+            _ = jf_sync_file_range(fd, pending, size - pending, UInt32(SYNC_FILE_RANGE_WRITE))
+            pending = size
+            hinted = size
+        }
     }
 
-    /// The end of the transfer, whatever it was: what arrived is kept and recorded.
+    /// The end of the transfer, whatever it was: what arrived is kept, and
+    /// recorded as far as it is known to be on disk. (A whole download is
+    /// fsynced when it is published.)
     func finish() {
         if fd >= 0 {
             checkpoint()

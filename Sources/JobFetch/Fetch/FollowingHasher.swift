@@ -1,0 +1,98 @@
+import CLinux
+import Foundation
+import Glibc
+import Synchronization
+
+/// Hashes a file on its own thread while another thread is still writing
+/// it (the decompressor's output), so the digest is ready when the file is.
+public final class FollowingHasher: Sendable {
+    public let path: String
+    private let available = Atomic<Int64>(0)
+    private let ended = Atomic<Bool>(false)
+    private let cancelled = Atomic<Bool>(false)
+    private let wakeFD: Int32
+    private let doneFD: Int32
+    private let result = Mutex<Result<String, SystemError>?>(nil)
+
+    public init(path: String) throws(SystemError) {
+        self.path = path
+        let wake = eventfd(0, Int32(EFD_NONBLOCK | EFD_CLOEXEC))
+        guard wake >= 0 else { throw SystemError("eventfd", path) }
+        let done = eventfd(0, Int32(EFD_CLOEXEC))
+        guard done >= 0 else { close(wake); throw SystemError("eventfd", path) }
+        wakeFD = wake
+        doneFD = done
+        let thread = Thread { [self] in self.run() }
+        thread.name = "jobfetchd-sha256"
+        thread.start()
+    }
+
+    deinit {
+        close(wakeFD)
+        close(doneFD)
+    }
+
+    public func advance(to size: Int64) {
+        available.store(size, ordering: .sequentiallyConsistent)
+        wake()
+    }
+
+    public func cancel() {
+        cancelled.store(true, ordering: .sequentiallyConsistent)
+        wake()
+    }
+
+    /// The file is complete at `size`: waits for the digest (on the caller's thread).
+    public func finish(size: Int64) -> Result<String, SystemError> {
+        available.store(size, ordering: .sequentiallyConsistent)
+        ended.store(true, ordering: .sequentiallyConsistent)
+        wake()
+        var n: UInt64 = 0
+        while read(doneFD, &n, 8) < 0 && errno == EINTR {}
+        return result.withLock { $0 } ?? .failure(SystemError("sha256", path, errno: ECANCELED))
+    }
+
+    private func wake() {
+        var one: UInt64 = 1
+        _ = write(wakeFD, &one, 8)
+    }
+
+    private func run() {
+        let r = hash()
+        result.withLock { $0 = r }
+        var one: UInt64 = 1
+        _ = write(doneFD, &one, 8)
+    }
+
+    private func hash() -> Result<String, SystemError> {
+        let sha: SHA256Stream
+        do { sha = try SHA256Stream() } catch { return .failure(error) }
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 16)
+        defer { buffer.deallocate() }
+        var fd: Int32 = -1
+        defer { if fd >= 0 { close(fd) } }
+        var pos: Int64 = 0
+        while !cancelled.load(ordering: .sequentiallyConsistent) {
+            let isEnded = ended.load(ordering: .sequentiallyConsistent)
+            let avail = available.load(ordering: .sequentiallyConsistent)
+            if pos < avail {
+                if fd < 0 {
+                    fd = open(path, O_RDONLY | O_CLOEXEC)
+                    guard fd >= 0 else { return .failure(SystemError("open", path)) }
+                }
+                let n = pread(fd, buffer.baseAddress, Int(min(Int64(buffer.count), avail - pos)), off_t(pos))
+                if n < 0 { if errno == EINTR { continue }; return .failure(SystemError("read", path)) }
+                if n == 0 { return .failure(SystemError("read", path, errno: EIO)) }
+                sha.update(UnsafeRawBufferPointer(rebasing: buffer[0..<n]))
+                pos += Int64(n)
+                continue
+            }
+            if isEnded { return .success(sha.finish()) }
+            var p = pollfd(fd: wakeFD, events: Int16(POLLIN), revents: 0)
+            _ = poll(&p, 1, 1000)
+            var count: UInt64 = 0
+            _ = read(wakeFD, &count, 8)
+        }
+        return .failure(SystemError("sha256", path, errno: ECANCELED))
+    }
+}
