@@ -166,13 +166,16 @@ poll_interval = 100ms
     scratch = os.path.join(WORK, "scratch")
     os.makedirs(scratch, exist_ok=True)
     have_pigz = shutil.which("pigz") is not None
-    results = {k: [] for k in ("jf_big", "curl_big", "jf_gz", "curl_gzip", "pigz")}
+    results = {k: [] for k in ("jf_big", "curl_big", "curl_sync", "jf_gz", "curl_gzip", "pigz")}
     n = 0
     for run in range(RUNS):
         print(f"run {run + 1}/{RUNS} ...", flush=True)
         n += 1
         results["jf_big"].append(jobfetchd(n, "/big.bin"))
         results["curl_big"].append(timed(f"curl -s -o {scratch}/big.bin {base}/big.bin"))
+        os.remove(f"{scratch}/big.bin")
+        # The same download made durable, as jobfetchd makes it before publishing.
+        results["curl_sync"].append(timed(f"curl -s -o {scratch}/big.bin {base}/big.bin && sync {scratch}/big.bin"))
         os.remove(f"{scratch}/big.bin")
         n += 1
         results["jf_gz"].append(jobfetchd(n, "/table.csv.gz"))
@@ -197,6 +200,8 @@ poll_interval = 100ms
     print(f"runs: {RUNS} each; medians (seconds)")
     print(f"1 GiB file        jobfetchd {med['jf_big']:.3f}  curl {med['curl_big']:.3f}  "
           f"throughput jobfetchd/curl = {med['curl_big'] / med['jf_big']:.3f} (target >= 0.95)")
+    print(f"                  curl + sync FILE {med['curl_sync']:.3f}  "
+          f"throughput jobfetchd/(curl made durable) = {med['curl_sync'] / med['jf_big']:.3f}")
     print(f"gzip ({gz_size / 2**20:.0f} MiB -> 1 GiB)  jobfetchd {med['jf_gz']:.3f}  curl+gzip -d {med['curl_gzip']:.3f}  "
           f"ratio = {med['jf_gz'] / med['curl_gzip']:.3f} (target <= 0.6)")
     if "pigz" in med:

@@ -200,4 +200,52 @@ import Testing
         return text.split(whereSeparator: \.isNewline).first { $0.lowercased().hasPrefix("etag:") }
             .map { $0.dropFirst(5).trimmingCharacters(in: .whitespaces) }
     }
+
+    @Test func zipArchivesAreExtractedWithEveryPathChecked() throws {
+        let (inst, nginx) = try setUp()
+        let script = """
+            import sys, zipfile
+            www = sys.argv[1]
+            with zipfile.ZipFile(www + "/good.zip", "w", zipfile.ZIP_DEFLATED) as z:
+                z.writestr("data/a.csv", "id,v\\n" + "1,2\\n" * 1000)
+                z.writestr("b.txt", "hello")
+                z.writestr("job.json", "{}")
+            with zipfile.ZipFile(www + "/evil.zip", "w") as z:
+                z.writestr("ok.txt", "fine")
+                z.writestr("../evil.txt", "escaped")
+            with zipfile.ZipFile(www + "/link.zip", "w") as z:
+                info = zipfile.ZipInfo("passwd")
+                info.external_attr = 0o120777 << 16
+                z.writestr(info, "/etc/passwd")
+            """
+        try FileIO.writeAtomically(inst.root + "/mkzip.py", Array(script.utf8))
+        #expect(shell("python3 \(inst.root)/mkzip.py \(nginx.www)") == 0)
+        try inst.startDaemon()
+        try add(inst, nginx, "ext-zip", "/good.zip")
+        try add(inst, nginx, "ext-evil", "/evil.zip")
+        try add(inst, nginx, "ext-link", "/link.zip")
+        for id in ["ext-zip", "ext-evil", "ext-link"] { #expect(try inst.waitForResult(id), "\(id)") }
+
+        let dir = "\(inst.output)/dataset/ext-zip"
+        let good = try inst.jobJSON("ext-zip")
+        #expect(good["outcome"] == "succeeded", "\(String(describing: good["reason"]))")
+        guard case .array(let files)? = good["files"] else { Issue.record("no files"); return }
+        #expect(files.compactMap { $0["name"]?.scalarText } == ["artifact-job.json", "b.txt", "data/a.csv"])
+        for f in files {
+            let name = f["name"]?.scalarText ?? ""
+            #expect(f["sha256"]?.scalarText == sha256sum(dir + "/" + name), "\(name)")
+        }
+        #expect(try FileIO.readAll(dir + "/b.txt") == Array("hello".utf8))
+        #expect(!FileIO.exists(dir + "/good.zip"))
+
+        let evil = try inst.jobJSON("ext-evil")
+        #expect(evil["outcome"] == "failed")
+        #expect(evil["reason"]?.scalarText?.contains("unsafe zip archive: entry \"../evil.txt\" has a \"..\" component") == true,
+                "\(String(describing: evil["reason"]))")
+        #expect(!FileIO.exists("\(inst.output)/.incoming/dataset/evil.txt"))
+        #expect(!FileIO.exists("\(inst.output)/dataset/evil.txt"))
+        let link = try inst.jobJSON("ext-link")
+        #expect(link["outcome"] == "failed")
+        #expect(link["reason"]?.scalarText?.contains("points outside the job directory") == true, "\(String(describing: link["reason"]))")
+    }
 }

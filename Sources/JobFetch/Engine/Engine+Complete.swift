@@ -49,10 +49,10 @@ extension Engine {
             var files: [PublishedFile] = []
             let documents = config.kind(r.key.kind)?.mapping.documentNames ?? ["result"]
             if outcome == .succeeded, FileIO.exists(staging) {
-                let known = knownDigests.removeValue(forKey: r.key)
-                for name in try FileIO.list(staging).sorted() where !name.hasPrefix(".") && name != "job.json" && FileIO.isRegularFile(staging + "/" + name) {
+                let known = Dictionary((knownDigests.removeValue(forKey: r.key) ?? []).map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
+                for name in try FileIO.regularFiles(under: staging) where name != "job.json" {
                     let source = documents.contains(name) ? nil : r.resultURL.map(ParsedURL.redact)
-                    if let known, known.name == name, FileIO.size(staging + "/" + name) == known.bytes {
+                    if let known = known[name], FileIO.size(staging + "/" + name) == known.bytes {
                         // Hashed while it downloaded.
                         files.append(PublishedFile(name: name, bytes: known.bytes, sha256: known.sha256, source: source))
                         continue

@@ -47,7 +47,8 @@ extension Engine {
             // catches up over the bytes already on disk.
             dropDecoder(r.key)
             let decoder = try PartInflater(part: part, output: publisher.stagingDirectory(r.key) + "/" + Self.inflatedName,
-                                           limit: config.daemon.maxOutputSize, maxRatio: config.daemon.maxCompressionRatio)
+                                           limit: config.daemon.maxOutputSize, maxRatio: config.daemon.maxCompressionRatio,
+                                           reserved: kind.mapping.documentNames)
             decoders[r.key] = decoder
             if let resume { decoder.observe(.size(resume.synced)) }
             let request = HTTPRequest(url: url, headers: hdrs, body: .file(path: part, limit: config.daemon.maxArtifactSize, resume: resume,
@@ -235,8 +236,13 @@ extension Engine {
                 return
             }
             PartSidecar.discard(part: part)
-            knownDigests[r.key] = PublishedFile(name: name, bytes: out, sha256: sha256, source: nil)
+            knownDigests[r.key] = [PublishedFile(name: name, bytes: out, sha256: sha256, source: nil)]
             logger.info("decompressed \(Units.formatBytes(bytes)) to \(Units.formatBytes(out)) while downloading", metadata: Logger.job(r.key))
+        case .extracted(let files):
+            FileIO.unlinkIfPresent(inflated)
+            PartSidecar.discard(part: part)
+            knownDigests[r.key] = files
+            logger.info("extracted \(files.count) file(s) from the zip archive \(name)", metadata: Logger.job(r.key))
         case .notCompressed(let size, let sha256):
             FileIO.unlinkIfPresent(inflated)
             name = ArtifactName.avoiding(name, reserved: reserved)
@@ -246,7 +252,7 @@ extension Engine {
                 return
             }
             FileIO.unlinkIfPresent(PartSidecar.path(for: part))
-            knownDigests[r.key] = PublishedFile(name: name, bytes: size, sha256: sha256, source: nil)
+            knownDigests[r.key] = [PublishedFile(name: name, bytes: size, sha256: sha256, source: nil)]
         }
         logger.info("downloaded \(Units.formatBytes(bytes)) in \(Units.formatDuration(response.seconds))", metadata: Logger.job(r.key))
         complete(&r, .succeeded, now: now)

@@ -39,7 +39,7 @@ public final class Engine {
     /// Decompressors following downloads in progress, by job.
     var decoders: [JobKey: PartInflater] = [:]
     /// Digests computed while downloading, by job: publishing need not read the artifact again.
-    var knownDigests: [JobKey: PublishedFile] = [:]
+    var knownDigests: [JobKey: [PublishedFile]] = [:]
     /// Downloads that are complete and wait for their decompressor to drain.
     var awaitingDecode: [JobKey: (url: ParsedURL, response: HTTPResponse, bytes: Int64)] = [:]
     var busy: Set<JobKey> = []

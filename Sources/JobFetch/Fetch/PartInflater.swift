@@ -23,6 +23,8 @@ public final class PartInflater: Sendable {
         /// Not gzip, zlib or (by header) deflate: the part is the artifact.
         case notCompressed(bytes: Int64, sha256: String)
         case inflated(bytes: Int64, sha256: String)
+        /// A zip archive, extracted (paths checked) into the staging directory.
+        case extracted([PublishedFile])
         /// The data is bad (truncated, corrupt, a bomb): the job fails.
         case failed(String)
         /// The output could not be written (disk full…): the job waits and retries.
@@ -33,6 +35,10 @@ public final class PartInflater: Sendable {
     public let output: String
     let limit: Int64
     let maxRatio: Double
+    /// Where a zip archive is extracted (the staging directory), and the
+    /// top-level names its entries must not take.
+    let extractInto: String
+    let reserved: Set<String>
     /// Readable once `outcome` is set.
     public let doneFD: Int32
     /// An eventfd the engine writes to when there is more to read.
@@ -45,11 +51,14 @@ public final class PartInflater: Sendable {
     private let encoding = Mutex<String?>(nil)
     private let result = Mutex<Outcome?>(nil)
 
-    public init(part: String, output: String, limit: Int64, maxRatio: Double) throws(SystemError) {
+    public init(part: String, output: String, limit: Int64, maxRatio: Double,
+                extractInto: String? = nil, reserved: Set<String> = []) throws(SystemError) {
         self.part = part
         self.output = output
         self.limit = limit
         self.maxRatio = maxRatio
+        self.extractInto = extractInto ?? FileIO.parent(part)
+        self.reserved = reserved
         let wake = eventfd(0, Int32(EFD_NONBLOCK | EFD_CLOEXEC))
         guard wake >= 0 else { throw SystemError("eventfd", part) }
         let done = eventfd(0, Int32(EFD_NONBLOCK | EFD_CLOEXEC))
@@ -137,6 +146,7 @@ public final class PartInflater: Sendable {
         defer { hasher?.cancel() }
         var hinted: Int64 = 0
         var pos: Int64 = 0
+        var isZip = false
         while true {
             if cancelled.load(ordering: .sequentiallyConsistent) { return .failed("cancelled") }
             if generation.load(ordering: .sequentiallyConsistent) != gen { throw .again }
@@ -146,10 +156,11 @@ public final class PartInflater: Sendable {
                 fd = open(part, O_RDONLY | O_CLOEXEC)
                 if fd < 0 { return .writeFailed(SystemError("open", part).description) }
             }
-            if stream == nil && plain == nil && (avail >= 2 || isEnded) {
-                var head = [UInt8](repeating: 0, count: 2)
-                let n = avail >= 2 ? head.withUnsafeMutableBytes { pread(fd, $0.baseAddress, 2, 0) } : 0
-                var format = n == 2 ? head.withUnsafeBytes { InflateStream.sniff($0) } : nil
+            if stream == nil && plain == nil && (avail >= 4 || isEnded) {
+                var head = [UInt8](repeating: 0, count: 4)
+                let n = avail >= 2 ? head.withUnsafeMutableBytes { pread(fd, $0.baseAddress, Int(min(avail, 4)), 0) } : 0
+                var format = n >= 2 ? head.withUnsafeBytes { InflateStream.sniff(UnsafeRawBufferPointer(rebasing: $0[0..<2])) } : nil
+                isZip = n == 4 && ZipExtractor.isZip(head)
                 if format == nil, let enc = encoding.withLock({ $0 })?.lowercased(), enc == "deflate" { format = .deflate }
                 if let format {
                     do { stream = try InflateStream(format: format, limit: limit, maxRatio: maxRatio) } catch { return .failed(error.message) }
@@ -191,6 +202,16 @@ public final class PartInflater: Sendable {
                 continue
             }
             if isEnded && pos >= avail {
+                if isZip {
+                    do {
+                        return .extracted(try ZipExtractor.extract(part, into: extractInto, limit: limit, maxRatio: maxRatio, reserved: reserved))
+                    } catch {
+                        switch error {
+                        case .bad(let why): return .failed(why)
+                        case .write(let why): return .writeFailed(why)
+                        }
+                    }
+                }
                 if let plain { return .notCompressed(bytes: plain.bytes, sha256: plain.finish()) }
                 // (A part shorter than two bytes was decided "plain" above.)
                 guard let s = stream, let h = hasher else { return .failed("the part was never examined") }

@@ -1,4 +1,4 @@
-import CZlib
+import JFZlib
 import Glibc
 
 /// Streaming gzip/zlib/raw-deflate decompression with the rules the field
@@ -65,7 +65,7 @@ public final class InflateStream {
             repeat {
                 stream.next_out = output
                 stream.avail_out = UInt32(Self.chunk)
-                status = CZlib.inflate(&stream, Z_NO_FLUSH)
+                status = JFZlib.inflate(&stream, Z_NO_FLUSH)
                 guard status == Z_OK || status == Z_STREAM_END || status == Z_BUF_ERROR else {
                     let msg = stream.msg.map { String(cString: $0) } ?? "zlib error \(status)"
                     throw JobFetchError("compressed data is corrupt: \(msg)")

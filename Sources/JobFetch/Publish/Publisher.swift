@@ -58,6 +58,16 @@ public struct Publisher: Sendable {
         let staging = stagingDirectory(key)
         try FileIO.makeDirectories(staging)
         for f in m.files { try FileIO.fsyncFile(staging + "/" + f.name) }
+        // Subdirectories (an extracted zip) are made durable too.
+        var subdirectories = Set<String>()
+        for f in m.files {
+            var dir = f.name
+            while let slash = dir.lastIndex(of: "/") {
+                dir = String(dir[..<slash])
+                subdirectories.insert(dir)
+            }
+        }
+        for sub in subdirectories.sorted(by: >) { try FileIO.fsyncDirectory(staging + "/" + sub) }
         let json = JSONWriter.string(Self.jobJSON(m), pretty: true) + "\n"
         try FileIO.writeAtomically(staging + "/job.json", Array(json.utf8))
         let kindDir = "\(outputDir)/\(key.kind)"

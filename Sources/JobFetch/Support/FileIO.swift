@@ -135,6 +135,28 @@ public enum FileIO {
         }
     }
 
+    /// The regular files under `dir`, as sorted relative paths; symlinks are
+    /// not followed and top-level dotfiles (work files) are left out.
+    public static func regularFiles(under dir: String) throws(SystemError) -> [String] {
+        var out: [String] = []
+        func walk(_ relative: String) throws(SystemError) {
+            let path = relative.isEmpty ? dir : dir + "/" + relative
+            for name in try list(path) {
+                if relative.isEmpty && name.hasPrefix(".") { continue }
+                let rel = relative.isEmpty ? name : relative + "/" + name
+                var st = stat()
+                guard lstat(dir + "/" + rel, &st) == 0 else { continue }
+                switch st.st_mode & S_IFMT {
+                case S_IFDIR: try walk(rel)
+                case S_IFREG: out.append(rel)
+                default: break
+                }
+            }
+        }
+        try walk("")
+        return out.sorted()
+    }
+
     /// Names in a directory, without `.` and `..`.
     public static func list(_ dir: String) throws(SystemError) -> [String] {
         guard let d = opendir(dir) else { throw SystemError("opendir", dir) }
