@@ -248,4 +248,24 @@ import Testing
         #expect(link["outcome"] == "failed")
         #expect(link["reason"]?.scalarText?.contains("points outside the job directory") == true, "\(String(describing: link["reason"]))")
     }
+
+    @Test func belowMinFreeSpaceDownloadsWaitAndThenGoOn() throws {
+        let (inst, nginx) = try setUp(daemonLines: "min_free_space = 100000G")
+        try FileIO.writeAtomically(nginx.www + "/small.csv", Array("id\n1\n".utf8))
+        try inst.startDaemon()
+        try add(inst, nginx, "ext-space", "/small.csv")
+        // The job completes at the API, then waits: no download starts.
+        #expect(inst.api.waitForLine { $0 == "STATUS ext-space completed" } != nil)
+        #expect(try Inotify.wait(until: { inst.daemonLog.contains("dataset/ext-space: waiting for disk space:") }, in: inst.root,
+                                 mask: UInt32(IN_MODIFY), timeout: 30))
+        #expect(nginx.accessLog.filter { request($0, "/small.csv") }.isEmpty)
+        #expect(try inst.ctl(["status", "dataset", "ext-space"]).out.contains("last error:  waiting for disk space"))
+        // With space (the limit lowered), the download goes on.
+        inst.killDaemon()
+        let conf = try String(decoding: FileIO.readAll(inst.configPath), as: UTF8.self).replacingOccurrences(of: "min_free_space = 100000G", with: "min_free_space = 0")
+        try FileIO.writeAtomically(inst.configPath, Array(conf.utf8))
+        try inst.startDaemon()
+        #expect(try inst.waitForResult("ext-space"))
+        #expect(try inst.jobJSON("ext-space")["outcome"] == "succeeded")
+    }
 }

@@ -27,6 +27,12 @@ public struct DaemonSettings: Sendable, Equatable {
     /// Decompressed output may be at most this many times the download (bombs).
     public var maxCompressionRatio: Double = 250
     public var metricsFile: String?
+    /// Connections to one host at a time (status requests and downloads).
+    public var maxHostConnections = 8
+    public var connectTimeout: Double = 15
+    /// A download slower than `lowSpeedLimit` bytes/s for `lowSpeedTime` stops (and resumes later).
+    public var lowSpeedLimit: Int64 = 1024
+    public var lowSpeedTime: Double = 60
 
     public init() {}
 

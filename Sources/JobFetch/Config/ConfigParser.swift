@@ -22,7 +22,8 @@ public struct ConfigParser {
     }
 
     static let daemonKeys = ["spool_dir", "state_dir", "output_dir", "max_downloads", "max_polls", "log_level",
-                             "max_artifact_size", "max_output_size", "max_compression_ratio", "min_free_space", "metrics_file"]
+                             "max_artifact_size", "max_output_size", "max_compression_ratio", "min_free_space", "metrics_file",
+                             "max_host_connections", "connect_timeout", "low_speed_limit", "low_speed_time"]
     static let kindKeys = ["preset", "status_url", "header", "poll_interval", "max_poll_interval", "timeout",
                            "rate_limit", "not_found_grace", "allow_insecure_http"] + StatusMapping.keys
     static let repeatable: Set<String> = ["header"]
@@ -147,6 +148,10 @@ public struct ConfigParser {
                 }
             case "max_artifact_size": if let n = size(e, value) { d.maxArtifactSize = n }
             case "max_output_size": if let n = size(e, value) { d.maxOutputSize = n }
+            case "max_host_connections": if let n = integer(e, value, 1...1024) { d.maxHostConnections = n }
+            case "connect_timeout": if let t = duration(e, value) { d.connectTimeout = t }
+            case "low_speed_limit": if let n = size(e, value) { d.lowSpeedLimit = n }
+            case "low_speed_time": if let t = duration(e, value) { d.lowSpeedTime = t }
             case "max_compression_ratio": if let n = integer(e, value, 10...100_000) { d.maxCompressionRatio = Double(n) }
             case "min_free_space": if let n = size(e, value, allowZero: true) { d.minFreeSpace = n }
             default: break

@@ -11,6 +11,7 @@ extension Engine {
         var request = HTTPRequest(url: url, headers: hdrs + ["Accept: application/json"],
                                   body: .memory(limit: Self.statusBodyLimit), timeout: Self.statusTimeout)
         request.acceptEncoding = true
+        request.connectTimeout = config.daemon.connectTimeout
         return request
     }
 

@@ -20,6 +20,17 @@ extension Engine {
             save(r, event: "no usable result URL; polling again")
             return
         }
+        if let free = FileIO.freeSpace(config.daemon.outputDir), free < config.daemon.minFreeSpace {
+            // New transfers wait for space; the job keeps its place and its part.
+            r.nextAt = now + 5
+            r.lastError = "waiting for disk space: \(Units.formatBytes(free)) free on the output filesystem, min_free_space is \(Units.formatBytes(config.daemon.minFreeSpace))"
+            if now >= lowSpaceNoticeAfter {
+                logger.notice("\(r.lastError ?? ""); downloads wait", metadata: Logger.job(r.key))
+                lowSpaceNoticeAfter = now + 300
+            }
+            save(r)
+            return
+        }
         if let expiry = PresignedURL.expiry(url.text), expiry <= now {
             refreshResultURL(&r, kind: kind, url: url, why: "its expiry (\(Timestamp.iso8601(expiry))) has passed", now: now)
             return
@@ -51,8 +62,11 @@ extension Engine {
                                            reserved: kind.mapping.documentNames)
             decoders[r.key] = decoder
             if let resume { decoder.observe(.size(resume.synced)) }
-            let request = HTTPRequest(url: url, headers: hdrs, body: .file(path: part, limit: config.daemon.maxArtifactSize, resume: resume,
+            var request = HTTPRequest(url: url, headers: hdrs, body: .file(path: part, limit: config.daemon.maxArtifactSize, resume: resume,
                                                                           observer: { decoder.observe($0) }), timeout: nil)
+            request.connectTimeout = config.daemon.connectTimeout
+            request.lowSpeedLimit = Int(config.daemon.lowSpeedLimit)
+            request.lowSpeedTime = config.daemon.lowSpeedTime
             let credentials = hdrs.isEmpty ? " (no credentials: another origin)" : ""
             if let resume {
                 logger.info("resuming \(url.redacted) from \(Units.formatBytes(resume.synced))\(credentials)", metadata: Logger.job(r.key))

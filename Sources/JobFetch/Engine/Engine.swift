@@ -50,6 +50,8 @@ public final class Engine {
     var warnedUnknownStatus: Set<String> = []
     var warnedMissingKind: Set<String> = []
     var stopping = false
+    /// When the low-disk-space notice may be logged again.
+    var lowSpaceNoticeAfter = 0.0
 
     public init(config: Config, configPath: String, logger: Logger) throws {
         self.config = config
@@ -61,7 +63,7 @@ public final class Engine {
         try FileIO.makeDirectories(d.outputDir)
         try FileIO.makeDirectories(d.outputDir + "/.incoming")
         store = try JobStore(path: d.databasePath)
-        http = try CurlMulti(maxPerHost: 8, maxTotal: d.maxPolls + d.maxDownloads)
+        http = try CurlMulti(maxPerHost: d.maxHostConnections, maxTotal: d.maxPolls + d.maxDownloads)
         inotify = try Inotify()
         signals = try SignalFD()
         publisher = Publisher(outputDir: d.outputDir)

@@ -19,6 +19,9 @@ public struct HTTPRequest: Sendable {
     /// Whole-request time limit; nil for downloads, which use the low-speed limit.
     public var timeout: Double?
     public var connectTimeout: Double = 15
+    /// Stop when slower than `lowSpeedLimit` bytes/s for `lowSpeedTime` seconds.
+    public var lowSpeedLimit = 1
+    public var lowSpeedTime: Double = 60
     public var acceptEncoding = false
 
     public init(url: ParsedURL, headers: [String], body: Body, timeout: Double?) {

@@ -56,8 +56,8 @@ final class Transfer {
         try set(CURLOPT_USERAGENT, "jobfetchd/\(Version.string)", "USERAGENT")
         try set(CURLOPT_CONNECTTIMEOUT_MS, Int(request.connectTimeout * 1000), "CONNECTTIMEOUT_MS")
         if let t = request.timeout { try set(CURLOPT_TIMEOUT_MS, Int(t * 1000), "TIMEOUT_MS") }
-        try set(CURLOPT_LOW_SPEED_LIMIT, 1, "LOW_SPEED_LIMIT")
-        try set(CURLOPT_LOW_SPEED_TIME, 60, "LOW_SPEED_TIME")
+        try set(CURLOPT_LOW_SPEED_LIMIT, max(1, request.lowSpeedLimit), "LOW_SPEED_LIMIT")
+        try set(CURLOPT_LOW_SPEED_TIME, max(1, Int(request.lowSpeedTime)), "LOW_SPEED_TIME")
         if request.acceptEncoding { try set(CURLOPT_ACCEPT_ENCODING, "", "ACCEPT_ENCODING") }
         try CurlError.check(jf_easy_setopt_ptr(h, CURLOPT_ERRORBUFFER, &errorBuffer), "ERRORBUFFER")
 

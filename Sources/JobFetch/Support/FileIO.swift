@@ -157,6 +157,13 @@ public enum FileIO {
         return out.sorted()
     }
 
+    /// Bytes free for an unprivileged writer on the filesystem holding `path`.
+    public static func freeSpace(_ path: String) -> Int64? {
+        var st = statvfs()
+        guard statvfs(path, &st) == 0 else { return nil }
+        return Int64(st.f_bavail) * Int64(st.f_frsize)
+    }
+
     /// Names in a directory, without `.` and `..`.
     public static func list(_ dir: String) throws(SystemError) -> [String] {
         guard let d = opendir(dir) else { throw SystemError("opendir", dir) }
