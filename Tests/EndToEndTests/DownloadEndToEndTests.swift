@@ -268,4 +268,24 @@ import Testing
         #expect(try inst.waitForResult("ext-space"))
         #expect(try inst.jobJSON("ext-space")["outcome"] == "succeeded")
     }
+
+    @Test func aDroppedConnectionResumesWhereTheDataIsOnDisk() throws {
+        let (inst, nginx) = try setUp()
+        let data = pseudoRandomBytes(12 << 20, seed: 9)
+        try FileIO.writeAtomically(nginx.www + "/slow/net.bin", data)
+        try inst.startDaemon()
+        try add(inst, nginx, "ext-net", "/slow/net.bin")
+        let part = try #require(try inst.waitForPart("ext-net"))
+        // The server goes away mid-transfer; the daemon stays up and retries.
+        nginx.kill()
+        #expect(try Inotify.wait(until: { inst.daemonLog.contains("dataset/ext-net: download from") }, in: inst.root,
+                                 mask: UInt32(IN_MODIFY), timeout: 30))
+        try nginx.restart()
+        #expect(try inst.waitForResult("ext-net"), "log:\n\(inst.daemonLog)")
+        #expect(try FileIO.readAll("\(inst.output)/dataset/ext-net/net.bin", limit: 64 << 20) == data)
+        let last = try #require(nginx.accessLog.filter { request($0, "/slow/net.bin") && field($0, "status") == "206" }.last)
+        let from = Int64(field(last, "range").dropFirst(6).dropLast()) ?? -1
+        #expect(from >= part.synced, "resumed from \(from)")
+        #expect(inst.daemonLog.contains("it resumes from there"))
+    }
 }

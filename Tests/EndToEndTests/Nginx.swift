@@ -8,7 +8,7 @@ import JobFetch
 final class Nginx {
     let root: String
     let port: Int
-    let child: Child
+    private(set) var child: Child
     var www: String { root + "/www" }
     var base: String { "http://127.0.0.1:\(port)" }
 
@@ -50,11 +50,29 @@ final class Nginx {
             }
             """
         try FileIO.writeAtomically(root + "/nginx.conf", Array(conf.utf8))
-        child = try Child([binary, "-p", root, "-c", root + "/nginx.conf", "-e", root + "/error.log"], stderrPath: root + "/nginx.stderr")
+        child = try Self.launch(binary, root)
+    }
+
+    static func launch(_ binary: String, _ root: String) throws -> Child {
+        FileIO.unlinkIfPresent(root + "/nginx.pid")
+        let child = try Child([binary, "-p", root, "-c", root + "/nginx.conf", "-e", root + "/error.log"], stderrPath: root + "/nginx.stderr")
         // The pid file is written once the listening socket is open.
         guard try Inotify.wait(for: "nginx.pid", in: root, timeout: 30) else {
             throw JobFetchError("nginx did not start: \((try? String(contentsOfFile: root + "/error.log", encoding: .utf8)) ?? "")")
         }
+        return child
+    }
+
+    /// Kills nginx (connections drop mid-transfer).
+    func kill() {
+        child.signal(SIGKILL)
+        child.waitExit()
+    }
+
+    /// Starts it again on the same port.
+    func restart() throws {
+        guard let binary = Self.binary else { return }
+        child = try Self.launch(binary, root)
     }
 
     deinit { child.signal(SIGKILL) }
