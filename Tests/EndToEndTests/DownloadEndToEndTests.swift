@@ -288,4 +288,18 @@ import Testing
         #expect(from >= part.synced, "resumed from \(from)")
         #expect(inst.daemonLog.contains("it resumes from there"))
     }
+
+    @Test func maxArtifactSizeIsCheckedBeforeWriting() throws {
+        let (inst, nginx) = try setUp(daemonLines: "max_artifact_size = 100k")
+        try FileIO.writeAtomically(nginx.www + "/large.bin", pseudoRandomBytes(300_000, seed: 10))
+        try inst.startDaemon()
+        try add(inst, nginx, "ext-large", "/large.bin")
+        #expect(try inst.waitForResult("ext-large"))
+        let job = try inst.jobJSON("ext-large")
+        #expect(job["outcome"] == "failed")
+        #expect(job["reason"] == .string("the result at \(nginx.base)/large.bin is larger than max_artifact_size (100.0 KiB)"))
+        // Refused on its Content-Length: not a byte reached the part.
+        #expect(!inst.daemonLog.contains("ext-large: downloaded"))
+        #expect(try FileIO.list("\(inst.output)/dataset/ext-large") == ["job.json"])
+    }
 }
