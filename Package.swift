@@ -37,13 +37,15 @@ let package = Package(
             name: "jobfetchctl",
             dependencies: ["JobFetch", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
+        // Helpers both test targets use.
+        .target(name: "TestSupport", path: "Tests/TestSupport"),
         .testTarget(
             name: "JobFetchTests",
-            dependencies: ["JobFetch"]
+            dependencies: ["JobFetch", "TestSupport"]
         ),
         .testTarget(
             name: "EndToEndTests",
-            dependencies: ["JobFetch", "jobfetchd", "jobfetchctl"]
+            dependencies: ["JobFetch", "TestSupport", "jobfetchd", "jobfetchctl"]
         ),
     ],
     swiftLanguageModes: [.v6]

@@ -2,6 +2,7 @@ import Foundation
 import Glibc
 import JobFetch
 import Testing
+import TestSupport
 
 /// Downloads against a real nginx: resume after kill -9 (Range + If-Range),
 /// servers that ignore ranges, files replaced between attempts, 416 on a

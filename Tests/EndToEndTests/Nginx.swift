@@ -118,14 +118,3 @@ func pseudoRandomBytes(_ count: Int, seed: UInt64) -> [UInt8] {
     }
     return out
 }
-
-/// Runs a shell command; returns its exit status.
-@discardableResult
-func shell(_ command: String) -> Int32 {
-    let p = Process()
-    p.executableURL = URL(fileURLWithPath: "/bin/sh")
-    p.arguments = ["-c", command]
-    do { try p.run() } catch { return -1 }
-    p.waitUntilExit()
-    return p.terminationStatus
-}

@@ -1,5 +1,6 @@
 import Glibc
 import Testing
+import TestSupport
 @testable import JobFetch
 
 /// The decompressor that follows a growing `.part` on its own thread.

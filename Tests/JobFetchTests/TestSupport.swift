@@ -17,14 +17,3 @@ func fixture(_ path: String) throws -> [UInt8] {
 func write(_ path: String, _ text: String) throws {
     try FileIO.writeAtomically(path, Array(text.utf8))
 }
-
-/// Runs a command and returns its exit status.
-@discardableResult
-func shell(_ command: String) -> Int32 {
-    let p = Process()
-    p.executableURL = URL(fileURLWithPath: "/bin/sh")
-    p.arguments = ["-c", command]
-    do { try p.run() } catch { return -1 }
-    p.waitUntilExit()
-    return p.terminationStatus
-}

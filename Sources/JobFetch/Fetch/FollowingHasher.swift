@@ -1,4 +1,3 @@
-import CLinux
 import Foundation
 import Glibc
 import Synchronization
@@ -10,26 +9,17 @@ public final class FollowingHasher: Sendable {
     private let available = Atomic<Int64>(0)
     private let ended = Atomic<Bool>(false)
     private let cancelled = Atomic<Bool>(false)
-    private let wakeFD: Int32
-    private let doneFD: Int32
+    private let wakeUp: EventFD
+    private let done: EventFD
     private let result = Mutex<Result<String, SystemError>?>(nil)
 
     public init(path: String) throws(SystemError) {
         self.path = path
-        let wake = eventfd(0, Int32(EFD_NONBLOCK | EFD_CLOEXEC))
-        guard wake >= 0 else { throw SystemError("eventfd", path) }
-        let done = eventfd(0, Int32(EFD_CLOEXEC))
-        guard done >= 0 else { close(wake); throw SystemError("eventfd", path) }
-        wakeFD = wake
-        doneFD = done
+        wakeUp = try EventFD(nonblocking: true, for: path)
+        done = try EventFD(nonblocking: false, for: path)
         let thread = Thread { [self] in self.run() }
         thread.name = "jobfetchd-sha256"
         thread.start()
-    }
-
-    deinit {
-        close(wakeFD)
-        close(doneFD)
     }
 
     public func advance(to size: Int64) {
@@ -47,21 +37,16 @@ public final class FollowingHasher: Sendable {
         available.store(size, ordering: .sequentiallyConsistent)
         ended.store(true, ordering: .sequentiallyConsistent)
         wake()
-        var n: UInt64 = 0
-        while read(doneFD, &n, 8) < 0 && errno == EINTR {}
+        done.wait(timeoutMs: -1)
         return result.withLock { $0 } ?? .failure(SystemError("sha256", path, errno: ECANCELED))
     }
 
-    private func wake() {
-        var one: UInt64 = 1
-        _ = write(wakeFD, &one, 8)
-    }
+    private func wake() { wakeUp.signal() }
 
     private func run() {
         let r = hash()
         result.withLock { $0 = r }
-        var one: UInt64 = 1
-        _ = write(doneFD, &one, 8)
+        done.signal()
     }
 
     private func hash() -> Result<String, SystemError> {
@@ -88,10 +73,7 @@ public final class FollowingHasher: Sendable {
                 continue
             }
             if isEnded { return .success(sha.finish()) }
-            var p = pollfd(fd: wakeFD, events: Int16(POLLIN), revents: 0)
-            _ = poll(&p, 1, 1000)
-            var count: UInt64 = 0
-            _ = read(wakeFD, &count, 8)
+            wakeUp.wait(timeoutMs: 1000)
         }
         return .failure(SystemError("sha256", path, errno: ECANCELED))
     }

@@ -40,9 +40,10 @@ public final class PartInflater: Sendable {
     let extractInto: String
     let reserved: Set<String>
     /// Readable once `outcome` is set.
-    public let doneFD: Int32
-    /// An eventfd the engine writes to when there is more to read.
-    private let wakeFD: Int32
+    public var doneFD: Int32 { done.fd }
+    private let done: EventFD
+    /// Signalled by the engine when there is more to read.
+    private let wakeUp: EventFD
     private let available = Atomic<Int64>(0)
     private let ended = Atomic<Bool>(false)
     private let cancelled = Atomic<Bool>(false)
@@ -59,21 +60,12 @@ public final class PartInflater: Sendable {
         self.maxRatio = maxRatio
         self.extractInto = extractInto ?? FileIO.parent(part)
         self.reserved = reserved
-        let wake = eventfd(0, Int32(EFD_NONBLOCK | EFD_CLOEXEC))
-        guard wake >= 0 else { throw SystemError("eventfd", part) }
-        let done = eventfd(0, Int32(EFD_NONBLOCK | EFD_CLOEXEC))
-        guard done >= 0 else { close(wake); throw SystemError("eventfd", part) }
-        wakeFD = wake
-        doneFD = done
-        // The thread holds the inflater until it returns; deinit (closing the fds) comes after.
+        wakeUp = try EventFD(nonblocking: true, for: part)
+        done = try EventFD(nonblocking: true, for: part)
+        // The thread holds the inflater until it returns, so the eventfds outlive it.
         let thread = Thread { [self] in self.run() }
         thread.name = "jobfetchd-inflate"
         thread.start()
-    }
-
-    deinit {
-        close(wakeFD)
-        close(doneFD)
     }
 
     public var outcome: Outcome? { result.withLock { $0 } }
@@ -105,18 +97,14 @@ public final class PartInflater: Sendable {
         wake()
     }
 
-    private func wake() {
-        var one: UInt64 = 1
-        _ = write(wakeFD, &one, 8)
-    }
+    private func wake() { wakeUp.signal() }
 
     // MARK: the worker
 
     private func run() {
         let outcome = decode()
         result.withLock { $0 = outcome }
-        var one: UInt64 = 1
-        _ = write(doneFD, &one, 8)
+        done.signal()
     }
 
     private enum Restart: Error { case again }
@@ -223,10 +211,7 @@ public final class PartInflater: Sendable {
                 }
             }
             // Nothing to read yet: sleep until the engine reports more.
-            var p = pollfd(fd: wakeFD, events: Int16(POLLIN), revents: 0)
-            _ = poll(&p, 1, 1000)
-            var count: UInt64 = 0
-            _ = read(wakeFD, &count, 8)
+            wakeUp.wait(timeoutMs: 1000)
         }
     }
 }
