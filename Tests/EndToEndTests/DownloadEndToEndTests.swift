@@ -303,4 +303,27 @@ import TestSupport
         #expect(!inst.daemonLog.contains("ext-large: downloaded"))
         #expect(try FileIO.list("\(inst.output)/dataset/ext-large") == ["job.json"])
     }
+
+    @Test func sigtermCheckpointsTheWholePartSoNothingIsSentTwice() throws {
+        let (inst, nginx) = try setUp()
+        let data = pseudoRandomBytes(12 << 20, seed: 11)
+        try FileIO.writeAtomically(nginx.www + "/slow/term.bin", data)
+        try inst.startDaemon()
+        try add(inst, nginx, "ext-term", "/slow/term.bin")
+        #expect(try inst.waitForPart("ext-term") != nil)
+        inst.daemon?.signal(SIGTERM)
+        #expect(inst.daemon?.waitExit() == 0)
+        inst.daemon = nil
+        // Every byte that arrived is on disk and recorded.
+        let partPath = "\(inst.output)/.incoming/dataset/ext-term/.artifact.part"
+        let part = try #require(PartSidecar.load(part: partPath))
+        #expect(part.synced == FileIO.size(partPath))
+        #expect(inst.daemonLog.contains("dataset/ext-term: download interrupted by shutdown at"))
+        try inst.startDaemon()
+        #expect(try inst.waitForResult("ext-term"), "log:\n\(inst.daemonLog)")
+        #expect(try FileIO.readAll("\(inst.output)/dataset/ext-term/term.bin", limit: 64 << 20) == data)
+        let last = try #require(nginx.accessLog.filter { request($0, "/slow/term.bin") }.last)
+        #expect(field(last, "range") == "bytes=\(part.synced)-")
+        #expect(field(last, "status") == "206")
+    }
 }

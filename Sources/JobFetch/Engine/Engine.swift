@@ -218,11 +218,15 @@ public final class Engine {
     }
 
     func shutdown() {
-        // Transfers in flight are abandoned; their jobs keep their state and
-        // are picked up again at the next start.
+        // Requests in flight stop; a download's part is flushed and recorded
+        // whole, so the next start resumes it without re-sending a byte.
         for (tag, purpose) in inFlight {
-            http.cancel(tag)
-            logger.info("interrupted by shutdown; resumes at next start", metadata: Logger.job(purpose.key))
+            if let bytes = http.cancel(tag, checkpoint: true) {
+                logger.info("download interrupted by shutdown at \(Units.formatBytes(bytes)), on disk; it resumes from there at the next start",
+                            metadata: Logger.job(purpose.key))
+            } else {
+                logger.info("interrupted by shutdown; resumes at the next start", metadata: Logger.job(purpose.key))
+            }
         }
         inFlight = [:]
         for key in Array(decoders.keys) { dropDecoder(key) }

@@ -129,11 +129,20 @@ final class PartWriter {
     /// The end of the transfer, whatever it was: what arrived is kept, and
     /// recorded as far as it is known to be on disk. (A whole download is
     /// fsynced when it is published.)
-    func finish() {
-        if fd >= 0 {
+    func finish(durably: Bool = false) {
+        guard fd >= 0 else { return }
+        if durably, var s = sidecar, size > s.synced {
+            // Everything that arrived, on disk and recorded.
+            if fdatasync(fd) == 0 {
+                s.synced = size
+                do { try s.save(part: path); sidecar = s } catch { self.error = error }
+            } else {
+                error = SystemError("fdatasync", path)
+            }
+        } else {
             checkpoint()
-            close(fd)
-            fd = -1
         }
+        close(fd)
+        fd = -1
     }
 }

@@ -47,10 +47,17 @@ public final class CurlMulti {
     }
 
     /// Stops a request in flight; nothing is reported for it.
-    public func cancel(_ tag: Int) {
-        guard let t = byTag.removeValue(forKey: tag) else { return }
+    /// With `checkpoint`, a download's part is flushed and its sidecar
+    /// records every byte (a shutdown: the next start re-sends nothing);
+    /// returns the bytes in the part.
+    @discardableResult
+    public func cancel(_ tag: Int, checkpoint: Bool = false) -> Int64? {
+        guard let t = byTag.removeValue(forKey: tag) else { return nil }
         curl_multi_remove_handle(multi, t.easy)
         transfers[t.easy] = nil
+        guard checkpoint, let part = t.part else { return nil }
+        part.finish(durably: true)
+        return part.size
     }
 
     /// Drives the transfers and sleeps until something happens or `timeout`
