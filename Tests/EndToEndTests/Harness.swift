@@ -161,9 +161,9 @@ final class Installation {
 
     /// Starts jobfetchd and waits until it has set up its directories
     /// (from then on a spool file is either scanned at start or seen by inotify).
-    func startDaemon() throws {
+    func startDaemon(environment: [String: String] = [:]) throws {
         try FileIO.makeDirectories(output)
-        let d = try Child([Self.binDir + "/jobfetchd", "--config", configPath], stderrPath: root + "/daemon.log")
+        let d = try Child([Self.binDir + "/jobfetchd", "--config", configPath], environment: environment, stderrPath: root + "/daemon.log")
         daemon = d
         guard try Inotify.wait(for: "dataset", in: output, timeout: 30) else {
             throw JobFetchError("jobfetchd did not start; log:\n\(daemonLog)")

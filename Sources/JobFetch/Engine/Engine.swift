@@ -34,6 +34,9 @@ public final class Engine {
     let intake: SpoolIntake
     let secrets = SecretFileCache()
     let lock: StateLock
+    let notifier = SystemdNotifier(environment: ConfigParser.Environment.process.variables)
+    /// When systemd next hears from the loop (watchdog and status).
+    var nextNotifyAt = 0.0
 
     var inFlight: [Int: Purpose] = [:]
     /// Decompressors following downloads in progress, by job.
@@ -80,6 +83,9 @@ public final class Engine {
         let now = Clock.now()
         intake.scanAll(now: now)
         logger.notice("jobfetchd \(Version.string) started: \(config.kinds.count) kind(s), spool \(config.daemon.spoolDir), output \(config.daemon.outputDir)")
+        // The store is open and the spool scanned: from now on nothing dropped in is missed.
+        notifier.send("READY=1\nSTATUS=\(statusLine())")
+        nextNotifyAt = now + notifyInterval
         while !stopping {
             let now = Clock.now()
             intake.recheck(now: now)
@@ -93,6 +99,7 @@ public final class Engine {
             }
             finishDecodes()
             handleSignals()
+            notifySystemd(now: Clock.now())
             do { intake.handle(try inotify.read(), now: Clock.now()) } catch {
                 logger.error("reading spool events failed: \(error)")
             }
@@ -138,6 +145,7 @@ public final class Engine {
             wake = now + 5
         }
         if let t = intake.recheckAt { wake = min(wake, t) }
+        if notifier.isActive { wake = min(wake, nextNotifyAt) }
         return wake
     }
 
@@ -217,7 +225,29 @@ public final class Engine {
         }
     }
 
+    // MARK: systemd
+
+    /// Half the watchdog period when systemd set one, else a status refresh every 30 s.
+    var notifyInterval: Double { min(notifier.watchdogInterval ?? 30, 30) }
+
+    /// `WATCHDOG=1` proves the loop itself turns (a stuck engine stops sending
+    /// and systemd restarts it); `STATUS=` carries the one-line summary.
+    func notifySystemd(now: Double) {
+        guard notifier.isActive, now >= nextNotifyAt else { return }
+        nextNotifyAt = now + notifyInterval
+        notifier.send((notifier.watchdogInterval != nil ? "WATCHDOG=1\n" : "") + "STATUS=\(statusLine())")
+    }
+
+    /// For `systemctl status`: jobs by phase and the requests in flight.
+    func statusLine() -> String {
+        var by: [JobState: Int] = [:]
+        if let counts = try? store.counts() { for c in counts { by[c.state, default: 0] += c.count } }
+        let waiting = (by[.registered] ?? 0) + (by[.polling] ?? 0)
+        return "\(waiting) job(s) polling, \(by[.fetching] ?? 0) fetching; \(pollsInFlight) status request(s) and \(fetchesInFlight) download(s) in flight; \(by[.succeeded] ?? 0) succeeded, \(by[.failed] ?? 0) failed"
+    }
+
     func shutdown() {
+        notifier.send("STOPPING=1\nSTATUS=stopping")
         // Requests in flight stop; a download's part is flushed and recorded
         // whole, so the next start resumes it without re-sending a byte.
         for (tag, purpose) in inFlight {
