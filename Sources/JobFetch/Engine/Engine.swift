@@ -214,6 +214,8 @@ public final class Engine {
             config = updated
             LineLogHandler.setLevel(fresh.daemon.logLevel)
             try intake.watch(kinds: config.kinds.map(\.name))
+            // As at start: a new kind's output directory exists once its spool is watched.
+            for kind in config.kinds { try FileIO.makeDirectories(config.daemon.outputDir + "/" + kind.name) }
             buckets = [:]
             warnedMissingKind = []
             intake.scanAll(now: Clock.now())
