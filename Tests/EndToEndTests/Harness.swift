@@ -137,7 +137,7 @@ final class Installation {
             spool_dir = \(root)/spool
             state_dir = \(root)/state
             output_dir = \(root)/output
-            log_level = debug\(daemonLines.isEmpty ? "" : "\n" + daemonLines)
+            log_level = debug\(daemonLines.isEmpty ? "" : "\n" + daemonLines.replacingOccurrences(of: "{ROOT}", with: root))
 
             [kind dataset]
             preset = dataset

@@ -72,6 +72,7 @@ extension Engine {
             let path = try publisher.publish(Publisher.Manifest(record: r, outcome: outcome, files: files, finishedAt: r.finishedAt ?? Clock.now()))
             finishPublished(&r, path: path, recovered: false)
         } catch {
+            metrics.publishFailed(r.key.kind)
             r.lastError = "publishing failed: \(error)"
             r.nextAt = Clock.now() + 30
             logger.error("publishing failed, retrying in 30s: \(error)", metadata: Logger.job(r.key))
@@ -87,6 +88,7 @@ extension Engine {
         case .cancelled: .cancelled
         }
         r.updatedAt = Clock.now()
+        metrics.finished(r.key.kind, outcome: outcome)
         save(r, event: "published to \(path)")
         logger.info("published \(outcome.rawValue) to \(path)\(recovered ? " (recovered)" : "")", metadata: Logger.job(r.key))
     }

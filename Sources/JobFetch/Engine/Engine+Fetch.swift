@@ -100,6 +100,8 @@ extension Engine {
         r.lastHTTPStatus = response.status == 0 ? nil : response.status
         r.bytesDone = response.bytesWritten
         let part = partPath(key)
+        metrics.downloaded(kind.name, bytes: response.bytesWritten - response.resumedFrom)
+        if response.error != nil || response.writeError != nil { metrics.transferFailed(kind.name) }
 
         func retry(_ problem: String, level: Logger.Level = .warning) {
             scheduleRetry(&r, kind: kind, problem: problem, response: response, now: now, level: level)

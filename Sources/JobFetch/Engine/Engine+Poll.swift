@@ -19,6 +19,7 @@ extension Engine {
         // A redirect is part of the same poll.
         if !(300..<400).contains(response.status) { r.polls += 1 }
         r.lastHTTPStatus = response.status == 0 ? nil : response.status
+        metrics.poll(kind.name, status: response.error == nil ? response.status : 0)
         handleAPIAnswer(&r, kind: kind, url: url, hop: hop, response: response, what: "status endpoint", now: now,
                         again: { .poll(key, url: $0, hop: $1) }) { r in
             readStatus(&r, kind: kind, url: url, response: response, now: now)

@@ -53,6 +53,10 @@ public final class Engine {
     var warnedUnknownStatus: Set<String> = []
     var warnedMissingKind: Set<String> = []
     var stopping = false
+    var metrics = Metrics()
+    let startedAt = Clock.now()
+    /// When the metrics file may next be written.
+    var nextMetricsAt = 0.0
     /// When the low-disk-space notice may be logged again.
     var lowSpaceNoticeAfter = 0.0
 
@@ -100,6 +104,7 @@ public final class Engine {
             finishDecodes()
             handleSignals()
             notifySystemd(now: Clock.now())
+            writeMetrics(now: Clock.now())
             do { intake.handle(try inotify.read(), now: Clock.now()) } catch {
                 logger.error("reading spool events failed: \(error)")
             }
@@ -146,6 +151,7 @@ public final class Engine {
         }
         if let t = intake.recheckAt { wake = min(wake, t) }
         if notifier.isActive { wake = min(wake, nextNotifyAt) }
+        if config.daemon.metricsFile != nil { wake = min(wake, metrics.dirty ? nextMetricsAt : nextMetricsAt + Self.metricsRefresh) }
         return wake
     }
 
@@ -227,6 +233,25 @@ public final class Engine {
         }
     }
 
+    // MARK: metrics
+
+    /// The file is rewritten at most once a second when something changed,
+    /// and every 30 s regardless (the job counts).
+    static let metricsRefresh = 30.0
+
+    func writeMetrics(now: Double, force: Bool = false) {
+        guard let path = config.daemon.metricsFile else { return }
+        guard force || (metrics.dirty && now >= nextMetricsAt) || now >= nextMetricsAt + Self.metricsRefresh else { return }
+        let jobs = (try? store.counts()) ?? []
+        do {
+            try FileIO.writeAtomically(path, Array(metrics.render(jobs: jobs, startedAt: startedAt).utf8))
+            metrics.dirty = false
+        } catch {
+            logger.error("cannot write metrics_file: \(error)")
+        }
+        nextMetricsAt = now + 1
+    }
+
     // MARK: systemd
 
     /// Half the watchdog period when systemd set one, else a status refresh every 30 s.
@@ -262,6 +287,7 @@ public final class Engine {
         }
         inFlight = [:]
         for key in Array(decoders.keys) { dropDecoder(key) }
+        if config.daemon.metricsFile != nil { writeMetrics(now: Clock.now(), force: true) }
         logger.notice("stopped")
     }
 
