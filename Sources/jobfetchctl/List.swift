@@ -1,4 +1,5 @@
 import ArgumentParser
+import Glibc
 import JobFetch
 
 struct List: ParsableCommand {
@@ -15,7 +16,15 @@ struct List: ParsableCommand {
     @Flag(help: "Print a JSON array (the format is documented in the README).")
     var json = false
 
+    @Flag(help: "Refresh the table in place every --interval until interrupted.")
+    var watch = false
+
+    @Option(help: "Seconds between refreshes with --watch.")
+    var interval: Double = 1
+
     func validate() throws {
+        if watch && json { throw ValidationError("--watch shows the table; use --json without it") }
+        guard interval >= 0.1 else { throw ValidationError("--interval must be at least 0.1 (seconds)") }
         if let state, JobState(rawValue: state) == nil {
             throw ValidationError("unknown state \"\(state)\"; states are \(JobState.allCases.map(\.rawValue).joined(separator: ", "))")
         }
@@ -23,13 +32,28 @@ struct List: ParsableCommand {
 
     func run() throws {
         let config = try options.load()
-        let records = try options.openStore(config)?.list(kind: kind, state: state.flatMap(JobState.init(rawValue:))) ?? []
-        if json {
-            print(JSONWriter.string(.array(records.map { JobReport.json($0, outputDir: config.daemon.outputDir) }), pretty: true))
-        } else if records.isEmpty {
-            print("no jobs")
-        } else {
-            print(JobReport.table(records, now: Clock.now()))
+        let colour = isatty(1) == 1 && getenv("NO_COLOR") == nil
+        let filter = state.flatMap(JobState.init(rawValue:))
+        guard watch else {
+            let records = try options.openStore(config)?.list(kind: kind, state: filter) ?? []
+            if json {
+                print(JSONWriter.string(.array(records.map { JobReport.json($0, outputDir: config.daemon.outputDir) }), pretty: true))
+            } else {
+                print(records.isEmpty ? "no jobs" : JobReport.table(records, now: Clock.now(), colour: colour))
+            }
+            return
+        }
+        // A live view: redraw in place (cursor home, clear) until Ctrl-C.
+        while true {
+            let records = try options.openStore(config)?.list(kind: kind, state: filter) ?? []
+            let table = records.isEmpty ? "no jobs" : JobReport.table(records, now: Clock.now(), colour: colour)
+            let header = "jobfetchctl list --watch: \(records.count) job(s), every \(Units.formatDuration(interval)); Ctrl-C to quit"
+            print((colour ? "\u{1B}[H\u{1B}[2J" : "\n") + header + "\n\n" + table)
+            fflush(nil)  // all output streams: stdout without touching the global
+            // The refresh period of a display, not a wait for an event.
+            var left = timespec(tv_sec: Int(interval), tv_nsec: Int((interval - interval.rounded(.down)) * 1e9))
+            var rest = timespec()
+            while nanosleep(&left, &rest) != 0 && errno == EINTR { left = rest }
         }
     }
 }

@@ -326,4 +326,29 @@ import TestSupport
         #expect(field(last, "range") == "bytes=\(part.synced)-")
         #expect(field(last, "status") == "206")
     }
+
+    @Test func listShowsLiveBytesRateAndETA() throws {
+        let (inst, nginx) = try setUp()
+        try FileIO.writeAtomically(nginx.www + "/slow/live.bin", pseudoRandomBytes(12 << 20, seed: 12))
+        try inst.startDaemon()
+        try add(inst, nginx, "ext-live", "/slow/live.bin")
+        // The engine records progress once a second; wait on the database's writes.
+        var row: JSONValue?
+        _ = try Inotify.wait(until: {
+            guard let out = try? inst.ctl(["list", "--json"]).out, case .array(let rows)? = try? JSONParser.parse(out) else { return false }
+            row = rows.first { $0["id"] == "ext-live" && $0["state"] == "fetching" && $0["rate"] != .null && $0["eta_seconds"] != .null }
+            return row != nil
+        }, in: inst.root + "/state", mask: UInt32(IN_MODIFY), timeout: 30)
+        let live = try #require(row)
+        #expect(live["bytes_total"] == .int(12 << 20))
+        let done = live["bytes_done"]?.doubleValue ?? 0
+        #expect(done > 0 && done < Double(12 << 20))
+        // nginx sends 2 MB/s; the rate is of that order.
+        let rate = live["rate"]?.doubleValue ?? 0
+        #expect(rate > 1e6 && rate < 2e7, "rate \(rate)")
+        let table = try inst.ctl(["list"]).out
+        #expect(table.contains("RATE") && table.contains("ETA") && table.contains("/s"), "\(table)")
+        #expect(!table.contains("\u{1B}["), "no colours when stdout is not a terminal")
+        #expect(try inst.waitForResult("ext-live"))
+    }
 }

@@ -28,8 +28,21 @@ final class Child {
         let cArgs = argv.map { strdup($0) } + [nil]
         let cEnv = env.map { strdup("\($0.key)=\($0.value)") } + [nil]
         defer { cArgs.forEach { free($0) }; cEnv.forEach { free($0) } }
+        // The child starts with no signal blocked and default handlers: the test
+        // runner's worker threads block signals, and a spawned process inherits that.
+        var attr = posix_spawnattr_t()
+        posix_spawnattr_init(&attr)
+        defer { posix_spawnattr_destroy(&attr) }
+        var none = sigset_t()
+        sigemptyset(&none)
+        posix_spawnattr_setsigmask(&attr, &none)
+        var defaults = sigset_t()
+        sigemptyset(&defaults)
+        for sig in [SIGINT, SIGTERM, SIGHUP, SIGPIPE, SIGQUIT] { sigaddset(&defaults, sig) }
+        posix_spawnattr_setsigdefault(&attr, &defaults)
+        posix_spawnattr_setflags(&attr, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
         var p: pid_t = 0
-        let rc = posix_spawn(&p, argv[0], &actions, nil, cArgs, cEnv)
+        let rc = posix_spawn(&p, argv[0], &actions, &attr, cArgs, cEnv)
         close(fds[1])
         guard rc == 0 else { close(fds[0]); throw SystemError("posix_spawn", argv[0], errno: rc) }
         pid = p

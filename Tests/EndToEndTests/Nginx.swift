@@ -44,8 +44,8 @@ final class Nginx {
                 server {
                     listen 127.0.0.1:\(port);
                     root \(root)/www;
-                    location /slow/ { limit_rate 4m; }
-                    location /noranges/ { max_ranges 0; limit_rate 4m; }
+                    location /slow/ { limit_rate 2m; }
+                    location /noranges/ { max_ranges 0; limit_rate 2m; }
                 }
             }
             """

@@ -95,4 +95,22 @@ import Testing
         let log = (try? String(contentsOfFile: inst.root + "/second.log", encoding: .utf8)) ?? ""
         #expect(log.contains("another jobfetchd is running with state_dir \(inst.root)/state"), "\(log)")
     }
+
+    @Test func listWatchRefreshesUntilInterrupted() throws {
+        let inst = try Installation()
+        try inst.startDaemon()
+        #expect(try inst.ctl(["add", "dataset", "done-1000-watched"]).status == 0)
+        let watch = try Child([Installation.binDir + "/jobfetchctl", "--config", inst.configPath, "list", "--watch", "--interval", "0.2"],
+                              stderrPath: inst.root + "/watch.err")
+        // Three refreshes, each with the job's row.
+        var frames = 0
+        let third = watch.waitForLine(timeout: 20) { line in
+            if line.hasPrefix("jobfetchctl list --watch: 1 job(s)") { frames += 1 }
+            return frames == 3
+        }
+        #expect(third != nil)
+        #expect(watch.allLines.filter { $0.contains("done-1000-watched") && $0.contains("polling") }.count >= 2)
+        watch.signal(SIGINT)
+        #expect(watch.waitExit() == 128 + SIGINT)
+    }
 }

@@ -91,3 +91,22 @@ import Testing
         #expect(throws: SQLiteError.self) { try JobStore(path: dir + "/s.sqlite") }
     }
 }
+
+@Suite struct JobReportTests {
+    @Test func tableColoursStatesOnlyWhenAsked() throws {
+        var r = JobRecord(key: JobKey(kind: "k", id: try JobID("a")), state: .failed, registeredAt: 0)
+        r.reason = "why"
+        #expect(JobReport.table([r], now: 10, colour: true).contains("\u{1B}[31mfailed\u{1B}[0m"))
+        #expect(!JobReport.table([r], now: 10).contains("\u{1B}["))
+    }
+
+    @Test func etaFromRateAndRemainingBytes() throws {
+        var r = JobRecord(key: JobKey(kind: "k", id: try JobID("a")), state: .fetching, registeredAt: 0)
+        r.bytesDone = 1000
+        r.bytesTotal = 5000
+        r.rate = 400
+        #expect(JobReport.eta(r) == 10)
+        r.state = .succeeded
+        #expect(JobReport.eta(r) == nil)
+    }
+}

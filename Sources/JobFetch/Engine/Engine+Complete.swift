@@ -6,6 +6,7 @@ extension Engine {
     /// Enters `publishing` (durably, with the outcome), then publishes.
     func complete(_ r: inout JobRecord, _ outcome: Outcome, now: Double) {
         r.outcome = outcome
+        r.rate = nil
         r.state = .publishing
         r.finishedAt = now
         r.updatedAt = now

@@ -54,6 +54,9 @@ public final class Engine {
     var warnedMissingKind: Set<String> = []
     var stopping = false
     var metrics = Metrics()
+    /// The last progress sample of each download in flight: time and bytes.
+    var progressSamples: [JobKey: (at: Double, bytes: Int64)] = [:]
+    var nextProgressAt = 0.0
     let startedAt = Clock.now()
     /// When the metrics file may next be written.
     var nextMetricsAt = 0.0
@@ -105,6 +108,7 @@ public final class Engine {
             handleSignals()
             notifySystemd(now: Clock.now())
             writeMetrics(now: Clock.now())
+            recordProgress(now: Clock.now())
             do { intake.handle(try inotify.read(), now: Clock.now()) } catch {
                 logger.error("reading spool events failed: \(error)")
             }
@@ -151,6 +155,7 @@ public final class Engine {
         }
         if let t = intake.recheckAt { wake = min(wake, t) }
         if notifier.isActive { wake = min(wake, nextNotifyAt) }
+        if fetchesInFlight > 0 { wake = min(wake, nextProgressAt) }
         if config.daemon.metricsFile != nil { wake = min(wake, metrics.dirty ? nextMetricsAt : nextMetricsAt + Self.metricsRefresh) }
         return wake
     }
@@ -231,6 +236,32 @@ public final class Engine {
         } catch {
             logger.error("reload failed, keeping the running configuration: \(error)")
         }
+    }
+
+    // MARK: progress
+
+    static let progressInterval = 1.0
+
+    /// Once a second while downloads run: their bytes, expected length and
+    /// rate go to the store, where `jobfetchctl list` reads them.
+    func recordProgress(now: Double) {
+        guard now >= nextProgressAt else { return }
+        nextProgressAt = now + Self.progressInterval
+        var seen = Set<JobKey>()
+        for (tag, purpose) in inFlight {
+            guard case .fetch(let key, _, _) = purpose, let p = http.progress(tag), var r = try? store.job(key) else { continue }
+            seen.insert(key)
+            if let last = progressSamples[key], now > last.at, p.bytes >= last.bytes {
+                let instant = Double(p.bytes - last.bytes) / (now - last.at)
+                r.rate = r.rate.map { 0.7 * $0 + 0.3 * instant } ?? instant
+            }
+            progressSamples[key] = (now, p.bytes)
+            r.bytesDone = p.bytes
+            r.bytesTotal = p.total ?? r.bytesTotal
+            if let total = p.total, total > 0 { r.progress = Double(p.bytes) / Double(total) }
+            save(r)
+        }
+        for key in progressSamples.keys where !seen.contains(key) { progressSamples[key] = nil }
     }
 
     // MARK: metrics

@@ -60,6 +60,12 @@ public final class CurlMulti {
         return part.size
     }
 
+    /// A download's bytes on disk so far and its expected length.
+    public func progress(_ tag: Int) -> (bytes: Int64, total: Int64?)? {
+        guard let part = byTag[tag]?.part else { return nil }
+        return (part.size, part.sidecar?.length)
+    }
+
     /// Drives the transfers and sleeps until something happens or `timeout`
     /// (seconds) passes; returns the requests that finished.
     public func wait(extraFDs: [Int32], timeout: Double) -> [(tag: Int, response: HTTPResponse)] {

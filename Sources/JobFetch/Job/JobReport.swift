@@ -13,6 +13,8 @@ public enum JobReport {
             JSONMember("progress", num(percent(r).map { $0 / 100 })),
             JSONMember("bytes_done", .int(r.bytesDone)),
             JSONMember("bytes_total", r.bytesTotal.map { .int($0) } ?? .null),
+            JSONMember("rate", num(r.state == .fetching ? r.rate : nil)),
+            JSONMember("eta_seconds", num(eta(r))),
             JSONMember("polls", .int(r.polls)),
             JSONMember("attempts", .int(r.attempts)),
             JSONMember("last_http_status", r.lastHTTPStatus.map { .int($0) } ?? .null),
@@ -35,21 +37,45 @@ public enum JobReport {
         return p <= 1 ? p * 100 : min(p, 100)
     }
 
-    public static func table(_ records: [JobRecord], now: Double) -> String {
-        var rows: [[String]] = [["KIND", "ID", "STATE", "PROGRESS", "BYTES", "AGE", "NOTE"]]
+    /// Seconds left for a download, from its rate; nil when unknown.
+    public static func eta(_ r: JobRecord) -> Double? {
+        guard r.state == .fetching, let rate = r.rate, rate > 0, let total = r.bytesTotal, total >= r.bytesDone else { return nil }
+        return Double(total - r.bytesDone) / rate
+    }
+
+    /// The human table; `colour` adds ANSI colours to the state (a terminal).
+    public static func table(_ records: [JobRecord], now: Double, colour: Bool = false) -> String {
+        var rows: [[String]] = [["KIND", "ID", "STATE", "PROGRESS", "BYTES", "RATE", "ETA", "AGE", "NOTE"]]
         for r in records {
             let progress = percent(r).map { "\(Int($0.rounded()))%" } ?? "-"
-            let bytes = r.bytesDone > 0 ? Units.formatBytes(r.bytesDone) : "-"
+            var bytes = r.bytesDone > 0 ? Units.formatBytes(r.bytesDone) : "-"
+            if let total = r.bytesTotal, r.state == .fetching, total > 0 { bytes = "\(Units.formatBytes(r.bytesDone))/\(Units.formatBytes(total))" }
+            let rate = r.state == .fetching ? r.rate.map { Units.formatBytes(Int64($0)) + "/s" } ?? "-" : "-"
+            let eta = eta(r).map { Units.formatDuration(max(1, $0.rounded())) } ?? "-"
             let note = r.reason ?? r.lastError ?? r.apiStatus.map { "API: \($0)" } ?? ""
-            rows.append([r.key.kind, r.key.id.rawValue, r.state.rawValue, progress, bytes,
+            rows.append([r.key.kind, r.key.id.rawValue, r.state.rawValue, progress, bytes, rate, eta,
                          Units.formatDuration(max(0, now - r.registeredAt)), String(note.prefix(60))])
         }
         var widths = [Int](repeating: 0, count: rows[0].count)
         for row in rows { for (i, c) in row.enumerated() { widths[i] = max(widths[i], c.count) } }
-        return rows.map { row in
-            row.enumerated().map { i, c in i == row.count - 1 ? c : c + String(repeating: " ", count: widths[i] - c.count) }
-                .joined(separator: "  ").trimmingWhitespace()
+        return rows.enumerated().map { n, row in
+            row.enumerated().map { i, c in
+                let padded = i == row.count - 1 ? c : c + String(repeating: " ", count: widths[i] - c.count)
+                guard colour, n > 0, i == 2, let code = JobState(rawValue: c).map(stateColour) else { return padded }
+                return "\u{1B}[\(code)m\(c)\u{1B}[0m" + String(repeating: " ", count: widths[i] - c.count)
+            }.joined(separator: "  ").trimmingWhitespace()
         }.joined(separator: "\n")
+    }
+
+    /// ANSI colour codes: green done, red failed, yellow cancelled, cyan moving.
+    static func stateColour(_ s: JobState) -> Int {
+        switch s {
+        case .succeeded: return 32
+        case .failed: return 31
+        case .cancelled: return 33
+        case .fetching, .publishing: return 36
+        case .registered, .polling: return 34
+        }
     }
 }
 

@@ -50,6 +50,8 @@ public struct JobRecord: Sendable, Equatable {
     public var timeoutFrom: Double?
     /// How many times an operator asked for the job again.
     public var retries: Int = 0
+    /// Bytes per second while downloading (smoothed); nil otherwise.
+    public var rate: Double?
 
     /// Where the `timeout` clock starts.
     public var clockStart: Double { timeoutFrom ?? registeredAt }

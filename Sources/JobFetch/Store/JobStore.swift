@@ -52,10 +52,14 @@ public final class JobStore {
         ALTER TABLE jobs ADD COLUMN timeout_from REAL;
         ALTER TABLE jobs ADD COLUMN retries INTEGER NOT NULL DEFAULT 0;
         """,
+        // 3: the download rate, for jobfetchctl's rate and ETA.
+        """
+        ALTER TABLE jobs ADD COLUMN rate REAL;
+        """,
     ]
     public static var schemaVersion: Int { migrations.count }
 
-    static let columns = "kind, id, state, registered_at, updated_at, next_at, attempts, polls, last_http_status, last_error, last_status, api_status, progress, bytes_done, bytes_total, result_url, reason, warnings, finished_at, not_found_since, outcome, summary, page_next, timeout_from, retries"
+    static let columns = "kind, id, state, registered_at, updated_at, next_at, attempts, polls, last_http_status, last_error, last_status, api_status, progress, bytes_done, bytes_total, result_url, reason, warnings, finished_at, not_found_since, outcome, summary, page_next, timeout_from, retries, rate"
 
     /// Opens (and for the daemon creates and migrates) the database.
     public init(path: String, readOnly: Bool = false) throws(SQLiteError) {
@@ -178,7 +182,7 @@ public final class JobStore {
                 UPDATE jobs SET state = ?, updated_at = ?, next_at = ?, attempts = ?, polls = ?, last_http_status = ?,
                 last_error = ?, last_status = ?, api_status = ?, progress = ?, bytes_done = ?, bytes_total = ?,
                 result_url = ?, reason = ?, warnings = ?, finished_at = ?, not_found_since = ?, outcome = ?,
-                summary = ?, page_next = ?, timeout_from = ?, retries = ?
+                summary = ?, page_next = ?, timeout_from = ?, retries = ?, rate = ?
                 WHERE kind = ? AND id = ?
                 """)
             try s.run([
@@ -192,7 +196,7 @@ public final class JobStore {
                 r.finishedAt.map { .double($0) } ?? .null, r.notFoundSince.map { .double($0) } ?? .null,
                 r.outcome.map { .text($0.rawValue) } ?? .null,
                 r.summary.map { .text($0) } ?? .null, r.pageNext.map { .int(Int64($0)) } ?? .null,
-                r.timeoutFrom.map { .double($0) } ?? .null, .int(Int64(r.retries)),
+                r.timeoutFrom.map { .double($0) } ?? .null, .int(Int64(r.retries)), r.rate.map { .double($0) } ?? .null,
                 .text(r.key.kind), .text(r.key.id.rawValue),
             ])
             if let event {
@@ -229,6 +233,7 @@ public final class JobStore {
         r.pageNext = s.optionalInt(22).map { Int($0) }
         r.timeoutFrom = s.optionalDouble(23)
         r.retries = Int(s.int(24))
+        r.rate = s.optionalDouble(25)
         return r
     }
 }
