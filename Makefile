@@ -2,7 +2,11 @@
 SHELL := /bin/bash
 export PATH := /opt/swift/usr/bin:$(PATH)
 
-.PHONY: deps build test demo bench clean
+PREFIX ?= /usr/local
+DESTDIR ?=
+RELEASE_BIN = .build/release
+
+.PHONY: deps build test demo bench install clean
 
 deps:
 	@scripts/install-deps.sh
@@ -13,6 +17,24 @@ build: deps
 test: deps
 	swift build --build-tests
 	swift test
+	scripts/install-check.sh
+
+# Release binaries with the Swift runtime linked in (they run without the
+# toolchain), the unit with its sysusers/tmpfiles files, and the sample config.
+install: deps
+	swift build -c release --static-swift-stdlib
+	install -D -m 0755 $(RELEASE_BIN)/jobfetchd $(DESTDIR)$(PREFIX)/bin/jobfetchd
+	install -D -m 0755 $(RELEASE_BIN)/jobfetchctl $(DESTDIR)$(PREFIX)/bin/jobfetchctl
+	install -d $(DESTDIR)$(PREFIX)/lib/systemd/system
+	sed 's|/usr/bin/jobfetchd|$(PREFIX)/bin/jobfetchd|g' systemd/jobfetchd.service > $(DESTDIR)$(PREFIX)/lib/systemd/system/jobfetchd.service
+	install -D -m 0644 systemd/jobfetchd.sysusers $(DESTDIR)$(PREFIX)/lib/sysusers.d/jobfetchd.conf
+	install -D -m 0644 systemd/jobfetchd.tmpfiles $(DESTDIR)$(PREFIX)/lib/tmpfiles.d/jobfetchd.conf
+	install -D -m 0644 daemon.conf $(DESTDIR)$(PREFIX)/share/doc/jobfetch/daemon.conf
+	install -D -m 0644 README.md $(DESTDIR)$(PREFIX)/share/doc/jobfetch/README.md
+	@if [ ! -e $(DESTDIR)/etc/jobfetchd/daemon.conf ]; then \
+		install -D -m 0640 daemon.conf $(DESTDIR)/etc/jobfetchd/daemon.conf; \
+		echo "installed a sample /etc/jobfetchd/daemon.conf: edit it, then systemctl enable --now jobfetchd"; \
+	fi
 
 demo: build
 	scripts/demo.sh
