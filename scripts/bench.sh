@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# The download benchmark: a release build of jobfetchd against curl, gzip and
-# pigz on a local nginx. Inputs (1 GiB) are made once under ./bench/.
+# The benchmarks: a release build of jobfetchd against curl, gzip and pigz
+# on a local nginx (inputs of 1 GiB are made once under ./bench/), then the
+# 10,000-job scale run (scripts/scale.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH=/opt/swift/usr/bin:$PATH
 EXTRA_PKGS="pigz" scripts/install-deps.sh
 swift build -c release
-python3 scripts/bench.py "$(swift build -c release --show-bin-path)" bench "${RUNS:-3}"
+BIN=$(swift build -c release --show-bin-path)
+python3 scripts/bench.py "$BIN" bench "${RUNS:-3}"
+python3 scripts/scale.py "$BIN" bench

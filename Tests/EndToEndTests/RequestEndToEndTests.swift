@@ -56,6 +56,9 @@ import Testing
         #expect(job["retries"] == .int(1))
         #expect(job["reason"] == nil)
         #expect(try FileIO.list(dir).sorted() == ["fixlater-r.csv", "job.json"])
+        // The swapped-out old result is removed before the store records the job as published.
+        #expect(try Inotify.wait(until: { (try? inst.ctl(["status", "dataset", "fixlater-r"]).out.contains("state:       succeeded")) == true },
+                                 in: inst.root + "/state", mask: UInt32(IN_MODIFY), timeout: 30))
         #expect(try FileIO.list("\(inst.output)/.incoming/dataset").isEmpty)
         #expect(try inst.ctl(["status", "dataset", "fixlater-r"]).out.contains("retried:     1 time(s) by an operator"))
 

@@ -31,6 +31,9 @@ import Testing
             try store.save(r)
         }
         #expect(try store.due(in: [.polling], now: 25, limit: 10).map(\.key.id.rawValue) == ["z", "y"])
+        #expect(try store.dueKeys(in: [.polling, .fetching], now: 25, limit: 10, excluding: []).map(\.id.rawValue) == ["z", "y"])
+        #expect(try store.dueKeys(in: [.polling], now: 40, limit: 1, excluding: [keys[2]]).map(\.id.rawValue) == ["y"])
+        #expect(try store.dueKeys(in: [.polling], now: 40, limit: 0, excluding: []).isEmpty)
         #expect(try store.nextDue(in: [.polling], excluding: []) == 10)
         #expect(try store.nextDue(in: [.polling], excluding: [keys[2]]) == 20)
         #expect(try store.nextDue(in: [.fetching], excluding: []) == nil)

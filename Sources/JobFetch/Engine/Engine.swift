@@ -100,11 +100,15 @@ public final class Engine {
             let wake = nextWake(now: now)
             let decoding = awaitingDecode.keys.compactMap { decoders[$0]?.doneFD }
             let done = http.wait(extraFDs: [inotify.fd, signals.fd] + decoding, timeout: max(0, wake - Clock.now()))
-            for (tag, response) in done {
-                guard let purpose = inFlight.removeValue(forKey: tag) else { continue }
-                finishRequest(purpose, response)
+            // The answers of one turn are recorded in one transaction: one fsync, not one per poll.
+            // (Spool intake is never inside it: a spool file goes only after its own commit.)
+            batch {
+                for (tag, response) in done {
+                    guard let purpose = inFlight.removeValue(forKey: tag) else { continue }
+                    finishRequest(purpose, response)
+                }
+                finishDecodes()
             }
-            finishDecodes()
             handleSignals()
             notifySystemd(now: Clock.now())
             writeMetrics(now: Clock.now())
@@ -120,22 +124,15 @@ public final class Engine {
     // MARK: scheduling
 
     func startDueWork(now: Double) {
-        let pollSlots = config.daemon.maxPolls - pollsInFlight
-        if pollSlots > 0 {
-            do {
-                let due = try store.due(in: [.registered, .polling], now: now, limit: pollSlots + busy.count)
-                for r in due.lazy.filter({ !self.busy.contains($0.key) }).prefix(pollSlots) { startPoll(r, now: now) }
-            } catch { logger.error("cannot read due jobs from the store: \(error)") }
-        }
-        let fetchSlots = config.daemon.maxDownloads - fetchesInFlight
-        if fetchSlots > 0 {
-            do {
-                let due = try store.due(in: [.fetching, .publishing], now: now, limit: fetchSlots + busy.count)
-                for r in due.lazy.filter({ !self.busy.contains($0.key) }).prefix(fetchSlots) {
-                    if r.state == .publishing { publishRecovered(r) } else if r.pageNext != nil { startPage(r, now: now) } else { startFetch(r, now: now) }
-                }
-            } catch { logger.error("cannot read due jobs from the store: \(error)") }
-        }
+        do {
+            let polls = try store.dueKeys(in: [.registered, .polling], now: now, limit: config.daemon.maxPolls - pollsInFlight, excluding: busy)
+            for key in polls { if let r = try store.job(key) { startPoll(r, now: now) } }
+            let fetches = try store.dueKeys(in: [.fetching, .publishing], now: now, limit: config.daemon.maxDownloads - fetchesInFlight, excluding: busy)
+            for key in fetches {
+                guard let r = try store.job(key) else { continue }
+                if r.state == .publishing { publishRecovered(r) } else if r.pageNext != nil { startPage(r, now: now) } else { startFetch(r, now: now) }
+            }
+        } catch { logger.error("cannot read due jobs from the store: \(error)") }
     }
 
     /// When the loop must wake even if nothing arrives: the next due job in
@@ -235,6 +232,15 @@ public final class Engine {
             for p in errors.problems { logger.error("reload refused, keeping the running configuration: \(p)") }
         } catch {
             logger.error("reload failed, keeping the running configuration: \(error)")
+        }
+    }
+
+    /// Runs `body` with the store's updates in one transaction. A commit that
+    /// fails is logged; the jobs' records on disk are then the last committed
+    /// ones, so their work is simply done again.
+    func batch(_ body: () -> Void) {
+        do { try store.batch { () throws(SQLiteError) in body() } } catch {
+            logger.error("cannot commit job state: \(error)")
         }
     }
 

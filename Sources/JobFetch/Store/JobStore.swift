@@ -121,9 +121,16 @@ public final class JobStore {
     // MARK: read
 
     public func job(_ key: JobKey) throws(SQLiteError) -> JobRecord? {
-        let s = try db.prepare("SELECT \(Self.columns) FROM jobs WHERE kind = ? AND id = ?")
+        let s = try db.cached("SELECT \(Self.columns) FROM jobs WHERE kind = ? AND id = ?")
+        defer { s.reset() }
         try s.bind([.text(key.kind), .text(key.id.rawValue)])
         return try s.step() ? Self.record(s) : nil
+    }
+
+    /// Runs `body` as one transaction: the engine's updates of one turn of
+    /// its loop are committed (and fsynced) together.
+    public func batch<T>(_ body: () throws(SQLiteError) -> T) throws(SQLiteError) -> T {
+        try db.transaction(body)
     }
 
     public func list(kind: String? = nil, state: JobState? = nil) throws(SQLiteError) -> [JobRecord] {
@@ -134,26 +141,57 @@ public final class JobStore {
         return out
     }
 
-    /// Jobs in `states` whose `next_at` has come, soonest first.
+    /// Jobs in `states` whose `next_at` has come, soonest first. One index
+    /// seek per state on (state, next_at): the cost does not grow with the
+    /// number of jobs waiting, only with `limit`.
     public func due(in states: [JobState], now: Double, limit: Int) throws(SQLiteError) -> [JobRecord] {
-        let placeholders = states.map { "'\($0.rawValue)'" }.joined(separator: ",")
-        let s = try db.prepare("SELECT \(Self.columns) FROM jobs WHERE state IN (\(placeholders)) AND next_at <= ? ORDER BY next_at LIMIT ?")
-        try s.bind([.double(now), .int(Int64(limit))])
+        let s = try db.cached("SELECT \(Self.columns) FROM jobs WHERE state = ? AND next_at <= ? ORDER BY next_at LIMIT ?")
         var out: [JobRecord] = []
-        while try s.step() { if let r = Self.record(s) { out.append(r) } }
-        return out
+        for state in states {
+            defer { s.reset() }
+            try s.bind([.text(state.rawValue), .double(now), .int(Int64(limit))])
+            while try s.step() { if let r = Self.record(s) { out.append(r) } }
+        }
+        out.sort { $0.nextAt < $1.nextAt }
+        return Array(out.prefix(limit))
     }
 
-    /// The soonest `next_at` among jobs in `states` that are not in `busy`.
-    public func nextDue(in states: [JobState], excluding busy: Set<JobKey>) throws(SQLiteError) -> Double? {
-        let placeholders = states.map { "'\($0.rawValue)'" }.joined(separator: ",")
-        let s = try db.prepare("SELECT kind, id, next_at FROM jobs WHERE state IN (\(placeholders)) ORDER BY next_at LIMIT ?")
-        try s.bind([.int(Int64(busy.count + 1))])
-        while try s.step() {
-            guard let kind = s.text(0), let idText = s.text(1), let id = try? JobID(idText) else { continue }
-            if !busy.contains(JobKey(kind: kind, id: id)) { return s.double(2) }
+    /// The keys of the jobs in `states` whose `next_at` has come, soonest
+    /// first, without `busy` ones: only three columns are read, so the
+    /// engine can look often and load just the records it will start.
+    public func dueKeys(in states: [JobState], now: Double, limit: Int, excluding busy: Set<JobKey>) throws(SQLiteError) -> [JobKey] {
+        guard limit > 0 else { return [] }
+        let s = try db.cached("SELECT kind, id, next_at FROM jobs WHERE state = ? AND next_at <= ? ORDER BY next_at LIMIT ?")
+        var found: [(key: JobKey, at: Double)] = []
+        for state in states {
+            defer { s.reset() }
+            try s.bind([.text(state.rawValue), .double(now), .int(Int64(limit + busy.count))])
+            while try s.step() {
+                guard let kind = s.text(0), let idText = s.text(1), let id = try? JobID(idText) else { continue }
+                let key = JobKey(kind: kind, id: id)
+                if !busy.contains(key) { found.append((key, s.double(2))) }
+            }
         }
-        return nil
+        return found.sorted { $0.at < $1.at }.prefix(limit).map(\.key)
+    }
+
+    /// The soonest `next_at` among jobs in `states` that are not in `busy`
+    /// (an index seek per state, reading at most `busy.count + 1` rows each).
+    public func nextDue(in states: [JobState], excluding busy: Set<JobKey>) throws(SQLiteError) -> Double? {
+        let s = try db.cached("SELECT kind, id, next_at FROM jobs WHERE state = ? ORDER BY next_at LIMIT ?")
+        var soonest: Double?
+        for state in states {
+            defer { s.reset() }
+            try s.bind([.text(state.rawValue), .int(Int64(busy.count + 1))])
+            while try s.step() {
+                guard let kind = s.text(0), let idText = s.text(1), let id = try? JobID(idText) else { continue }
+                if !busy.contains(JobKey(kind: kind, id: id)) {
+                    soonest = min(soonest ?? .infinity, s.double(2))
+                    break
+                }
+            }
+        }
+        return soonest
     }
 
     public func counts() throws(SQLiteError) -> [(kind: String, state: JobState, count: Int)] {
@@ -178,7 +216,7 @@ public final class JobStore {
     /// Writes back a job's record, with an optional history line, in one transaction.
     public func save(_ r: JobRecord, event: String? = nil) throws(SQLiteError) {
         try db.transaction { () throws(SQLiteError) in
-            let s = try db.prepare("""
+            let s = try db.cached("""
                 UPDATE jobs SET state = ?, updated_at = ?, next_at = ?, attempts = ?, polls = ?, last_http_status = ?,
                 last_error = ?, last_status = ?, api_status = ?, progress = ?, bytes_done = ?, bytes_total = ?,
                 result_url = ?, reason = ?, warnings = ?, finished_at = ?, not_found_since = ?, outcome = ?,
@@ -199,9 +237,11 @@ public final class JobStore {
                 r.timeoutFrom.map { .double($0) } ?? .null, .int(Int64(r.retries)), r.rate.map { .double($0) } ?? .null,
                 .text(r.key.kind), .text(r.key.id.rawValue),
             ])
+            s.reset()
             if let event {
-                try db.prepare("INSERT INTO events (kind, id, at, message) VALUES (?, ?, ?, ?)")
-                    .run([.text(r.key.kind), .text(r.key.id.rawValue), .double(r.updatedAt), .text(event)])
+                let insert = try db.cached("INSERT INTO events (kind, id, at, message) VALUES (?, ?, ?, ?)")
+                try insert.run([.text(r.key.kind), .text(r.key.id.rawValue), .double(r.updatedAt), .text(event)])
+                insert.reset()
             }
         }
     }

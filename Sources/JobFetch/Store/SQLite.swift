@@ -45,6 +45,18 @@ public final class SQLiteDatabase {
         }
     }
 
+    /// Statements of the hot paths, compiled once. Each use binds (which
+    /// resets) and must end with `reset()`, so no read stays open.
+    private var cache: [String: Statement] = [:]
+    private var depth = 0
+
+    public func cached(_ sql: String) throws(SQLiteError) -> Statement {
+        if let s = cache[sql] { return s }
+        let s = try prepare(sql)
+        cache[sql] = s
+        return s
+    }
+
     public func prepare(_ sql: String) throws(SQLiteError) -> Statement {
         var stmt: OpaquePointer?
         let rc = sqlite3_prepare_v2(handle, sql, -1, &stmt, nil)
@@ -53,8 +65,17 @@ public final class SQLiteDatabase {
     }
 
     /// Runs `body` in one IMMEDIATE transaction; rolls back if it throws.
+    /// Inside another transaction it is part of that one (one commit, one
+    /// fsync for a batch of updates).
     public func transaction<T>(_ body: () throws(SQLiteError) -> T) throws(SQLiteError) -> T {
+        if depth > 0 {
+            depth += 1
+            defer { depth -= 1 }
+            return try body()
+        }
         try execute("BEGIN IMMEDIATE")
+        depth = 1
+        defer { depth = 0 }
         do {
             let result = try body()
             try execute("COMMIT")
@@ -108,6 +129,9 @@ public final class Statement {
         try bind(values)
         while try step() {}
     }
+
+    /// Ends a use: the statement lets go of its read snapshot.
+    public func reset() { sqlite3_reset(stmt) }
 
     public func isNull(_ i: Int32) -> Bool { sqlite3_column_type(stmt, i) == SQLITE_NULL }
     public func int(_ i: Int32) -> Int64 { sqlite3_column_int64(stmt, i) }
