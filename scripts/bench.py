@@ -13,7 +13,6 @@ Several runs each; prints medians and ratios. Usage: bench.py BIN_DIR WORK_DIR [
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -23,14 +22,8 @@ BIN, WORK = sys.argv[1], os.path.abspath(sys.argv[2])
 RUNS = int(sys.argv[3]) if len(sys.argv) > 3 else 3
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GIB = 1 << 30
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchlib import free_port, start_nginx  # noqa: E402
 
 
 def make_inputs(www):
@@ -63,31 +56,6 @@ def make_inputs(www):
     return big, gz
 
 
-def start_nginx(root, www, port):
-    conf = os.path.join(root, "nginx.conf")
-    os.makedirs(os.path.join(root, "tmp"), exist_ok=True)
-    user = "user root;" if os.getuid() == 0 else ""
-    with open(conf, "w") as f:
-        f.write(f"""{user}
-daemon off; master_process off; worker_processes 1;
-pid {root}/nginx.pid; error_log {root}/error.log;
-events {{ worker_connections 64; }}
-http {{
-  access_log off; sendfile on; tcp_nopush on;
-  client_body_temp_path {root}/tmp/b; proxy_temp_path {root}/tmp/p; fastcgi_temp_path {root}/tmp/f;
-  uwsgi_temp_path {root}/tmp/u; scgi_temp_path {root}/tmp/s;
-  default_type application/octet-stream;
-  server {{ listen 127.0.0.1:{port}; root {www}; }}
-}}
-""")
-    p = subprocess.Popen(["nginx", "-p", root, "-c", conf, "-e", os.path.join(root, "error.log")])
-    for _ in range(200):
-        if os.path.exists(os.path.join(root, "nginx.pid")):
-            return p
-        time.sleep(0.05)
-    sys.exit("nginx did not start")
-
-
 def timed(cmd):
     t = time.monotonic()
     subprocess.run(cmd, shell=True, check=True)
@@ -108,7 +76,9 @@ def main():
     shutil.rmtree(nginx_root, ignore_errors=True)
     os.makedirs(nginx_root)
     port = free_port()
-    nginx = start_nginx(nginx_root, www, port)
+    nginx = start_nginx(nginx_root, f"""  access_log off; sendfile on; tcp_nopush on;
+  default_type application/octet-stream;
+  server {{ listen 127.0.0.1:{port}; root {www}; }}""")
     base = f"http://127.0.0.1:{port}"
 
     inst = os.path.join(WORK, "daemon")

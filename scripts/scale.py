@@ -7,7 +7,6 @@ the first status request. Usage: scale.py BIN_DIR WORK_DIR
 """
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -16,14 +15,8 @@ import time
 BIN, WORK = sys.argv[1], os.path.abspath(sys.argv[2])
 JOBS = 10_000
 TICK = os.sysconf("SC_CLK_TCK")
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchlib import free_port, start_nginx  # noqa: E402
 
 
 def cpu_seconds(pid):
@@ -49,30 +42,15 @@ def main():
     root = os.path.join(WORK, "scale")
     shutil.rmtree(root, ignore_errors=True)
     os.makedirs(os.path.join(root, "www"))
-    os.makedirs(os.path.join(root, "tmp"))
     with open(os.path.join(root, "www", "processing.json"), "w") as f:
         f.write('{"status": "processing", "progress": 0.5, "csv_url": null}\n')
     port = free_port()
-    user = "user root;" if os.getuid() == 0 else ""
     access = os.path.join(root, "access.log")
-    with open(os.path.join(root, "nginx.conf"), "w") as f:
-        f.write(f"""{user}
-daemon off; master_process off; worker_processes 1;
-pid {root}/nginx.pid; error_log {root}/error.log;
-events {{ worker_connections 1024; }}
-http {{
-  log_format t '$msec $request_uri';
+    nginx = start_nginx(root, f"""  log_format t '$msec $request_uri';
   access_log {access} t buffer=64k flush=100ms;
-  client_body_temp_path {root}/tmp/b; proxy_temp_path {root}/tmp/p; fastcgi_temp_path {root}/tmp/f;
-  uwsgi_temp_path {root}/tmp/u; scgi_temp_path {root}/tmp/s;
   keepalive_requests 1000000;
   server {{ listen 127.0.0.1:{port}; root {root}/www;
-    location /v0/datasets/ {{ default_type application/json; try_files /processing.json =404; }} }}
-}}
-""")
-    nginx = subprocess.Popen(["nginx", "-p", root, "-c", os.path.join(root, "nginx.conf"), "-e", os.path.join(root, "error.log")])
-    while not os.path.exists(os.path.join(root, "nginx.pid")):
-        time.sleep(0.05)
+    location /v0/datasets/ {{ default_type application/json; try_files /processing.json =404; }} }}""", connections=1024)
 
     def start_daemon(interval):
         conf = os.path.join(root, "daemon.conf")
