@@ -47,8 +47,16 @@ struct Status: ParsableCommand {
         if r.retries > 0 { lines.append("retried:     \(r.retries) time(s) by an operator") }
         lines.append("registered:  \(Timestamp.iso8601(r.registeredAt))")
         if r.state.isTerminal {
+            let dir = "\(config.daemon.outputDir)/\(key.kind)/\(key.id)"
             lines.append("finished:    \(r.finishedAt.map(Timestamp.iso8601) ?? "-")")
-            lines.append("output:      \(config.daemon.outputDir)/\(key.kind)/\(key.id)")
+            lines.append("output:      \(dir)")
+            // The published files, as job.json lists them.
+            if let bytes = try? FileIO.readAll(dir + "/job.json"), case .array(let files)? = (try? JSONParser.parse(bytes))?["files"] {
+                for f in files {
+                    let size = f["bytes"]?.doubleValue.map { Units.formatBytes(Int64($0)) } ?? "?"
+                    lines.append("file:        \(f["name"]?.scalarText ?? "?")  \(size)  sha256 \(f["sha256"]?.scalarText ?? "?")")
+                }
+            }
         } else {
             lines.append("next action: \(Timestamp.iso8601(r.nextAt))")
         }

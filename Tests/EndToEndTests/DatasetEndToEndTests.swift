@@ -45,6 +45,7 @@ import Testing
         let status = try inst.ctl(["status", "dataset", "done-2-exact"])
         #expect(status.out.contains("state:       succeeded"))
         #expect(status.out.contains("published to \(dir)"))
+        #expect(status.out.contains("file:        done-2-exact.csv  \(Units.formatBytes(Int64(csv.utf8.count)))  sha256 \(sha256sum(dir + "/done-2-exact.csv"))"), "\(status.out)")
     }
 
     @Test func erroredJobPublishesItsReason() throws {
