@@ -1,3 +1,4 @@
+import Glibc
 import Testing
 import TestSupport
 @testable import JobFetch
@@ -53,5 +54,40 @@ import TestSupport
         #expect {
             _ = try Inflater.inflate(dir + "/bomb.gz", to: dir + "/bomb.out", limit: 1 << 20)
         } throws: { ($0 as? JobFetchError)?.message.contains("max_output_size") == true }
+    }
+}
+
+/// Whole-file decompression on top of `InflateStream`, for these tests (the
+/// daemon decompresses while it downloads, in `PartInflater`).
+enum Inflater {
+    typealias Format = InflateStream.Format
+
+    static func sniff(_ path: String) -> Format? {
+        guard let bytes = try? FileIO.readAll(path, limit: 256 << 20) else { return nil }
+        return Array(bytes.prefix(2)).withUnsafeBytes { InflateStream.sniff($0) }
+    }
+
+    /// Decompresses `source` into `destination` (created, truncated). Returns the bytes written.
+    static func inflate(_ source: String, to destination: String, limit: Int64, maxRatio: Double = .infinity) throws(JobFetchError) -> Int64 {
+        guard let format = sniff(source) else { throw JobFetchError("\(source) is not gzip or zlib data") }
+        let inFD = open(source, O_RDONLY | O_CLOEXEC)
+        guard inFD >= 0 else { throw JobFetchError(SystemError("open", source).description) }
+        defer { close(inFD) }
+        let outFD = open(destination, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        guard outFD >= 0 else { throw JobFetchError(SystemError("create", destination).description) }
+        defer { close(outFD) }
+        let decoder = try InflateStream(format: format, limit: limit, maxRatio: maxRatio)
+        let input = UnsafeMutableRawBufferPointer.allocate(byteCount: InflateStream.chunk, alignment: 16)
+        defer { input.deallocate() }
+        while true {
+            let n = read(inFD, input.baseAddress, input.count)
+            if n < 0 { if errno == EINTR { continue }; throw JobFetchError(SystemError("read", source).description) }
+            if n == 0 { break }
+            try decoder.feed(UnsafeRawBufferPointer(rebasing: input[0..<n])) { (out: UnsafeRawBufferPointer) throws(JobFetchError) in
+                do throws(SystemError) { try FileIO.writeAll(fd: outFD, out, path: destination) } catch { throw JobFetchError(error.description) }
+            }
+        }
+        try decoder.finish()
+        return decoder.produced
     }
 }

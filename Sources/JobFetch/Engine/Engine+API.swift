@@ -5,8 +5,10 @@ import Logging
 extension Engine {
     /// A JSON request to `url`, with the kind's credentials only when `url`
     /// is on the status endpoint's origin.
-    func apiRequest(_ kind: KindConfig, key: JobKey, url: ParsedURL) throws(JobFetchError) -> HTTPRequest {
-        let statusOrigin = try kind.statusURL(for: key.id).origin
+    /// `statusOrigin` may be given when the caller has it (a poll's URL is the status URL).
+    func apiRequest(_ kind: KindConfig, key: JobKey, url: ParsedURL, statusOrigin known: String? = nil) throws(JobFetchError) -> HTTPRequest {
+        let statusOrigin: String
+        if let known { statusOrigin = known } else { statusOrigin = try kind.statusURL(for: key.id).origin }
         let hdrs = try headers(for: kind, url: url, statusOrigin: statusOrigin)
         var request = HTTPRequest(url: url, headers: hdrs + ["Accept: application/json"],
                                   body: .memory(limit: Self.statusBodyLimit), timeout: Self.statusTimeout)
@@ -17,11 +19,12 @@ extension Engine {
 
     /// Starts a request to the kind's own API for `r`; when it cannot be
     /// built (a bad URL, an unreadable secret), backs off and says why.
-    func startAPIRequest(_ r: inout JobRecord, kind: KindConfig, now: Double, what: String,
+    /// `isStatusURL`: the target is the status URL itself, so its origin is the status origin.
+    func startAPIRequest(_ r: inout JobRecord, kind: KindConfig, now: Double, what: String, isStatusURL: Bool = false,
                          url: () throws(JobFetchError) -> ParsedURL, purpose: (ParsedURL) -> Purpose) {
         do {
             let target = try url()
-            let request = try apiRequest(kind, key: r.key, url: target)
+            let request = try apiRequest(kind, key: r.key, url: target, statusOrigin: isStatusURL ? target.origin : nil)
             logger.debug("\(what): \(target.redacted)", metadata: Logger.job(r.key))
             _ = begin(purpose(target), request: request)
         } catch {

@@ -7,7 +7,7 @@ extension Engine {
         guard let kind = dueKind(&r, now: now, doing: "no result") else { return }
         guard takeToken(&r, kind: kind, now: now) else { return }
         let key = r.key
-        startAPIRequest(&r, kind: kind, now: now, what: "status request", url: { () throws(JobFetchError) in try kind.statusURL(for: key.id) },
+        startAPIRequest(&r, kind: kind, now: now, what: "status request", isStatusURL: true, url: { () throws(JobFetchError) in try kind.statusURL(for: key.id) },
                         purpose: { .poll(key, url: $0, hop: 0) })
     }
 

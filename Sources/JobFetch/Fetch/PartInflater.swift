@@ -144,7 +144,7 @@ public final class PartInflater: Sendable {
                 fd = open(part, O_RDONLY | O_CLOEXEC)
                 if fd < 0 { return .writeFailed(SystemError("open", part).description) }
             }
-            if stream == nil && plain == nil && (avail >= 4 || isEnded) {
+            if stream == nil && plain == nil && !isZip && (avail >= 4 || isEnded) {
                 var head = [UInt8](repeating: 0, count: 4)
                 let n = avail >= 2 ? head.withUnsafeMutableBytes { pread(fd, $0.baseAddress, Int(min(avail, 4)), 0) } : 0
                 var format = n >= 2 ? head.withUnsafeBytes { InflateStream.sniff(UnsafeRawBufferPointer(rebasing: $0[0..<2])) } : nil
@@ -155,7 +155,8 @@ public final class PartInflater: Sendable {
                     outFD = open(output, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
                     guard outFD >= 0 else { return .writeFailed(SystemError("create", output).description) }
                     do { hasher = try FollowingHasher(path: output) } catch { return .writeFailed(error.description) }
-                } else {
+                } else if !isZip {
+                    // A zip is not published as such: nothing to hash, it is extracted at the end.
                     do { plain = try SHA256Stream() } catch { return .writeFailed(error.description) }
                 }
             }
@@ -189,7 +190,7 @@ public final class PartInflater: Sendable {
                 }
                 continue
             }
-            if isEnded && pos >= avail {
+            if isEnded && (pos >= avail || isZip) {
                 if isZip {
                     do {
                         return .extracted(try ZipExtractor.extract(part, into: extractInto, limit: limit, maxRatio: maxRatio, reserved: reserved))

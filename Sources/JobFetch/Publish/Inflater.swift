@@ -94,37 +94,3 @@ public final class InflateStream {
         guard ended else { throw JobFetchError("compressed data is truncated: the stream ends before its end marker and checksum") }
     }
 }
-
-/// Whole-file helpers on top of `InflateStream`.
-public enum Inflater {
-    public typealias Format = InflateStream.Format
-
-    public static func sniff(_ path: String) -> Format? {
-        guard let head = try? FileIO.readPrefix(path, count: 2) else { return nil }
-        return head.withUnsafeBytes { InflateStream.sniff($0) }
-    }
-
-    /// Decompresses `source` into `destination` (created, truncated). Returns the bytes written.
-    public static func inflate(_ source: String, to destination: String, limit: Int64, maxRatio: Double = .infinity) throws(JobFetchError) -> Int64 {
-        guard let format = sniff(source) else { throw JobFetchError("\(source) is not gzip or zlib data") }
-        let inFD = open(source, O_RDONLY | O_CLOEXEC)
-        guard inFD >= 0 else { throw JobFetchError(SystemError("open", source).description) }
-        defer { close(inFD) }
-        let outFD = open(destination, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-        guard outFD >= 0 else { throw JobFetchError(SystemError("create", destination).description) }
-        defer { close(outFD) }
-        let decoder = try InflateStream(format: format, limit: limit, maxRatio: maxRatio)
-        let input = UnsafeMutableRawBufferPointer.allocate(byteCount: InflateStream.chunk, alignment: 16)
-        defer { input.deallocate() }
-        while true {
-            let n = read(inFD, input.baseAddress, input.count)
-            if n < 0 { if errno == EINTR { continue }; throw JobFetchError(SystemError("read", source).description) }
-            if n == 0 { break }
-            try decoder.feed(UnsafeRawBufferPointer(rebasing: input[0..<n])) { (out: UnsafeRawBufferPointer) throws(JobFetchError) in
-                do throws(SystemError) { try FileIO.writeAll(fd: outFD, out, path: destination) } catch { throw JobFetchError(error.description) }
-            }
-        }
-        try decoder.finish()
-        return decoder.produced
-    }
-}

@@ -19,17 +19,6 @@ public enum FileIO {
         return out
     }
 
-    /// Up to `count` bytes from the start of `path`.
-    public static func readPrefix(_ path: String, count: Int) throws(SystemError) -> [UInt8] {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw SystemError("open", path) }
-        defer { close(fd) }
-        var out = [UInt8](repeating: 0, count: count)
-        let n = out.withUnsafeMutableBytes { read(fd, $0.baseAddress, count) }
-        guard n >= 0 else { throw SystemError("read", path) }
-        return Array(out[0..<n])
-    }
-
     public static func writeAll(fd: Int32, _ bytes: UnsafeRawBufferPointer, path: String) throws(SystemError) {
         var offset = 0
         while offset < bytes.count {
