@@ -11,6 +11,8 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        // The daemon's service group: graceful shutdown on SIGTERM/SIGINT, SIGHUP as a signal sequence.
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
         // Zip archives are read with a well-kept library rather than parsed by hand.
         .package(url: "https://github.com/weichsel/ZIPFoundation", from: "0.9.20"),
     ],
@@ -31,7 +33,12 @@ let package = Package(
         ),
         .executableTarget(
             name: "jobfetchd",
-            dependencies: ["JobFetch", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: [
+                "JobFetch",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+            ]
         ),
         .executableTarget(
             name: "jobfetchctl",

@@ -2,6 +2,8 @@ import ArgumentParser
 import Glibc
 import JobFetch
 import Logging
+import ServiceLifecycle
+import UnixSignals
 
 @main
 struct JobFetchDaemon: ParsableCommand {
@@ -19,22 +21,18 @@ struct JobFetchDaemon: ParsableCommand {
     var checkConfig = false
 
     func run() throws {
-        // Before any thread exists, so every thread inherits the mask and
-        // the signals arrive only through the engine's signalfd.
-        SignalFD.blockSignals()
         let path = ConfigLocation.resolve(config)
-        let loaded: Config
-        do {
-            loaded = try ConfigParser.load(path: path)
-        } catch {
-            for p in error.problems { printError(p.description) }
-            printError("\(error.problems.count) problem(s) in \(path)")
-            throw ExitCode(1)
-        }
         if checkConfig {
+            let loaded = try Self.load(path)
             print("\(path): OK (\(loaded.kinds.count) kind(s): \(loaded.kinds.map(\.name).joined(separator: ", ")))")
             return
         }
+        // SIGHUP is listened for before the config is read: one that comes
+        // later is queued and reloads once the engine runs, one that came
+        // earlier is moot (the file is read after it).
+        Signals.prepare()
+        let hangups = try GroupRunner.block { await UnixSignalsSequence(trapping: .sighup) }
+        let loaded = try Self.load(path)
         LineLogHandler.bootstrap(level: loaded.daemon.logLevel)
         let logger = Logger(label: "jobfetchd")
         let engine: Engine
@@ -44,8 +42,36 @@ struct JobFetchDaemon: ParsableCommand {
             logger.critical("cannot start: \(error)")
             throw ExitCode(1)
         }
-        let status = engine.run()
-        if status != 0 { throw ExitCode(status) }
+        // The engine first, so a graceful shutdown stops the reload listener
+        // and then the engine (the group stops services in reverse order).
+        // The engine returning for any reason ends the whole group.
+        let group = ServiceGroup(configuration: .init(
+            services: [
+                .init(service: EngineService(engine: engine),
+                      successTerminationBehavior: .gracefullyShutdownGroup,
+                      failureTerminationBehavior: .gracefullyShutdownGroup),
+                .init(service: ReloadService(hangups: hangups, control: engine.control)),
+            ],
+            gracefulShutdownSignals: [.sigterm, .sigint],
+            logger: logger
+        ))
+        do { try GroupRunner.block { try await group.run() } } catch {
+            logger.critical("stopped by an error: \(error)")
+            throw ExitCode(1)
+        }
+    }
+}
+
+extension JobFetchDaemon {
+    /// The config, or every problem in it on stderr and exit status 1.
+    static func load(_ path: String) throws -> Config {
+        do {
+            return try ConfigParser.load(path: path)
+        } catch {
+            for p in error.problems { printError(p.description) }
+            printError("\(error.problems.count) problem(s) in \(path)")
+            throw ExitCode(1)
+        }
     }
 }
 

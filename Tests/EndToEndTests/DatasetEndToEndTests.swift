@@ -169,7 +169,7 @@ import Testing
         #expect(inst.api.waitForLine { $0 == "STATUS done-30-interrupted processing" } != nil)
         inst.daemon?.signal(SIGTERM)
         #expect(inst.daemon?.waitExit() == 0)
-        #expect(inst.daemonLog.contains("received SIGTERM; shutting down"))
+        #expect(inst.daemonLog.contains("shutting down: transfers in flight are checkpointed"))
         #expect(inst.daemonLog.contains("stopped"))
         let status = try JSONParser.parse(try inst.ctl(["status", "dataset", "done-30-interrupted", "--json"]).out)
         // The poll in flight at SIGTERM is abandoned, so the job is registered or polling: active, not lost.

@@ -11,7 +11,9 @@ final class Child {
     private(set) var lines: [String] = []
     private var reaped = false
 
-    init(_ argv: [String], environment: [String: String] = [:], stderrPath: String) throws {
+    /// `blocked`: signals the child starts with blocked (one sent before it
+    /// has set anything up then stays pending instead of acting at once).
+    init(_ argv: [String], environment: [String: String] = [:], stderrPath: String, blocked: [Int32] = []) throws {
         var fds: [Int32] = [0, 0]
         guard pipe(&fds) == 0 else { throw SystemError("pipe", argv[0]) }
         var actions = posix_spawn_file_actions_t()
@@ -33,9 +35,10 @@ final class Child {
         var attr = posix_spawnattr_t()
         posix_spawnattr_init(&attr)
         defer { posix_spawnattr_destroy(&attr) }
-        var none = sigset_t()
-        sigemptyset(&none)
-        posix_spawnattr_setsigmask(&attr, &none)
+        var mask = sigset_t()
+        sigemptyset(&mask)
+        for sig in blocked { sigaddset(&mask, sig) }
+        posix_spawnattr_setsigmask(&attr, &mask)
         var defaults = sigset_t()
         sigemptyset(&defaults)
         for sig in [SIGINT, SIGTERM, SIGHUP, SIGPIPE, SIGQUIT] { sigaddset(&defaults, sig) }
@@ -174,10 +177,12 @@ final class Installation {
 
     /// Starts jobfetchd and waits until it has set up its directories
     /// (from then on a spool file is either scanned at start or seen by inotify).
-    func startDaemon(environment: [String: String] = [:]) throws {
+    func startDaemon(environment: [String: String] = [:], beforeReady: ((Child) -> Void)? = nil, blocked: [Int32] = []) throws {
         try FileIO.makeDirectories(output)
-        let d = try Child([Self.binDir + "/jobfetchd", "--config", configPath], environment: environment, stderrPath: root + "/daemon.log")
+        let d = try Child([Self.binDir + "/jobfetchd", "--config", configPath], environment: environment,
+                          stderrPath: root + "/daemon.log", blocked: blocked)
         daemon = d
+        beforeReady?(d)
         guard try Inotify.wait(for: "dataset", in: output, timeout: 30) else {
             throw JobFetchError("jobfetchd did not start; log:\n\(daemonLog)")
         }

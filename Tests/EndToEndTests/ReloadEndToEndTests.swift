@@ -41,4 +41,22 @@ import Testing
         #expect(try inst.waitForResult("done-1-after"), "the daemon kept running on the old configuration")
         #expect(inst.daemon.map { kill($0.pid, 0) == 0 } == true)
     }
+
+    /// A daemon started with SIGHUP blocked and already pending (a careless
+    /// parent, a reload sent while it starts) neither dies of it nor stays
+    /// deaf: it unblocks its signals, ignores SIGHUP until the service group
+    /// listens, and then a SIGHUP reloads and SIGINT stops it cleanly.
+    @Test func aSighupDuringStartupNeitherKillsNorDeafensTheDaemon() throws {
+        let inst = try Installation()
+        try inst.startDaemon(beforeReady: { $0.signal(SIGHUP) }, blocked: [SIGHUP])
+        #expect(try inst.ctl(["add", "dataset", "done-1-hup"]).status == 0)
+        #expect(try inst.waitForResult("done-1-hup"))
+        #expect(inst.daemon.map { kill($0.pid, 0) == 0 } == true)
+        inst.daemon?.signal(SIGHUP)
+        #expect(try Inotify.wait(until: { inst.daemonLog.contains("configuration reloaded: 1 kind(s)") }, in: inst.root,
+                                 mask: UInt32(IN_MODIFY), timeout: 30))
+        inst.daemon?.signal(SIGINT)
+        #expect(inst.daemon?.waitExit() == 0)
+        #expect(inst.daemonLog.contains("stopped"))
+    }
 }

@@ -3,8 +3,10 @@ import Logging
 
 /// The daemon's one event loop. Everything runs on the thread that calls
 /// `run()`: libcurl's multi handle, the store, the spool. It sleeps in
-/// `curl_multi_poll` until a transfer, a spool file, a signal or the next
-/// due job wakes it, so an idle daemon uses no CPU.
+/// `curl_multi_poll` until a transfer, a spool file, a request on its
+/// `control` (stop, reload) or the next due job wakes it, so an idle daemon
+/// uses no CPU. Signals are not its business: the service group in
+/// `jobfetchd` turns them into `control` requests.
 public final class Engine {
     enum Purpose {
         case poll(JobKey, url: ParsedURL, hop: Int)
@@ -29,7 +31,7 @@ public final class Engine {
     let store: JobStore
     let http: CurlMulti
     let inotify: Inotify
-    let signals: SignalFD
+    public let control: EngineControl
     let publisher: Publisher
     let intake: SpoolIntake
     let secrets = SecretFileCache()
@@ -75,7 +77,7 @@ public final class Engine {
         store = try JobStore(path: d.databasePath)
         http = try CurlMulti(maxPerHost: d.maxHostConnections, maxTotal: d.maxPolls + d.maxDownloads)
         inotify = try Inotify()
-        signals = try SignalFD()
+        control = try EngineControl()
         publisher = Publisher(outputDir: d.outputDir)
         intake = SpoolIntake(spoolDir: d.spoolDir, store: store, inotify: inotify, logger: logger)
         intake.apply = { [unowned self] request, key in self.apply(request, key) }
@@ -85,8 +87,8 @@ public final class Engine {
         for kind in config.kinds { try FileIO.makeDirectories(d.outputDir + "/" + kind.name) }
     }
 
-    /// Runs until SIGTERM or SIGINT; returns the process exit status.
-    public func run() -> Int32 {
+    /// Runs until `control` asks it to stop, on the calling thread.
+    public func run() {
         let now = Clock.now()
         intake.scanAll(now: now)
         logger.notice("jobfetchd \(Version.string) started: \(config.kinds.count) kind(s), spool \(config.daemon.spoolDir), output \(config.daemon.outputDir)")
@@ -99,7 +101,7 @@ public final class Engine {
             startDueWork(now: now)
             let wake = nextWake(now: now)
             let decoding = awaitingDecode.keys.compactMap { decoders[$0]?.doneFD }
-            let done = http.wait(extraFDs: [inotify.fd, signals.fd] + decoding, timeout: max(0, wake - Clock.now()))
+            let done = http.wait(extraFDs: [inotify.fd, control.wakeup.fd] + decoding, timeout: max(0, wake - Clock.now()))
             // The answers of one turn are recorded in one transaction: one fsync, not one per poll.
             // (Spool intake is never inside it: a spool file goes only after its own commit.)
             batch {
@@ -109,7 +111,7 @@ public final class Engine {
                 }
                 finishDecodes()
             }
-            handleSignals()
+            handleControl()
             notifySystemd(now: Clock.now())
             writeMetrics(now: Clock.now())
             recordProgress(now: Clock.now())
@@ -118,7 +120,6 @@ public final class Engine {
             }
         }
         shutdown()
-        return 0
     }
 
     // MARK: scheduling
@@ -197,14 +198,14 @@ public final class Engine {
         return purpose
     }
 
-    // MARK: signals and reload
+    // MARK: stop and reload
 
-    func handleSignals() {
-        for sig in signals.read() {
-            switch sig {
-            case SIGHUP: reload()
-            default:
-                logger.notice("received \(sig == SIGINT ? "SIGINT" : "SIGTERM"); shutting down")
+    func handleControl() {
+        for request in control.take() {
+            switch request {
+            case .reload: reload()
+            case .stop:
+                if !stopping { logger.notice("shutting down: transfers in flight are checkpointed") }
                 stopping = true
             }
         }

@@ -19,6 +19,12 @@ public final class EventFD: Sendable {
         _ = write(fd, &one, 8)
     }
 
+    /// Resets the count without waiting (for a nonblocking descriptor).
+    public func clear() {
+        var count: UInt64 = 0
+        while read(fd, &count, 8) < 0 && errno == EINTR {}
+    }
+
     /// Sleeps until signalled (at most `timeoutMs`), then clears the count.
     public func wait(timeoutMs: Int32) {
         var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)

@@ -1,0 +1,120 @@
+import Dispatch
+import Glibc
+import JobFetch
+import ServiceLifecycle
+import Synchronization
+import UnixSignals
+
+/// The engine as a member of the service group. Its loop blocks in
+/// `curl_multi_poll`, so it runs on a thread of its own rather than holding
+/// one of the few cooperative threads; the group's graceful shutdown (SIGTERM,
+/// SIGINT) and task cancellation both become a stop request on its control.
+struct EngineService: Service {
+    /// The engine is used by one thread at a time: built on the main thread,
+    /// then handed to its loop thread and never touched here again.
+    private final class Handoff: @unchecked Sendable {
+        let engine: Engine
+        init(_ engine: Engine) { self.engine = engine }
+    }
+
+    private let handoff: Handoff
+    private let control: EngineControl
+
+    init(engine: Engine) {
+        handoff = Handoff(engine)
+        control = engine.control
+    }
+
+    func run() async throws {
+        let control = control
+        try await withTaskCancellationHandler {
+            try await withGracefulShutdownHandler {
+                try await Self.onThread(handoff)
+            } onGracefulShutdown: {
+                control.send(.stop)
+            }
+        } onCancel: {
+            control.send(.stop)
+        }
+    }
+
+    /// Runs the engine's loop on a new thread and resumes when it returns.
+    private static func onThread(_ handoff: Handoff) async throws(SystemError) {
+        let failure: Int32 = await withCheckedContinuation { (done: CheckedContinuation<Int32, Never>) in
+            let job = Unmanaged.passRetained(LoopJob(handoff.engine, done)).toOpaque()
+            var thread = pthread_t()
+            let rc = pthread_create(&thread, nil, { raw in
+                let job = Unmanaged<LoopJob>.fromOpaque(raw!).takeRetainedValue()
+                job.engine.run()
+                job.done.resume(returning: 0)
+                return nil
+            }, job)
+            if rc != 0 {
+                Unmanaged<LoopJob>.fromOpaque(job).release()
+                done.resume(returning: rc)
+            } else {
+                pthread_detach(thread)
+            }
+        }
+        if failure != 0 { throw SystemError("pthread_create", "the engine's thread", errno: failure) }
+    }
+
+    private final class LoopJob: @unchecked Sendable {
+        let engine: Engine
+        let done: CheckedContinuation<Int32, Never>
+        init(_ engine: Engine, _ done: CheckedContinuation<Int32, Never>) {
+            self.engine = engine
+            self.done = done
+        }
+    }
+}
+
+/// SIGHUP reloads the config; the engine does it between two turns of its
+/// loop. The sequence is registered before the config is first read, and
+/// buffers what arrives until this service iterates it.
+struct ReloadService: Service {
+    let hangups: UnixSignalsSequence
+    let control: EngineControl
+
+    func run() async {
+        for await _ in hangups.cancelOnGracefulShutdown() {
+            control.send(.reload)
+        }
+    }
+}
+
+enum Signals {
+    /// Runs first, before any thread exists. A parent may have left signals
+    /// blocked (a careless supervisor, a test runner): unblock the three the
+    /// daemon answers, or they would never arrive. Until the service group
+    /// listens, SIGHUP is ignored rather than left to kill the daemon (there
+    /// is nothing to reload before the config has been read); an early
+    /// SIGTERM or SIGINT still ends it at once, before any work has begun.
+    static func prepare() {
+        signal(SIGHUP, SIG_IGN)
+        var set = sigset_t()
+        sigemptyset(&set)
+        for s in [SIGTERM, SIGINT, SIGHUP] { sigaddset(&set, s) }
+        pthread_sigmask(SIG_UNBLOCK, &set, nil)
+    }
+}
+
+/// Runs async work from the synchronous entry point and waits for it. The
+/// main thread stays a plain thread with the signals unblocked, where
+/// Dispatch's handlers (installed for the service group) receive them; an
+/// async `main` would instead park it in Dispatch's `sigsuspend`, where a
+/// SIGHUP that arrives before any handler exists takes its default action.
+enum GroupRunner {
+    static func block<T: Sendable>(_ work: @escaping @Sendable () async throws -> T) throws -> T {
+        let outcome = Mutex<Result<T, any Error>>(.failure(CancellationError()))
+        let done = DispatchSemaphore(value: 0)
+        Task {
+            let result: Result<T, any Error>
+            do { result = .success(try await work()) } catch { result = .failure(error) }
+            outcome.withLock { $0 = result }
+            done.signal()
+        }
+        done.wait()
+        return try outcome.withLock { $0 }.get()
+    }
+}
