@@ -15,6 +15,8 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
         // Zip archives are read with a well-kept library rather than parsed by hand.
         .package(url: "https://github.com/weichsel/ZIPFoundation", from: "0.9.20"),
+        // The in-memory due-time schedule's heaps (already built for the service group).
+        .package(url: "https://github.com/apple/swift-collections", from: "1.6.0"),
     ],
     targets: [
         // System libraries: typed static-inline wrappers around variadic C APIs and macros.
@@ -29,6 +31,7 @@ let package = Package(
                 "CCurl", "JFZlib", "CSQLite", "COpenSSL", "CLinux",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ZIPFoundation", package: "ZIPFoundation"),
+                .product(name: "HeapModule", package: "swift-collections"),
             ]
         ),
         .executableTarget(

@@ -18,25 +18,97 @@ import Testing
         #expect(try store.events(a).map(\.message) == ["registered", "done"])
     }
 
-    @Test func dueOrderingAndNextDueSkipBusyJobs() throws {
+    @Test func dueOrderingAndNextDueSkipClaimedJobs() throws {
         let dir = makeTempDir()
         defer { try? FileIO.removeTree(dir) }
         let store = try JobStore(path: dir + "/s.sqlite")
         let keys = try ["x", "y", "z"].map { JobKey(kind: "k", id: try JobID($0)) }
         try store.register(keys, now: 0)
+        #expect(store.dueKeys(in: [.registered], now: 0, limit: 10).count == 3, "a new job is due at once")
         for (i, k) in keys.enumerated() {
             var r = try #require(try store.job(k))
             r.state = .polling
             r.nextAt = Double(30 - i * 10)  // z=10, y=20, x=30
             try store.save(r)
         }
-        #expect(try store.due(in: [.polling], now: 25, limit: 10).map(\.key.id.rawValue) == ["z", "y"])
-        #expect(try store.dueKeys(in: [.polling, .fetching], now: 25, limit: 10, excluding: []).map(\.id.rawValue) == ["z", "y"])
-        #expect(try store.dueKeys(in: [.polling], now: 40, limit: 1, excluding: [keys[2]]).map(\.id.rawValue) == ["y"])
-        #expect(try store.dueKeys(in: [.polling], now: 40, limit: 0, excluding: []).isEmpty)
-        #expect(try store.nextDue(in: [.polling], excluding: []) == 10)
-        #expect(try store.nextDue(in: [.polling], excluding: [keys[2]]) == 20)
-        #expect(try store.nextDue(in: [.fetching], excluding: []) == nil)
+        #expect(store.dueKeys(in: [.registered], now: 100, limit: 10).isEmpty)
+        #expect(store.dueKeys(in: [.polling, .fetching], now: 25, limit: 10).map(\.id.rawValue) == ["z", "y"])
+        #expect(store.dueKeys(in: [.polling], now: 25, limit: 10).map(\.id.rawValue) == ["z", "y"], "asking again gives the same")
+        store.claim(keys[2])
+        #expect(store.dueKeys(in: [.polling], now: 40, limit: 1).map(\.id.rawValue) == ["y"])
+        #expect(store.dueKeys(in: [.polling], now: 40, limit: 0).isEmpty)
+        #expect(store.nextDue(in: [.polling]) == 20)
+        store.unclaim(keys[2])
+        #expect(store.nextDue(in: [.polling]) == 10, "a claim ended puts the job back")
+        #expect(store.nextDue(in: [.fetching]) == nil)
+        var done = try #require(try store.job(keys[2]))
+        done.state = .succeeded
+        try store.save(done)
+        #expect(store.nextDue(in: [.polling]) == 20, "a finished job leaves the schedule")
+    }
+
+    @Test func theScheduleIsReadBackAtOpenAndRebuiltAfterARollback() throws {
+        let dir = makeTempDir()
+        defer { try? FileIO.removeTree(dir) }
+        let key = JobKey(kind: "k", id: try JobID("a"))
+        do {
+            let store = try JobStore(path: dir + "/s.sqlite")
+            try store.register([key], now: 0)
+            var r = try #require(try store.job(key))
+            r.state = .fetching
+            r.nextAt = 50
+            try store.save(r)
+        }
+        let store = try JobStore(path: dir + "/s.sqlite")
+        #expect(store.nextDue(in: [.fetching]) == 50)
+        // A batch that fails after a save: the save is undone, and so is its schedule change.
+        #expect(throws: SQLiteError.self) {
+            try store.batch { () throws(SQLiteError) in
+                guard var r = try store.job(key) else { throw SQLiteError(code: 1, message: "no job", context: "test") }
+                r.state = .polling
+                r.nextAt = 5
+                try store.save(r)
+                #expect(store.nextDue(in: [.polling]) == 5)
+                throw SQLiteError(code: 1, message: "injected", context: "test")
+            }
+        }
+        #expect(try store.job(key)?.state == .fetching)
+        #expect(store.nextDue(in: [.polling]) == nil)
+        #expect(store.nextDue(in: [.fetching]) == 50)
+    }
+
+    /// The lazy-deletion heaps against a plain list, over random saves, claims and questions.
+    @Test func theScheduleAgreesWithAPlainModel() throws {
+        var rng = SplitMix(seed: 42)
+        var schedule = Schedule(slack: 4)
+        var model: [JobKey: (state: JobState, at: Double)] = [:]
+        var claimed: Set<JobKey> = []
+        let keys = try (0..<40).map { JobKey(kind: $0 % 2 == 0 ? "a" : "b", id: try JobID("j\($0)")) }
+        let states = JobState.allCases
+        for step in 0..<20_000 {
+            let key = keys[Int(rng.next() % 40)]
+            let now = Double(step) / 10
+            switch rng.next() % 8 {
+            case 0...4:
+                let state = states[Int(rng.next() % UInt64(states.count))]
+                let at = now + Double(rng.next() % 10_000) / 37 - 5
+                schedule.set(key, state: state, at: at)
+                model[key] = state.isTerminal ? nil : (state, at)
+            case 5:
+                schedule.claim(key); claimed.insert(key)
+            case 6:
+                schedule.unclaim(key); claimed.remove(key)
+            default:
+                let asked: [JobState] = rng.next() % 2 == 0 ? [.registered, .polling] : [.fetching, .publishing]
+                let limit = Int(rng.next() % 8)
+                let open = model.filter { asked.contains($0.value.state) && !claimed.contains($0.key) }
+                let expected = open.filter { $0.value.at <= now }.sorted { ($0.value.at, $0.key) < ($1.value.at, $1.key) }
+                let got = schedule.due(in: asked, now: now, limit: limit)
+                #expect(got.map { model[$0]!.at } == expected.prefix(limit).map(\.value.at), "step \(step)")
+                #expect(schedule.nextDue(in: asked) == open.map(\.value.at).min(), "step \(step)")
+            }
+        }
+        #expect(schedule.compactions >= 5, "the rebuild of the heaps was exercised")
     }
 
     @Test func recordRoundTripsEveryField() throws {
@@ -111,5 +183,18 @@ import Testing
         #expect(JobReport.eta(r) == 10)
         r.state = .succeeded
         #expect(JobReport.eta(r) == nil)
+    }
+}
+
+/// A small seeded generator, so a failing sequence can be replayed.
+struct SplitMix {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
     }
 }

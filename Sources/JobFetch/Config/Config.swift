@@ -1,4 +1,3 @@
-import Foundation
 
 /// The daemon's configuration, as read from `daemon.conf`.
 public struct Config: Sendable {
@@ -62,6 +61,6 @@ public struct KindConfig: Sendable {
     public var line: Int
 
     public func statusURL(for id: JobID) throws(JobFetchError) -> ParsedURL {
-        try ParsedURL(statusURL.replacingOccurrences(of: "{id}", with: id.rawValue))
+        try ParsedURL(statusURL.substituting("{id}", with: id.rawValue))
     }
 }

@@ -1,4 +1,24 @@
 import Glibc
+import Synchronization
+
+/// Jitter needs spread, not secrecy: a SplitMix64 seeded once from the
+/// system, instead of a `getrandom` system call for every poll.
+public enum Jitter {
+    private static let state = Mutex<UInt64>(UInt64.random(in: 0...UInt64.max))
+
+    /// A uniform value in `range`.
+    public static func next(in range: ClosedRange<Double>) -> Double {
+        let bits = state.withLock { s -> UInt64 in
+            s &+= 0x9E37_79B9_7F4A_7C15
+            var z = s
+            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+            return z ^ (z >> 31)
+        }
+        let unit = Double(bits >> 11) / Double(1 << 53)
+        return range.lowerBound + unit * (range.upperBound - range.lowerBound)
+    }
+}
 
 /// Poll and retry schedules. Jitter spreads many jobs of one API apart.
 public struct Backoff: Sendable {
@@ -7,14 +27,14 @@ public struct Backoff: Sendable {
 
     /// The wait after the `n`th "still running" answer (n ≥ 1): grows by
     /// half each time from `base` up to `cap`, ±10 %.
-    public func pollDelay(after n: Int, jitter: Double = Double.random(in: -1...1)) -> Double {
+    public func pollDelay(after n: Int, jitter: Double = Jitter.next(in: -1...1)) -> Double {
         let raw = base * pow(1.5, Double(max(0, n - 1)))
         return min(raw, cap) * (1 + 0.1 * jitter)
     }
 
     /// The wait after the `n`th consecutive failure (n ≥ 1): doubles from
     /// `base` up to `cap`, scaled by a random factor in [0.5, 1].
-    public func retryDelay(after n: Int, jitter: Double = Double.random(in: 0...1)) -> Double {
+    public func retryDelay(after n: Int, jitter: Double = Jitter.next(in: 0...1)) -> Double {
         let raw = base * pow(2, Double(min(max(0, n - 1), 30)))
         return min(raw, cap) * (0.5 + 0.5 * jitter)
     }

@@ -190,7 +190,7 @@ extension Engine {
         decoders[r.key] = decoder
         decoder.finish(size: bytes)
         awaitingDecode[r.key] = (url, response, bytes)
-        busy.insert(r.key)
+        store.claim(r.key)
         save(r)
     }
 
@@ -200,7 +200,7 @@ extension Engine {
             guard let outcome = decoders[key]?.outcome else { continue }
             awaitingDecode[key] = nil
             decoders[key] = nil
-            busy.remove(key)
+            store.unclaim(key)
             guard var r = try? store.job(key), r.state == .fetching else { continue }
             finishArtifact(&r, url: pending.url, response: pending.response, bytes: pending.bytes, outcome: outcome, now: Clock.now())
         }

@@ -24,6 +24,7 @@ public final class Engine {
     static let maxRedirects = 5
     static let statusBodyLimit = 16 << 20
     static let statusTimeout = 60.0
+    static let dueSlack = 0.010
 
     var config: Config
     let configPath: String
@@ -47,7 +48,6 @@ public final class Engine {
     var knownDigests: [JobKey: [PublishedFile]] = [:]
     /// Downloads that are complete and wait for their decompressor to drain.
     var awaitingDecode: [JobKey: (url: ParsedURL, response: HTTPResponse, bytes: Int64)] = [:]
-    var busy: Set<JobKey> = []
     var pollsInFlight = 0
     var fetchesInFlight = 0
     var buckets: [String: TokenBucket] = [:]
@@ -104,12 +104,14 @@ public final class Engine {
             let done = http.wait(extraFDs: [inotify.fd, control.wakeup.fd] + decoding, timeout: max(0, wake - Clock.now()))
             // The answers of one turn are recorded in one transaction: one fsync, not one per poll.
             // (Spool intake is never inside it: a spool file goes only after its own commit.)
-            batch {
-                for (tag, response) in done {
-                    guard let purpose = inFlight.removeValue(forKey: tag) else { continue }
-                    finishRequest(purpose, response)
+            if !done.isEmpty || !awaitingDecode.isEmpty {
+                batch {
+                    for (tag, response) in done {
+                        guard let purpose = inFlight.removeValue(forKey: tag) else { continue }
+                        finishRequest(purpose, response)
+                    }
+                    finishDecodes()
                 }
-                finishDecodes()
             }
             handleControl()
             notifySystemd(now: Clock.now())
@@ -126,9 +128,9 @@ public final class Engine {
 
     func startDueWork(now: Double) {
         do {
-            let polls = try store.dueKeys(in: [.registered, .polling], now: now, limit: config.daemon.maxPolls - pollsInFlight, excluding: busy)
+            let polls = store.dueKeys(in: [.registered, .polling], now: now, limit: config.daemon.maxPolls - pollsInFlight)
             for key in polls { if let r = try store.job(key) { startPoll(r, now: now) } }
-            let fetches = try store.dueKeys(in: [.fetching, .publishing], now: now, limit: config.daemon.maxDownloads - fetchesInFlight, excluding: busy)
+            let fetches = store.dueKeys(in: [.fetching, .publishing], now: now, limit: config.daemon.maxDownloads - fetchesInFlight)
             for key in fetches {
                 guard let r = try store.job(key) else { continue }
                 if r.state == .publishing { publishRecovered(r) } else if r.pageNext != nil { startPage(r, now: now) } else { startFetch(r, now: now) }
@@ -140,16 +142,16 @@ public final class Engine {
     /// a class with a free slot, a settling spool file, or in a minute.
     func nextWake(now: Double) -> Double {
         var wake = now + 60
-        do {
-            if pollsInFlight < config.daemon.maxPolls, let t = try store.nextDue(in: [.registered, .polling], excluding: busy) {
-                wake = min(wake, t)
-            }
-            if fetchesInFlight < config.daemon.maxDownloads, let t = try store.nextDue(in: [.fetching, .publishing], excluding: busy) {
-                wake = min(wake, t)
-            }
-        } catch {
-            logger.error("cannot read the schedule from the store: \(error)")
-            wake = now + 5
+        // A job due later is started up to `dueSlack` late, with the others
+        // due by then: at 1,000 polls/s the loop wakes for batches of about
+        // ten, not for each job. (What is due now starts now: a new job's
+        // first poll is not delayed.)
+        func due(_ t: Double) -> Double { t <= now ? t : t + Self.dueSlack }
+        if pollsInFlight < config.daemon.maxPolls, let t = store.nextDue(in: [.registered, .polling]) {
+            wake = min(wake, due(t))
+        }
+        if fetchesInFlight < config.daemon.maxDownloads, let t = store.nextDue(in: [.fetching, .publishing]) {
+            wake = min(wake, due(t))
         }
         if let t = intake.recheckAt { wake = min(wake, t) }
         if notifier.isActive { wake = min(wake, nextNotifyAt) }
@@ -162,7 +164,7 @@ public final class Engine {
         do {
             let tag = try http.start(request)
             inFlight[tag] = purpose
-            busy.insert(purpose.key)
+            store.claim(purpose.key)
             if purpose.isPoll { pollsInFlight += 1 } else { fetchesInFlight += 1 }
             return true
         } catch {
@@ -181,7 +183,7 @@ public final class Engine {
     }
 
     private func release(_ purpose: Purpose) {
-        busy.remove(purpose.key)
+        store.unclaim(purpose.key)
         if purpose.isPoll { pollsInFlight -= 1 } else { fetchesInFlight -= 1 }
     }
 
@@ -189,7 +191,7 @@ public final class Engine {
     /// nothing is reported for it. Returns what was stopped.
     @discardableResult
     func abortInFlight(_ key: JobKey) -> Purpose? {
-        if awaitingDecode.removeValue(forKey: key) != nil { busy.remove(key) }
+        if awaitingDecode.removeValue(forKey: key) != nil { store.unclaim(key) }
         dropDecoder(key)
         guard let (tag, purpose) = inFlight.first(where: { $0.value.key == key }) else { return nil }
         http.cancel(tag)

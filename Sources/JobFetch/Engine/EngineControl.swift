@@ -11,6 +11,9 @@ public final class EngineControl: Sendable {
         case reload
     }
 
+    /// The eventfd is signalled exactly while requests are queued: both
+    /// change under this lock, so `take` costs no system call on the many
+    /// turns of the loop with nothing queued.
     private let pending = Mutex<[Request]>([])
     let wakeup: EventFD
 
@@ -19,14 +22,17 @@ public final class EngineControl: Sendable {
     }
 
     public func send(_ request: Request) {
-        pending.withLock { $0.append(request) }
-        wakeup.signal()
+        pending.withLock { queued in
+            if queued.isEmpty { wakeup.signal() }
+            queued.append(request)
+        }
     }
 
     /// The requests sent since the last call, oldest first.
     func take() -> [Request] {
-        wakeup.clear()
-        return pending.withLock { queued in
+        pending.withLock { queued in
+            guard !queued.isEmpty else { return [] }
+            wakeup.clear()
             defer { queued = [] }
             return queued
         }

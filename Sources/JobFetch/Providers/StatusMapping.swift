@@ -87,9 +87,9 @@ public struct PageSpec: Sendable, Equatable {
 
     public func url(statusURL: String, id: JobID, offset: Int) -> String {
         let base = statusURL.split(separator: "?", maxSplits: 1).first.map(String.init) ?? statusURL
-        return urlTemplate.replacingOccurrences(of: "{status_url}", with: base)
-            .replacingOccurrences(of: "{id}", with: id.rawValue)
-            .replacingOccurrences(of: "{offset}", with: String(offset))
-            .replacingOccurrences(of: "{limit}", with: String(size))
+        return urlTemplate.substituting("{status_url}", with: base)
+            .substituting("{id}", with: id.rawValue)
+            .substituting("{offset}", with: String(offset))
+            .substituting("{limit}", with: String(size))
     }
 }

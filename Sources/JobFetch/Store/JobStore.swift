@@ -6,6 +6,8 @@ import Glibc
 public final class JobStore {
     let db: SQLiteDatabase
     public let readOnly: Bool
+    /// What is due when, for the daemon (a writer); mirrors the committed rows.
+    var schedule = Schedule()
 
     /// Each entry migrates the schema one version up; never edit a shipped one.
     static let migrations: [String] = [
@@ -76,6 +78,29 @@ public final class JobStore {
         // FULL: a commit is on disk before the spool file that fed it is removed.
         try db.execute("PRAGMA synchronous=FULL")
         try migrate()
+        try loadSchedule()
+    }
+
+    /// Fills the schedule from the table: at open, and after a rollback
+    /// (whose undone writes the schedule had already taken in).
+    func loadSchedule() throws(SQLiteError) {
+        schedule.clear()
+        let s = try db.prepare("SELECT kind, id, state, next_at FROM jobs WHERE state IN ('registered', 'polling', 'fetching', 'publishing')")
+        while try s.step() {
+            guard let kind = s.text(0), let idText = s.text(1), let id = try? JobID(idText),
+                  let state = s.text(2).flatMap(JobState.init(rawValue:)) else { continue }
+            schedule.set(JobKey(kind: kind, id: id), state: state, at: s.double(3))
+        }
+    }
+
+    /// Runs a transaction; if it rolls back, the schedule is rebuilt from what is committed.
+    func transaction<T>(_ body: () throws(SQLiteError) -> T) throws(SQLiteError) -> T {
+        do {
+            return try db.transaction(body)
+        } catch {
+            if !db.inTransaction { try? loadSchedule() }
+            throw error
+        }
     }
 
     func userVersion() throws(SQLiteError) -> Int {
@@ -103,7 +128,7 @@ public final class JobStore {
     /// Returns the keys that were new.
     @discardableResult
     public func register(_ keys: [JobKey], now: Double) throws(SQLiteError) -> [JobKey] {
-        try db.transaction { () throws(SQLiteError) in
+        try transaction { () throws(SQLiteError) in
             let insert = try db.prepare("INSERT OR IGNORE INTO jobs (kind, id, state, registered_at, updated_at, next_at) VALUES (?, ?, 'registered', ?, ?, ?)")
             let event = try db.prepare("INSERT INTO events (kind, id, at, message) VALUES (?, ?, ?, 'registered')")
             var added: [JobKey] = []
@@ -111,6 +136,7 @@ public final class JobStore {
                 try insert.run([.text(key.kind), .text(key.id.rawValue), .double(now), .double(now), .double(now)])
                 if db.changes > 0 {
                     added.append(key)
+                    schedule.set(key, state: .registered, at: now)
                     try event.run([.text(key.kind), .text(key.id.rawValue), .double(now)])
                 }
             }
@@ -130,7 +156,7 @@ public final class JobStore {
     /// Runs `body` as one transaction: the engine's updates of one turn of
     /// its loop are committed (and fsynced) together.
     public func batch<T>(_ body: () throws(SQLiteError) -> T) throws(SQLiteError) -> T {
-        try db.transaction(body)
+        try transaction(body)
     }
 
     public func list(kind: String? = nil, state: JobState? = nil) throws(SQLiteError) -> [JobRecord] {
@@ -141,58 +167,21 @@ public final class JobStore {
         return out
     }
 
-    /// Jobs in `states` whose `next_at` has come, soonest first. One index
-    /// seek per state on (state, next_at): the cost does not grow with the
-    /// number of jobs waiting, only with `limit`.
-    public func due(in states: [JobState], now: Double, limit: Int) throws(SQLiteError) -> [JobRecord] {
-        let s = try db.cached("SELECT \(Self.columns) FROM jobs WHERE state = ? AND next_at <= ? ORDER BY next_at LIMIT ?")
-        var out: [JobRecord] = []
-        for state in states {
-            defer { s.reset() }
-            try s.bind([.text(state.rawValue), .double(now), .int(Int64(limit))])
-            while try s.step() { if let r = Self.record(s) { out.append(r) } }
-        }
-        out.sort { $0.nextAt < $1.nextAt }
-        return Array(out.prefix(limit))
-    }
-
     /// The keys of the jobs in `states` whose `next_at` has come, soonest
-    /// first, without `busy` ones: only three columns are read, so the
-    /// engine can look often and load just the records it will start.
-    public func dueKeys(in states: [JobState], now: Double, limit: Int, excluding busy: Set<JobKey>) throws(SQLiteError) -> [JobKey] {
-        guard limit > 0 else { return [] }
-        let s = try db.cached("SELECT kind, id, next_at FROM jobs WHERE state = ? AND next_at <= ? ORDER BY next_at LIMIT ?")
-        var found: [(key: JobKey, at: Double)] = []
-        for state in states {
-            defer { s.reset() }
-            try s.bind([.text(state.rawValue), .double(now), .int(Int64(limit + busy.count))])
-            while try s.step() {
-                guard let kind = s.text(0), let idText = s.text(1), let id = try? JobID(idText) else { continue }
-                let key = JobKey(kind: kind, id: id)
-                if !busy.contains(key) { found.append((key, s.double(2))) }
-            }
-        }
-        return found.sorted { $0.at < $1.at }.prefix(limit).map(\.key)
+    /// first, at most `limit`, without claimed ones. From the in-memory
+    /// schedule: the engine asks every turn of its loop.
+    public func dueKeys(in states: [JobState], now: Double, limit: Int) -> [JobKey] {
+        schedule.due(in: states, now: now, limit: limit)
     }
 
-    /// The soonest `next_at` among jobs in `states` that are not in `busy`
-    /// (an index seek per state, reading at most `busy.count + 1` rows each).
-    public func nextDue(in states: [JobState], excluding busy: Set<JobKey>) throws(SQLiteError) -> Double? {
-        let s = try db.cached("SELECT kind, id, next_at FROM jobs WHERE state = ? ORDER BY next_at LIMIT ?")
-        var soonest: Double?
-        for state in states {
-            defer { s.reset() }
-            try s.bind([.text(state.rawValue), .int(Int64(busy.count + 1))])
-            while try s.step() {
-                guard let kind = s.text(0), let idText = s.text(1), let id = try? JobID(idText) else { continue }
-                if !busy.contains(JobKey(kind: kind, id: id)) {
-                    soonest = min(soonest ?? .infinity, s.double(2))
-                    break
-                }
-            }
-        }
-        return soonest
+    /// The soonest `next_at` among unclaimed jobs in `states`.
+    public func nextDue(in states: [JobState]) -> Double? {
+        schedule.nextDue(in: states)
     }
+
+    /// The engine has a request in flight for the job: it is not due until `unclaim`.
+    public func claim(_ key: JobKey) { schedule.claim(key) }
+    public func unclaim(_ key: JobKey) { schedule.unclaim(key) }
 
     public func counts() throws(SQLiteError) -> [(kind: String, state: JobState, count: Int)] {
         let s = try db.prepare("SELECT kind, state, count(*) FROM jobs GROUP BY kind, state ORDER BY kind, state")
@@ -215,7 +204,7 @@ public final class JobStore {
 
     /// Writes back a job's record, with an optional history line, in one transaction.
     public func save(_ r: JobRecord, event: String? = nil) throws(SQLiteError) {
-        try db.transaction { () throws(SQLiteError) in
+        try transaction { () throws(SQLiteError) in
             let s = try db.cached("""
                 UPDATE jobs SET state = ?, updated_at = ?, next_at = ?, attempts = ?, polls = ?, last_http_status = ?,
                 last_error = ?, last_status = ?, api_status = ?, progress = ?, bytes_done = ?, bytes_total = ?,
@@ -238,6 +227,7 @@ public final class JobStore {
                 .text(r.key.kind), .text(r.key.id.rawValue),
             ])
             s.reset()
+            if db.changes > 0 { schedule.set(r.key, state: r.state, at: r.nextAt) }
             if let event {
                 let insert = try db.cached("INSERT INTO events (kind, id, at, message) VALUES (?, ?, ?, ?)")
                 try insert.run([.text(r.key.kind), .text(r.key.id.rawValue), .double(r.updatedAt), .text(event)])

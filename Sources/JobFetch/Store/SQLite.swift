@@ -87,6 +87,8 @@ public final class SQLiteDatabase {
     }
 
     public var changes: Int { Int(sqlite3_changes(handle)) }
+    /// Inside `transaction` (at any depth).
+    public var inTransaction: Bool { depth > 0 }
 }
 
 public enum SQLValue {
