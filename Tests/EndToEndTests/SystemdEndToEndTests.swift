@@ -68,6 +68,24 @@ import TestSupport
         inst.daemon = nil
     }
 
+    /// `systemctl status` shows the downloads and their summed rate while
+    /// they run (nginx sends this one at 2 MiB/s).
+    @Test func statusCarriesTheDownloadRate() throws {
+        let inst = try Installation()
+        let nginx = try Nginx(root: inst.root + "/nginx")
+        try FileIO.writeAtomically(nginx.www + "/slow/big.bin", pseudoRandomBytes(8 << 20, seed: 7))
+        try FileIO.writeAtomically(inst.dataDir + "/ext-rate.url", Array((nginx.base + "/slow/big.bin").utf8))
+        let sock = try NotifySocket(path: inst.root + "/notify.sock")
+        try inst.startDaemon(environment: ["NOTIFY_SOCKET": inst.root + "/notify.sock", "WATCHDOG_USEC": "1000000"])
+        #expect(try inst.ctl(["add", "dataset", "ext-rate"]).status == 0)
+        let status = try #require(sock.wait { $0.contains("1 download(s) in flight at ") })
+        let figure = try #require(status.split(separator: " at ").last?.split(separator: "/s").first)
+        let mib = figure.hasSuffix(" MiB") ? Double(figure.dropLast(4)) : nil
+        #expect(mib.map { (0.5...10).contains($0) } == true, "about nginx's 2 MB/s: \(status)")
+        #expect(try inst.waitForResult("ext-rate"))
+        #expect(sock.wait { $0.contains("STATUS=") && $0.contains("0 download(s) in flight;") } != nil)
+    }
+
     @Test func withoutNotifySocketNothingIsSent() throws {
         #expect(!SystemdNotifier(environment: [:]).isActive)
         #expect(SystemdNotifier(environment: ["WATCHDOG_USEC": "10000000"]).watchdogInterval == 5)

@@ -59,6 +59,8 @@ public final class Engine {
     /// The last progress sample of each download in flight: time and bytes.
     var progressSamples: [JobKey: (at: Double, bytes: Int64)] = [:]
     var nextProgressAt = 0.0
+    /// The downloads' summed rate at the last progress sample, bytes/s.
+    var downloadRate = 0.0
     let startedAt = Clock.now()
     /// When the metrics file may next be written.
     var nextMetricsAt = 0.0
@@ -257,6 +259,8 @@ public final class Engine {
         guard now >= nextProgressAt else { return }
         nextProgressAt = now + Self.progressInterval
         var seen = Set<JobKey>()
+        var total = 0.0
+        defer { downloadRate = total }
         for (tag, purpose) in inFlight {
             guard case .fetch(let key, _, _) = purpose, let p = http.progress(tag), var r = try? store.job(key) else { continue }
             seen.insert(key)
@@ -267,7 +271,8 @@ public final class Engine {
             progressSamples[key] = (now, p.bytes)
             r.bytesDone = p.bytes
             r.bytesTotal = p.total ?? r.bytesTotal
-            if let total = p.total, total > 0 { r.progress = Double(p.bytes) / Double(total) }
+            if let length = p.total, length > 0 { r.progress = Double(p.bytes) / Double(length) }
+            total += r.rate ?? 0
             save(r)
         }
         for key in progressSamples.keys where !seen.contains(key) { progressSamples[key] = nil }
@@ -310,7 +315,8 @@ public final class Engine {
         var by: [JobState: Int] = [:]
         if let counts = try? store.counts() { for c in counts { by[c.state, default: 0] += c.count } }
         let waiting = (by[.registered] ?? 0) + (by[.polling] ?? 0)
-        return "\(waiting) job(s) polling, \(by[.fetching] ?? 0) fetching; \(pollsInFlight) status request(s) and \(fetchesInFlight) download(s) in flight; \(by[.succeeded] ?? 0) succeeded, \(by[.failed] ?? 0) failed"
+        let rate = fetchesInFlight > 0 && downloadRate > 0 ? " at \(Units.formatBytes(Int64(downloadRate)))/s" : ""
+        return "\(waiting) job(s) polling, \(by[.fetching] ?? 0) fetching; \(pollsInFlight) status request(s) and \(fetchesInFlight) download(s) in flight\(rate); \(by[.succeeded] ?? 0) succeeded, \(by[.failed] ?? 0) failed"
     }
 
     func shutdown() {
