@@ -39,7 +39,9 @@ struct GlobalOptions: ParsableArguments {
     func load() throws -> Config {
         let path = ConfigLocation.resolve(config)
         do {
-            return try ConfigParser.load(path: path)
+            // ctl needs the directories and kinds, never the secrets (it runs
+            // outside the service, without its credentials).
+            return try ConfigParser.load(path: path, secrets: .syntaxOnly)
         } catch {
             throw ValidationError("the config file has problems:\n" + error.description)
         }

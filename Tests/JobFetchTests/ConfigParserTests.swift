@@ -225,6 +225,32 @@ import Testing
         #expect(try c.kinds[0].headers[0].resolve(SecretFileCache()) == "x-api-key: s3cret")
     }
 
+    /// jobfetchctl reads the same file outside the service: no credentials
+    /// directory, no access to the secret files, an environment without the
+    /// unit's variables. It checks the references' syntax and the headers'
+    /// shape, and reads no secret.
+    @Test func syntaxOnlyNeedsNoSecretButStillChecksShapes() throws {
+        let text = """
+            [kind a]
+            preset = dataset
+            status_url = https://h/{id}
+            header = x-api-key: ${credential:qoery-key}
+            header = Authorization: Bearer ${file:/nonexistent/token}
+            header = x-other: ${env:JOBFETCH_TEST_UNSET_VARIABLE}
+            """
+        #expect(throws: ConfigErrors.self) { try ConfigParser.parse(text, file: "f", environment: .init([:])) }
+        let c = try ConfigParser.parse(text, file: "f", environment: .init([:]), secrets: .syntaxOnly)
+        #expect(c.kinds[0].headers.count == 3)
+        let bad = "[kind a]\npreset = dataset\nstatus_url = https://h/{id}\nheader = ${credential:k}\nheader = x: ${nope:k}\n"
+        do {
+            _ = try ConfigParser.parse(bad, file: "f", environment: .init([:]), secrets: .syntaxOnly)
+            Issue.record("a header without a name and an unknown reference must be refused")
+        } catch {
+            #expect(error.problems.count == 2)
+            #expect(error.description.contains("a header is \"Name: value\""))
+        }
+    }
+
     @Test func errorsNeverContainSecretValues() throws {
         let dir = makeTempDir()
         defer { try? FileIO.removeTree(dir) }

@@ -1,7 +1,25 @@
+import Glibc
 import Testing
 @testable import JobFetch
 
 @Suite struct SpoolFileTests {
+    /// Spool directories stay writable by their group whatever the umask,
+    /// and take a setgid parent's group and bit without asking for it.
+    @Test func spoolDirectoriesAreGroupWritableAndInheritSetgid() throws {
+        let dir = makeTempDir()
+        defer { try? FileIO.removeTree(dir) }
+        let old = umask(0o027)
+        defer { umask(old) }
+        try FileIO.makeSharedDirectories(dir + "/spool/kind")
+        var st = stat()
+        #expect(stat(dir + "/spool/kind", &st) == 0)
+        #expect(st.st_mode & 0o777 == 0o770)
+        #expect(chmod(dir + "/spool", 0o2770) == 0)
+        try FileIO.makeSharedDirectories(dir + "/spool/.rejected")
+        #expect(stat(dir + "/spool/.rejected", &st) == 0)
+        #expect(st.st_mode & 0o7777 == 0o2770, "mode \(String(st.st_mode & 0o7777, radix: 8))")
+    }
+
     @Test func readsIDsSkippingBlanksAndComments() {
         let text = "# nightly batch\nabc123\n\n  def456  \r\n#another\nabc123\nghi:789\n"
         let c = SpoolFile.parse(name: "batch", bytes: Array(text.utf8))

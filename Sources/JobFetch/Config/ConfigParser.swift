@@ -28,22 +28,31 @@ public struct ConfigParser {
                            "rate_limit", "not_found_grace", "allow_insecure_http"] + StatusMapping.keys
     static let repeatable: Set<String> = ["header"]
 
+    /// Whether `${…}` references are resolved while checking. The daemon
+    /// resolves them (a missing secret is a config error it must report);
+    /// `jobfetchctl` does not: it runs outside the service, without
+    /// `$CREDENTIALS_DIRECTORY` and usually without read access to the
+    /// secret files, and needs none of them.
+    public enum Secrets: Sendable { case resolve, syntaxOnly }
+
     let file: String
     let environment: Environment
+    var secretsMode: Secrets = .resolve
     let secrets = SecretFileCache()
     var problems: [ConfigProblem] = []
 
     /// Reads and checks the file; throws every problem found, with its line.
-    public static func load(path: String, environment: Environment = .process) throws(ConfigErrors) -> Config {
+    public static func load(path: String, environment: Environment = .process, secrets: Secrets = .resolve) throws(ConfigErrors) -> Config {
         let bytes: [UInt8]
         do { bytes = try FileIO.readAll(path, limit: 1 << 20) } catch {
             throw ConfigErrors(problems: [ConfigProblem(file: path, line: 0, key: nil, message: "cannot read the config file: \(error)")])
         }
-        return try parse(String(decoding: bytes, as: UTF8.self), file: path, environment: environment)
+        return try parse(String(decoding: bytes, as: UTF8.self), file: path, environment: environment, secrets: secrets)
     }
 
-    public static func parse(_ text: String, file: String, environment: Environment = .process) throws(ConfigErrors) -> Config {
+    public static func parse(_ text: String, file: String, environment: Environment = .process, secrets: Secrets = .resolve) throws(ConfigErrors) -> Config {
         var parser = ConfigParser(file: file, environment: environment)
+        parser.secretsMode = secrets
         let config = parser.run(text)
         guard parser.problems.isEmpty else { throw ConfigErrors(problems: parser.problems) }
         return config
@@ -330,10 +339,13 @@ public struct ConfigParser {
             guard !arg.isEmpty else { problem(e.line, e.key, "\"${\(scheme):}\" names nothing"); return nil }
             switch scheme {
             case "env":
-                guard let v = environment.variables[arg] else {
+                if let v = environment.variables[arg] {
+                    literal += v
+                } else if secretsMode == .syntaxOnly {
+                    literal += "env"
+                } else {
                     problem(e.line, e.key, "environment variable \(arg) is not set"); return nil
                 }
-                literal += v
             case "file":
                 guard arg.hasPrefix("/") else { problem(e.line, e.key, "${file:\(arg)} needs an absolute path"); return nil }
                 parts.append(.literal(literal)); literal = ""
@@ -342,7 +354,7 @@ public struct ConfigParser {
                 guard KindName.problem(with: arg.replacingOccurrences(of: ".", with: "_")) == nil else {
                     problem(e.line, e.key, "credential name \(JobID.quoted(arg)) is not a plain file name"); return nil
                 }
-                guard let dir = environment.credentialsDirectory else {
+                guard let dir = environment.credentialsDirectory ?? (secretsMode == .syntaxOnly ? "/run/credentials/jobfetchd.service" : nil) else {
                     problem(e.line, e.key, "${credential:\(arg)} needs $CREDENTIALS_DIRECTORY (systemd LoadCredential=)"); return nil
                 }
                 parts.append(.literal(literal)); literal = ""
@@ -360,7 +372,13 @@ public struct ConfigParser {
     private mutating func header(_ e: Entry) -> SecretTemplate? {
         guard let t = template(e) else { return nil }
         let resolved: String
-        do { resolved = try t.resolve(secrets) } catch { problem(e.line, e.key, error.message); return nil }
+        switch secretsMode {
+        case .resolve:
+            do { resolved = try t.resolve(secrets) } catch { problem(e.line, e.key, error.message); return nil }
+        case .syntaxOnly:
+            // Each secret stands in as a placeholder: the header's shape is still checked.
+            resolved = t.parts.map { if case .literal(let s) = $0 { s } else { "secret" } }.joined()
+        }
         guard let colon = resolved.firstIndex(of: ":"), colon != resolved.startIndex else {
             problem(e.line, e.key, "a header is \"Name: value\""); return nil
         }

@@ -75,7 +75,7 @@ public enum SpoolWriter {
     @discardableResult
     public static func submit(_ ids: [JobID], kind: String, request: SpoolRequest = .register, spool: String) throws(SystemError) -> String {
         let dir = request.directory(spool: spool, kind: kind)
-        try FileIO.makeDirectories(dir, mode: 0o2775)
+        try FileIO.makeSharedDirectories(dir)
         var ts = timespec()
         clock_gettime(CLOCK_REALTIME, &ts)
         let name = "ctl-\(ts.tv_sec)-\(ts.tv_nsec)-\(getpid())"

@@ -33,8 +33,8 @@ public final class SpoolIntake {
     /// Watches a directory for each kind (creating it) and stops watching
     /// kinds that are gone from the config.
     public func watch(kinds: [String]) throws(SystemError) {
-        try FileIO.makeDirectories(spoolDir, mode: 0o2775)
-        try FileIO.makeDirectories(rejectedDir, mode: 0o2775)
+        try FileIO.makeSharedDirectories(spoolDir)
+        try FileIO.makeSharedDirectories(rejectedDir)
         for (wd, w) in watches where !kinds.contains(w.kind) {
             inotify.unwatch(wd)
             watches[wd] = nil
@@ -42,7 +42,7 @@ public final class SpoolIntake {
         for request in SpoolRequest.allCases {
             for kind in kinds where !watches.values.contains(where: { $0 == (request, kind) }) {
                 let dir = request.directory(spool: spoolDir, kind: kind)
-                try FileIO.makeDirectories(dir, mode: 0o2775)
+                try FileIO.makeSharedDirectories(dir)
                 let wd = try inotify.watch(dir, mask: UInt32(IN_CLOSE_WRITE | IN_MOVED_TO | IN_Q_OVERFLOW))
                 watches[wd] = (request, kind)
             }

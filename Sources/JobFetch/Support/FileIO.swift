@@ -109,6 +109,33 @@ public enum FileIO {
         if mkdir(path, mode) != 0 && errno != EEXIST { throw SystemError("mkdir", path) }
     }
 
+    /// Spool directories: owner and group may drop and remove files, others
+    /// nothing, whatever the umask (the service's is 0027, which keeps the
+    /// state read-only to its group). The group comes from a setgid parent
+    /// (the packaged spool is setgid `jobfetchd-submit`), which the kernel
+    /// passes on to new subdirectories; `mkdir` asks for no setgid bit,
+    /// which systemd's `RestrictSUIDSGID=` would refuse.
+    public static func makeSharedDirectories(_ path: String) throws(SystemError) {
+        var st = stat()
+        if stat(path, &st) == 0 {
+            guard (st.st_mode & S_IFMT) == S_IFDIR else { throw SystemError("mkdir", path, errno: ENOTDIR) }
+            return
+        }
+        let up = parent(path)
+        if up != path && !up.isEmpty { try makeSharedDirectories(up) }
+        guard mkdir(path, 0o770) == 0 else {
+            if errno == EEXIST { return }
+            throw SystemError("mkdir", path)
+        }
+        // A umask took the group's bits: put them back, keeping an inherited
+        // setgid bit where allowed. Under RestrictSUIDSGID= a mode with that
+        // bit is refused (EPERM); the directory then keeps the spool's group
+        // without the bit, which is all the daemon's own directories need.
+        if stat(path, &st) == 0, st.st_mode & 0o070 != 0o070 {
+            if chmod(path, (st.st_mode & S_ISGID) | 0o770) != 0 { _ = chmod(path, 0o770) }
+        }
+    }
+
     /// `rm -rf` of a directory tree this program made; never follows links.
     public static func removeTree(_ path: String) throws(SystemError) {
         var st = stat()
