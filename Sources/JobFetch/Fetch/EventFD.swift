@@ -19,7 +19,7 @@ public final class EventFD: Sendable {
         _ = write(fd, &one, 8)
     }
 
-    /// Resets the count without waiting (for a nonblocking descriptor).
+    /// Resets the count (without waiting when the descriptor is nonblocking).
     public func clear() {
         var count: UInt64 = 0
         while read(fd, &count, 8) < 0 && errno == EINTR {}
@@ -29,7 +29,6 @@ public final class EventFD: Sendable {
     public func wait(timeoutMs: Int32) {
         var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
         _ = poll(&p, 1, timeoutMs)
-        var count: UInt64 = 0
-        while read(fd, &count, 8) < 0 && errno == EINTR {}
+        clear()
     }
 }

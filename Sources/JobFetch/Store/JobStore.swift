@@ -85,7 +85,8 @@ public final class JobStore {
     /// (whose undone writes the schedule had already taken in).
     func loadSchedule() throws(SQLiteError) {
         schedule.clear()
-        let s = try db.prepare("SELECT kind, id, state, next_at FROM jobs WHERE state IN ('registered', 'polling', 'fetching', 'publishing')")
+        let active = JobState.active.map { "'\($0.rawValue)'" }.joined(separator: ", ")
+        let s = try db.prepare("SELECT kind, id, state, next_at FROM jobs WHERE state IN (\(active))")
         while try s.step() {
             guard let kind = s.text(0), let idText = s.text(1), let id = try? JobID(idText),
                   let state = s.text(2).flatMap(JobState.init(rawValue:)) else { continue }
