@@ -21,14 +21,14 @@ let package = Package(
     targets: [
         // System libraries: typed static-inline wrappers around variadic C APIs and macros.
         .systemLibrary(name: "CCurl", pkgConfig: "libcurl", providers: [.apt(["libcurl4-openssl-dev"])]),
-        .systemLibrary(name: "JFZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
+        .systemLibrary(name: "CIsal", pkgConfig: "libisal", providers: [.apt(["libisal-dev"])]),
         .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
         .systemLibrary(name: "COpenSSL", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
         .systemLibrary(name: "CLinux"),
         .target(
             name: "JobFetch",
             dependencies: [
-                "CCurl", "JFZlib", "CSQLite", "COpenSSL", "CLinux",
+                "CCurl", "CIsal", "CSQLite", "COpenSSL", "CLinux",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ZIPFoundation", package: "ZIPFoundation"),
                 .product(name: "HeapModule", package: "swift-collections"),

@@ -17,11 +17,15 @@ export PATH=/opt/swift/usr/bin:$PATH
 
 command -v systemd-nspawn >/dev/null && command -v debootstrap >/dev/null ||
     apt-get install -y debootstrap systemd-container >/dev/null
+# What the installed binaries need at run time (the Swift runtime is linked in).
+RUNTIME="libcurl4 libsqlite3-0 zlib1g libisal2 libssl3"
 if [ ! -x "$ROOTFS/usr/bin/systemctl" ]; then
-    debootstrap --variant=minbase \
-        --include=systemd,systemd-sysv,dbus,libcurl4,libsqlite3-0,zlib1g,libssl3 \
+    debootstrap --variant=minbase --include="systemd,systemd-sysv,dbus,${RUNTIME// /,}" \
         bookworm "$ROOTFS" http://deb.debian.org/debian
 fi
+# A root file system made by an older version of this script may lack a newer one.
+chroot "$ROOTFS" dpkg -s $RUNTIME >/dev/null 2>&1 ||
+    chroot "$ROOTFS" apt-get install -y --no-install-recommends $RUNTIME >/dev/null
 
 make install DESTDIR="$ROOTFS" PREFIX=/usr >/dev/null
 

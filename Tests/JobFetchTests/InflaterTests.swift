@@ -48,6 +48,76 @@ import TestSupport
         } throws: { ($0 as? JobFetchError)?.message.contains("corrupt") == true }
     }
 
+    /// Feeds `bytes` in pieces of the given sizes, cycling; returns the output.
+    func stream(_ bytes: [UInt8], _ format: InflateStream.Format, pieces: [Int]) throws -> [UInt8] {
+        let decoder = try InflateStream(format: format, limit: 1 << 32)
+        var out: [UInt8] = []
+        try bytes.withUnsafeBytes { all in
+            var at = 0, i = 0
+            while at < all.count {
+                let n = min(pieces[i % pieces.count], all.count - at)
+                try decoder.feed(UnsafeRawBufferPointer(rebasing: all[at..<(at + n)])) { out += $0 }
+                at += n
+                i += 1
+            }
+        }
+        try decoder.finish()
+        return out
+    }
+
+    /// The decoder keeps state between calls: any split of the input, one
+    /// byte at a time included, and a member boundary inside a piece, give
+    /// the exact output (checked against Python's zlib, which made the input).
+    @Test func anySplitOfTheInputGivesTheSameOutput() throws {
+        defer { try? FileIO.removeTree(dir) }
+        let script = """
+            import gzip, zlib, random, sys
+            r = random.Random(7)
+            rows = "".join(f"{r.randrange(10**9)},{r.choice(['a','bb','ccc'])},{r.random():.6f}\\n" for _ in range(120000)).encode()
+            d = sys.argv[1]
+            open(d + "/plain", "wb").write(rows)
+            open(d + "/two.gz", "wb").write(gzip.compress(rows[:700001], 6) + gzip.compress(rows[700001:], 1))
+            open(d + "/z.zz", "wb").write(zlib.compress(rows, 9))
+            c = zlib.compressobj(6, zlib.DEFLATED, -15)
+            open(d + "/raw.deflate", "wb").write(c.compress(rows) + c.flush())
+            """
+        try write(dir + "/make.py", script)
+        #expect(shell("python3 '\(dir)/make.py' '\(dir)'") == 0)
+        let plain = try FileIO.readAll(dir + "/plain", limit: 64 << 20)
+        #expect(plain.count > 2 << 20)
+        let two = try FileIO.readAll(dir + "/two.gz", limit: 64 << 20)
+        for pieces in [[1 << 20], [4093], [7, 1, 65536, 3]] {
+            #expect(try stream(two, .gzip, pieces: pieces) == plain, "gzip, two members, pieces \(pieces)")
+        }
+        #expect(try stream(try FileIO.readAll(dir + "/z.zz", limit: 64 << 20), .zlib, pieces: [333]) == plain)
+        #expect(try stream(try FileIO.readAll(dir + "/raw.deflate", limit: 64 << 20), .deflate, pieces: [100_000]) == plain)
+    }
+
+    /// A trailer that does not match the content fails, whether its CRC-32,
+    /// its length (gzip) or its Adler-32 (zlib) is wrong.
+    @Test func aWrongTrailerIsAnError() throws {
+        defer { try? FileIO.removeTree(dir) }
+        let script = """
+            import gzip, zlib, sys
+            d = sys.argv[1]
+            data = b"id,value\\n" * 50000
+            g = gzip.compress(data)
+            open(d + "/crc.gz", "wb").write(g[:-8] + bytes([g[-8] ^ 1]) + g[-7:])
+            open(d + "/len.gz", "wb").write(g[:-4] + bytes([g[-4] ^ 1]) + g[-3:])
+            z = zlib.compress(data)
+            open(d + "/adler.zz", "wb").write(z[:-1] + bytes([z[-1] ^ 1]))
+            """
+        try write(dir + "/make.py", script)
+        #expect(shell("python3 '\(dir)/make.py' '\(dir)'") == 0)
+        let cases: [(String, InflateStream.Format)] = [("crc.gz", .gzip), ("len.gz", .gzip), ("adler.zz", .zlib)]
+        for (file, format) in cases {
+            let bytes = try FileIO.readAll(dir + "/" + file)
+            var failure: String?
+            do { _ = try stream(bytes, format, pieces: [4096]) } catch { failure = "\(error)" }
+            #expect(failure?.contains("corrupt") == true, "\(file): \(failure ?? "accepted")")
+        }
+    }
+
     @Test func outputLimitStopsABomb() throws {
         defer { try? FileIO.removeTree(dir) }
         #expect(shell("head -c 50000000 /dev/zero | gzip -c > '\(dir)/bomb.gz'") == 0)

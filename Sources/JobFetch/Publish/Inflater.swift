@@ -1,14 +1,19 @@
-import JFZlib
+import CIsal
 import Glibc
 
 /// Streaming gzip/zlib/raw-deflate decompression with the rules the field
-/// learned: the stream must reach Z_STREAM_END with a correct trailer (a
+/// learned: the stream must reach its end with a correct trailer (a
 /// truncated file is an error, not a short result), every member of a
 /// multi-member gzip is decoded, and output is bounded (size and ratio).
+///
+/// The decoder is ISA-L's igzip (`isal_inflate`): it parses the gzip or zlib
+/// header itself and checks the CRC-32 and length (gzip) or Adler-32 (zlib)
+/// trailer, and on this machine inflates about three times as fast as zlib,
+/// which was the bound of a gzip artifact's download-to-published time.
 public final class InflateStream {
     public enum Format: Sendable, Equatable { case gzip, zlib, deflate }
 
-    private var stream = z_stream()
+    private let state: UnsafeMutablePointer<inflate_state>
     private let output: UnsafeMutablePointer<UInt8>
     static let chunk = 256 * 1024
     public let format: Format
@@ -18,7 +23,7 @@ public final class InflateStream {
     static let ratioFloor: Int64 = 64 << 20
     public private(set) var consumed: Int64 = 0
     public private(set) var produced: Int64 = 0
-    /// The last member read so far reached Z_STREAM_END with its checksum.
+    /// The last member read so far reached its end and its checksum matched.
     private var ended = false
 
     public init(format: Format, limit: Int64, maxRatio: Double = .infinity) throws(JobFetchError) {
@@ -26,16 +31,23 @@ public final class InflateStream {
         self.limit = limit
         self.maxRatio = maxRatio
         output = .allocate(capacity: Self.chunk)
-        // 15 + 32: zlib or gzip, detected from the header; -15: raw deflate.
-        guard jf_inflate_init2(&stream, format == .deflate ? -15 : 15 + 32) == Z_OK else {
-            output.deallocate()
-            throw JobFetchError("zlib could not start")
-        }
+        state = .allocate(capacity: 1)
+        start()
     }
 
     deinit {
-        inflateEnd(&stream)
+        state.deallocate()
         output.deallocate()
+    }
+
+    /// A fresh decoder state for the next stream (or gzip member).
+    private func start() {
+        isal_inflate_init(state)
+        switch format {
+        case .gzip: state.pointee.crc_flag = UInt32(ISAL_GZIP)
+        case .zlib: state.pointee.crc_flag = UInt32(ISAL_ZLIB)
+        case .deflate: state.pointee.crc_flag = UInt32(ISAL_DEFLATE)
+        }
     }
 
     /// Recognises compressed data by its first bytes, not by its name.
@@ -47,6 +59,19 @@ public final class InflateStream {
         return nil
     }
 
+    static func problem(_ status: Int32) -> String {
+        switch status {
+        case ISAL_INCORRECT_CHECKSUM: return "its checksum does not match its content"
+        case ISAL_INVALID_WRAPPER: return "invalid gzip or zlib header"
+        case ISAL_UNSUPPORTED_METHOD: return "unsupported compression method"
+        case ISAL_NEED_DICT: return "the stream needs a preset dictionary"
+        case ISAL_INVALID_BLOCK: return "invalid deflate block"
+        case ISAL_INVALID_SYMBOL: return "invalid deflate symbol"
+        case ISAL_INVALID_LOOKBACK: return "invalid back-reference distance"
+        default: return "decoder error \(status)"
+        }
+    }
+
     /// Decodes `input`, handing each piece of output to `sink`.
     public func feed(_ input: UnsafeRawBufferPointer, sink: (UnsafeRawBufferPointer) throws(JobFetchError) -> Void) throws(JobFetchError) {
         guard let base = input.baseAddress, input.count > 0 else { return }
@@ -56,21 +81,19 @@ public final class InflateStream {
             if ended {
                 // Another gzip member follows (a zlib or raw stream has only one).
                 guard format == .gzip else { throw JobFetchError("compressed data is corrupt: bytes follow the end of the stream") }
-                inflateReset(&stream)
+                start()
                 ended = false
             }
-            stream.next_in = UnsafeMutablePointer(mutating: base.assumingMemoryBound(to: UInt8.self)) + pos
-            stream.avail_in = UInt32(input.count - pos)
-            var status: Int32
+            // avail_in is 32 bits: feed at most 1 GiB at a time.
+            let span = min(input.count - pos, 1 << 30)
+            state.pointee.next_in = UnsafeMutablePointer(mutating: base.assumingMemoryBound(to: UInt8.self)) + pos
+            state.pointee.avail_in = UInt32(span)
             repeat {
-                stream.next_out = output
-                stream.avail_out = UInt32(Self.chunk)
-                status = JFZlib.inflate(&stream, Z_NO_FLUSH)
-                guard status == Z_OK || status == Z_STREAM_END || status == Z_BUF_ERROR else {
-                    let msg = stream.msg.map { String(cString: $0) } ?? "zlib error \(status)"
-                    throw JobFetchError("compressed data is corrupt: \(msg)")
-                }
-                let n = Self.chunk - Int(stream.avail_out)
+                state.pointee.next_out = output
+                state.pointee.avail_out = UInt32(Self.chunk)
+                let status = isal_inflate(state)
+                guard status == ISAL_DECOMP_OK else { throw JobFetchError("compressed data is corrupt: \(Self.problem(status))") }
+                let n = Self.chunk - Int(state.pointee.avail_out)
                 if n > 0 {
                     produced += Int64(n)
                     guard produced <= limit else {
@@ -81,11 +104,15 @@ public final class InflateStream {
                     }
                     try sink(UnsafeRawBufferPointer(start: output, count: n))
                 }
-            } while stream.avail_out == 0 && status == Z_OK
-            pos = input.count - Int(stream.avail_in)
-            if status == Z_STREAM_END { ended = true } else if stream.avail_in > 0 && status == Z_BUF_ERROR {
-                throw JobFetchError("compressed data is corrupt: zlib made no progress")
-            }
+                // A full output buffer may mean more is waiting inside the decoder.
+            } while state.pointee.avail_out == 0 && state.pointee.block_state != ISAL_BLOCK_FINISH
+            let left = Int(state.pointee.avail_in)
+            ended = state.pointee.block_state == ISAL_BLOCK_FINISH
+            // isal_inflate returns only with its input used up, its output
+            // full (drained above) or an error: input left over before the
+            // end means it stopped, and looping would not move.
+            guard ended || left == 0 else { throw JobFetchError("compressed data is corrupt: the decoder stopped early") }
+            pos += span - left
         }
     }
 
