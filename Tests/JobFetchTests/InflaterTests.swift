@@ -65,9 +65,9 @@ import TestSupport
         return out
     }
 
-    /// The decoder keeps state between calls: any split of the input, one
-    /// byte at a time included, and a member boundary inside a piece, give
-    /// the exact output (checked against Python's zlib, which made the input).
+    /// The decoder keeps state between calls: any split of the input (whole
+    /// MiB, odd sizes, pieces of 1, 3 and 7 bytes) and a member boundary
+    /// inside a piece give the exact output (checked against Python's zlib, which made the input).
     @Test func anySplitOfTheInputGivesTheSameOutput() throws {
         defer { try? FileIO.removeTree(dir) }
         let script = """
