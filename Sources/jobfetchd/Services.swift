@@ -108,7 +108,10 @@ enum GroupRunner {
     static func block<T: Sendable>(_ work: @escaping @Sendable () async throws -> T) throws -> T {
         let outcome = Mutex<Result<T, any Error>>(.failure(CancellationError()))
         let done = DispatchSemaphore(value: 0)
-        Task {
+        // Medium (default) priority: from the main thread a task would inherit a
+        // higher one, and Dispatch would try to renice its worker threads
+        // below 0, which an unprivileged service may not (a syslog line each).
+        Task(priority: .medium) {
             let result: Result<T, any Error>
             do { result = .success(try await work()) } catch { result = .failure(error) }
             outcome.withLock { $0 = result }
