@@ -170,7 +170,13 @@ public final class Engine {
             if purpose.isPoll { pollsInFlight += 1 } else { fetchesInFlight += 1 }
             return true
         } catch {
-            logger.error("cannot start a request: \(error)", metadata: Logger.job(purpose.key))
+            // The job is still due: without a later time the loop would try
+            // it again at once, every turn. (Callers save nothing after this.)
+            if var r = try? store.job(purpose.key), let kind = config.kind(purpose.key.kind) {
+                scheduleRetry(&r, kind: kind, problem: "cannot start a request: \(error)", response: nil, now: Clock.now(), level: .error)
+            } else {
+                logger.error("cannot start a request: \(error)", metadata: Logger.job(purpose.key))
+            }
             return false
         }
     }
