@@ -1,4 +1,5 @@
 import Dispatch
+import Foundation
 import Glibc
 import JobFetch
 import ServiceLifecycle
@@ -25,11 +26,11 @@ struct EngineService: Service {
         control = engine.control
     }
 
-    func run() async throws {
+    func run() async {
         let control = control
-        try await withTaskCancellationHandler {
-            try await withGracefulShutdownHandler {
-                try await Self.onThread(handoff)
+        await withTaskCancellationHandler {
+            await withGracefulShutdownHandler {
+                await Self.onThread(handoff)
             } onGracefulShutdown: {
                 control.send(.stop)
             }
@@ -38,33 +39,16 @@ struct EngineService: Service {
         }
     }
 
-    /// Runs the engine's loop on a new thread and resumes when it returns.
-    private static func onThread(_ handoff: Handoff) async throws(SystemError) {
-        let failure: Int32 = await withCheckedContinuation { (done: CheckedContinuation<Int32, Never>) in
-            let job = Unmanaged.passRetained(LoopJob(handoff.engine, done)).toOpaque()
-            var thread = pthread_t()
-            let rc = pthread_create(&thread, nil, { raw in
-                let job = Unmanaged<LoopJob>.fromOpaque(raw!).takeRetainedValue()
-                job.engine.run()
-                job.done.resume(returning: 0)
-                return nil
-            }, job)
-            if rc != 0 {
-                Unmanaged<LoopJob>.fromOpaque(job).release()
-                done.resume(returning: rc)
-            } else {
-                pthread_detach(thread)
-            }
-        }
-        if failure != 0 { throw SystemError("pthread_create", "the engine's thread", errno: failure) }
-    }
-
-    private final class LoopJob: @unchecked Sendable {
-        let engine: Engine
-        let done: CheckedContinuation<Int32, Never>
-        init(_ engine: Engine, _ done: CheckedContinuation<Int32, Never>) {
-            self.engine = engine
-            self.done = done
+    /// Runs the engine's loop on a new thread (named, as the decompress and
+    /// hash workers are, so `top -H` tells it apart from Dispatch's) and
+    /// resumes when it returns.
+    private static func onThread(_ handoff: Handoff) async {
+        await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
+            Thread {
+                Thread.current.name = "jf-engine"
+                handoff.engine.run()
+                done.resume()
+            }.start()
         }
     }
 }

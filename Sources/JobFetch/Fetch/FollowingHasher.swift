@@ -17,9 +17,11 @@ public final class FollowingHasher: Sendable {
         self.path = path
         wakeUp = try EventFD(nonblocking: true, for: path)
         done = try EventFD(nonblocking: false, for: path)
-        let thread = Thread { [self] in self.run() }
-        thread.name = "jobfetchd-sha256"
-        thread.start()
+        // Named from inside: a name set before start() is not applied on Linux.
+        Thread { [self] in
+            Thread.current.name = "jf-sha256"
+            self.run()
+        }.start()
     }
 
     public func advance(to size: Int64) {

@@ -63,9 +63,11 @@ public final class PartInflater: Sendable {
         wakeUp = try EventFD(nonblocking: true, for: part)
         done = try EventFD(nonblocking: true, for: part)
         // The thread holds the inflater until it returns, so the eventfds outlive it.
-        let thread = Thread { [self] in self.run() }
-        thread.name = "jobfetchd-inflate"
-        thread.start()
+        // Named from inside: a name set before start() is not applied on Linux.
+        Thread { [self] in
+            Thread.current.name = "jf-inflate"
+            self.run()
+        }.start()
     }
 
     public var outcome: Outcome? { result.withLock { $0 } }
