@@ -1,6 +1,6 @@
-// Linux interfaces that Swift's Glibc module does not import: signalfd, eventfd, and
+// Linux interfaces that Swift's Glibc module does not import: signalfd, eventfd,
 // renameat2(RENAME_EXCHANGE) and sync_file_range, which glibc declares only
-// under _GNU_SOURCE.
+// under _GNU_SOURCE, openat2 (no glibc wrapper), prctl and a crash marker.
 #ifndef JOBFETCH_CLINUX_SHIM_H
 #define JOBFETCH_CLINUX_SHIM_H
 #include <sys/signalfd.h>
@@ -29,4 +29,81 @@ static inline int jf_rename_exchange(const char *a, const char *b) {
 static inline int jf_sync_file_range(int fd, long long offset, long long nbytes, unsigned int flags) {
     return (int)syscall(SYS_sync_file_range, fd, offset, nbytes, flags);
 }
+#include <linux/openat2.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <signal.h>
+#include <string.h>
+
+/// Opens `path` relative to `dirfd` the way nothing from outside can redirect:
+/// the kernel refuses any resolution that leaves `dirfd` (`..`, an absolute
+/// path) or crosses a symbolic link anywhere in the path (openat2, Linux 5.6).
+/// `mode` is used only with O_CREAT. -1 with errno (EXDEV, ELOOP...) otherwise.
+static inline int jf_open_beneath(int dirfd, const char *path, int flags, unsigned int mode) {
+    struct open_how how;
+    memset(&how, 0, sizeof how);
+    how.flags = (unsigned long long)flags;
+    how.mode = (flags & O_CREAT) ? mode : 0;
+    how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
+    return (int)syscall(SYS_openat2, dirfd, path, &how, sizeof how);
+}
+
+/// No core file, and no ptrace or /proc/<pid>/mem by other unprivileged
+/// processes: the daemon's memory holds tokens. (prctl is variadic.)
+static inline int jf_forbid_core_dumps(void) {
+    struct rlimit none = {0, 0};
+    if (setrlimit(RLIMIT_CORE, &none) != 0) return -1;
+    return prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+}
+
+/// The crash marker: a word in a shared file mapping that a fatal signal's
+/// handler sets before the signal takes its course (memory stores are
+/// async-signal-safe, and a MAP_SHARED page outlives the process).
+struct jf_crash_state {
+    volatile unsigned char *_Nullable word;
+    struct sigaction previous[65];
+};
+
+/// One state for the process: a function-local static, because Swift emits
+/// no storage for a static variable declared in an imported header.
+static inline struct jf_crash_state *jf_crash(void) {
+    static struct jf_crash_state state;
+    return &state;
+}
+
+static void jf_crash_handler(int sig) {
+    struct jf_crash_state *s = jf_crash();
+    if (s->word) *s->word = (unsigned char)sig;
+    // The previous disposition (the default, or Swift's backtracer) takes it
+    // from here: re-raised for a signal sent by kill, re-faulted for a trap.
+    sigaction(sig, &s->previous[sig], NULL);
+    raise(sig);
+}
+
+/// Installs the handler for the signals a crash or a watchdog kill brings
+/// (once per process; later calls only move the marker to `word`).
+static inline int jf_install_crash_marker(unsigned char *word) {
+    static const int sigs[] = {SIGILL, SIGTRAP, SIGABRT, SIGBUS, SIGFPE, SIGSEGV, SIGSYS};
+    struct jf_crash_state *s = jf_crash();
+    // Installed once: a second install would record this handler as the
+    // previous one, and a crash would then re-raise into itself for ever.
+    int installed = s->word != NULL;
+    s->word = word;
+    if (installed) return 0;
+    for (unsigned i = 0; i < sizeof sigs / sizeof sigs[0]; i++) {
+        struct sigaction sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_handler = jf_crash_handler;
+        sigemptyset(&sa.sa_mask);
+        sa.sa_flags = SA_ONSTACK;
+        if (sigaction(sigs[i], &sa, &s->previous[sigs[i]]) != 0) return -1;
+    }
+    return 0;
+}
+/// A descriptor that becomes readable when process `pid` exits (Linux 5.3):
+/// waiting for a child with a deadline, without polling its status.
+static inline int jf_pidfd_open(int pid) {
+    return (int)syscall(SYS_pidfd_open, pid, 0);
+}
+
 #endif

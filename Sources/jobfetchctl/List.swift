@@ -24,7 +24,7 @@ struct List: ParsableCommand {
 
     func validate() throws {
         if watch && json { throw ValidationError("--watch shows the table; use --json without it") }
-        guard interval >= 0.1 else { throw ValidationError("--interval must be at least 0.1 (seconds)") }
+        guard interval >= 0.1, interval <= 86400 else { throw ValidationError("--interval must be from 0.1 to 86400 (seconds)") }
         if let state, JobState(rawValue: state) == nil {
             throw ValidationError("unknown state \"\(state)\"; states are \(JobState.allCases.map(\.rawValue).joined(separator: ", "))")
         }

@@ -64,7 +64,7 @@ enum OperatorRequest {
         if let why = try? FileIO.readAll(rejected + ".reason") {
             // The reason file: a header line, then one line per refused request.
             let lines = String(decoding: why, as: UTF8.self).split(separator: "\n").dropFirst()
-            print("\(request.rawValue) refused: " + (lines.first.map(String.init) ?? "see \(rejected).reason"))
+            print("\(request.rawValue) refused: " + (lines.first.map { ServerText.escaped(String($0)) } ?? "see \(rejected).reason"))
             throw ExitCode(1)
         }
         guard let store = try options.openStore(config), let r = try store.job(key) else {
@@ -73,6 +73,6 @@ enum OperatorRequest {
         }
         let recent = try store.events(key, limit: 5).map(\.message)
         let detail = request == .cancel && r.state == .cancelled ? r.reason : recent.last(where: { $0.contains("requested") }) ?? recent.last
-        print("\(key): \(r.state.rawValue)" + (detail.map { " (\($0))" } ?? ""))
+        print("\(key): \(r.state.rawValue)" + (detail.map { " (\(ServerText.escaped($0)))" } ?? ""))
     }
 }

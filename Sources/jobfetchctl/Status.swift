@@ -53,7 +53,7 @@ struct Status: ParsableCommand {
             // The published files, as job.json lists them.
             if let bytes = try? FileIO.readAll(dir + "/job.json"), case .array(let files)? = (try? JSONParser.parse(bytes))?["files"] {
                 for f in files {
-                    let size = f["bytes"]?.doubleValue.map { Units.formatBytes(Int64($0)) } ?? "?"
+                    let size = f["bytes"]?.doubleValue.flatMap { Int64(exactly: $0) }.map(Units.formatBytes) ?? "?"
                     lines.append("file:        \(f["name"]?.scalarText ?? "?")  \(size)  sha256 \(f["sha256"]?.scalarText ?? "?")")
                 }
             }
@@ -62,6 +62,8 @@ struct Status: ParsableCommand {
         }
         lines.append("history:")
         for h in history { lines.append("  \(Timestamp.iso8601(h.at))  \(h.message)") }
-        print(lines.joined(separator: "\n"))
+        // Status values, reasons, warnings and history quote servers: each line
+        // is escaped so that none can add lines or drive the terminal.
+        print(lines.map(ServerText.escaped).joined(separator: "\n"))
     }
 }

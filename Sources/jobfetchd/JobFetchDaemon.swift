@@ -21,10 +21,14 @@ struct JobFetchDaemon: ParsableCommand {
     var checkConfig = false
 
     func run() throws {
+        // Before any secret is read: no core file, no ptrace by other users.
+        ProcessHardening.forbidCoreDumps()
         let path = ConfigLocation.resolve(config)
         if checkConfig {
             let loaded = try Self.load(path)
-            print("\(path): OK (\(loaded.kinds.count) kind(s): \(loaded.kinds.map(\.name).joined(separator: ", ")))")
+            for w in loaded.warnings { printError("warning: \(w)") }
+            print("\(path): OK (\(loaded.kinds.count) kind(s): \(loaded.kinds.map(\.name).joined(separator: ", ")))" +
+                  (loaded.warnings.isEmpty ? "" : ", \(loaded.warnings.count) warning(s)"))
             return
         }
         // SIGHUP is listened for before the config is read: one that comes
@@ -35,6 +39,7 @@ struct JobFetchDaemon: ParsableCommand {
         let loaded = try Self.load(path)
         LineLogHandler.bootstrap(level: loaded.daemon.logLevel)
         let logger = Logger(label: "jobfetchd")
+        for w in loaded.warnings { logger.warning("\(w)") }
         let engine: Engine
         do {
             engine = try Engine(config: loaded, configPath: path, logger: logger)

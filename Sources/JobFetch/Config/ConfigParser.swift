@@ -40,6 +40,8 @@ public struct ConfigParser {
     var secretsMode: Secrets = .resolve
     let secrets = SecretFileCache()
     var problems: [ConfigProblem] = []
+    /// Header lines whose credential is written into the file itself.
+    var literalSecrets: [ConfigProblem] = []
 
     /// Reads and checks the file; throws every problem found, with its line.
     public static func load(path: String, environment: Environment = .process, secrets: Secrets = .resolve) throws(ConfigErrors) -> Config {
@@ -47,14 +49,20 @@ public struct ConfigParser {
         do { bytes = try FileIO.readAll(path, limit: 1 << 20) } catch {
             throw ConfigErrors(problems: [ConfigProblem(file: path, line: 0, key: nil, message: "cannot read the config file: \(error)")])
         }
-        return try parse(String(decoding: bytes, as: UTF8.self), file: path, environment: environment, secrets: secrets)
+        var config = try parse(String(decoding: bytes, as: UTF8.self), file: path, environment: environment, secrets: secrets)
+        // A token written into a file that others may read is worth a warning:
+        // the packaged config is readable by the submit group.
+        var st = stat()
+        if stat(path, &st) == 0, st.st_mode & 0o044 != 0 { config.warnings = config.literalSecretHeaders }
+        return config
     }
 
     public static func parse(_ text: String, file: String, environment: Environment = .process, secrets: Secrets = .resolve) throws(ConfigErrors) -> Config {
         var parser = ConfigParser(file: file, environment: environment)
         parser.secretsMode = secrets
-        let config = parser.run(text)
+        var config = parser.run(text)
         guard parser.problems.isEmpty else { throw ConfigErrors(problems: parser.problems) }
+        config.literalSecretHeaders = parser.literalSecrets
         return config
     }
 
@@ -207,6 +215,10 @@ public struct ConfigParser {
         }
         for e in byKey["header"] ?? [] {
             if let t = header(e) { kind.headers.append(t) }
+            if let name = e.value.split(separator: ":", maxSplits: 1).first, Self.looksLikeCredential(String(name)), !e.value.contains("${") {
+                literalSecrets.append(ConfigProblem(file: file, line: e.line, key: e.key, message:
+                    "header \(name.trimmingWhitespace()) holds a literal credential in a file readable by others than its owner; put it in ${credential:NAME} or ${file:PATH}"))
+            }
         }
         if let e = one("poll_interval"), let v = expand(e), let d = duration(e, v) { kind.pollInterval = d }
         if let e = one("max_poll_interval"), let v = expand(e), let d = duration(e, v) { kind.maxPollInterval = d }
@@ -367,6 +379,12 @@ public struct ConfigParser {
         literal += rest
         parts.append(.literal(literal))
         return SecretTemplate(parts: parts.filter { $0 != .literal("") })
+    }
+
+    /// Header names that carry credentials.
+    static func looksLikeCredential(_ name: String) -> Bool {
+        let n = name.lowercased()
+        return ["auth", "key", "token", "secret", "cookie", "password", "signature"].contains { n.contains($0) }
     }
 
     private mutating func header(_ e: Entry) -> SecretTemplate? {

@@ -26,7 +26,11 @@ public enum Units {
         return overflow ? nil : r
     }
 
-    public static func formatDuration(_ seconds: Double) -> String {
+    /// Total: a duration computed from a server's numbers may be anything.
+    public static func formatDuration(_ value: Double) -> String {
+        guard !value.isNaN else { return "?" }
+        let seconds = min(max(value, -1e15), 1e15)
+        if seconds < 0 { return "-" + formatDuration(-seconds) }
         if seconds < 1 { return "\(Int((seconds * 1000).rounded()))ms" }
         if seconds < 120 { return seconds == seconds.rounded() ? "\(Int(seconds))s" : String(format1: seconds) + "s" }
         if seconds < 7200 { return "\(Int((seconds / 60).rounded()))m" }

@@ -52,8 +52,13 @@ extension Engine {
         case .success:
             ok(&r)
         case .redirect:
-            guard let next = redirectTarget(response, from: url, hop: hop, kind: kind) else {
-                retry("\(url.redacted) answered HTTP \(status) with no usable redirect")
+            let next: ParsedURL
+            switch redirectTarget(response, from: url, hop: hop, kind: kind) {
+            case .follow(let target): next = target
+            case .unusable(let why): retry(why); return
+            case .refused(let why):
+                r.reason = "the \(what) could not be read: \(why)"
+                complete(&r, .failed, now: now)
                 return
             }
             do {

@@ -12,6 +12,8 @@ extension Engine {
         r.updatedAt = now
         r.nextAt = now
         if outcome == .succeeded { r.reason = nil }
+        // job.json says what the store keeps: server text in a reason is bounded.
+        r.reason = r.reason.map { ServerText.capped($0) }
         let event = outcome == .succeeded ? "succeeded" : "\(outcome.rawValue): \(r.reason ?? "")"
         if outcome == .succeeded {
             logger.info("succeeded; publishing", metadata: Logger.job(r.key))

@@ -160,12 +160,15 @@ extension Engine {
             keepDecoder = true
             awaitDecode(&r, decoder, url: url, response: response, bytes: response.bytesWritten)
         case .redirect:
-            guard let next = redirectTarget(response, from: url, hop: hop, kind: kind) else {
-                retry("\(url.redacted) answered HTTP \(status) with no usable redirect")
-                return
+            switch redirectTarget(response, from: url, hop: hop, kind: kind) {
+            case .follow(let next):
+                save(r)
+                startFetch(r, kind: kind, url: next, hop: hop + 1)
+            case .unusable(let why): retry(why)
+            case .refused(let why):
+                r.reason = "the result could not be fetched: \(why)"
+                complete(&r, .failed, now: now)
             }
-            save(r)
-            startFetch(r, kind: kind, url: next, hop: hop + 1)
         case .credentials:
             retry(Self.credentialsProblem(url, status: status, kind: kind), level: .error)
         case .notFound:
@@ -202,7 +205,9 @@ extension Engine {
             decoders[key] = nil
             store.unclaim(key)
             guard var r = try? store.job(key), r.state == .fetching else { continue }
-            finishArtifact(&r, url: pending.url, response: pending.response, bytes: pending.bytes, outcome: outcome, now: Clock.now())
+            crashGuard.handling(key) {
+                finishArtifact(&r, url: pending.url, response: pending.response, bytes: pending.bytes, outcome: outcome, now: Clock.now())
+            }
         }
     }
 
@@ -254,11 +259,13 @@ extension Engine {
             PartSidecar.discard(part: part)
             knownDigests[r.key] = [PublishedFile(name: name, bytes: out, sha256: sha256, source: nil)]
             logger.info("decompressed \(Units.formatBytes(bytes)) to \(Units.formatBytes(out)) while downloading", metadata: Logger.job(r.key))
-        case .extracted(let files):
+        case .extracted(let archive):
             FileIO.unlinkIfPresent(inflated)
             PartSidecar.discard(part: part)
-            knownDigests[r.key] = files
-            logger.info("extracted \(files.count) file(s) from the zip archive \(name)", metadata: Logger.job(r.key))
+            knownDigests[r.key] = archive.files
+            logger.info("extracted \(archive.files.count) file(s) from the zip archive \(name)", metadata: Logger.job(r.key))
+            for w in archive.warnings { logger.warning("\(w)", metadata: Logger.job(r.key)) }
+            r.warnings += archive.warnings.prefix(StatusReader.maxWarnings)
         case .notCompressed(let size, let sha256):
             FileIO.unlinkIfPresent(inflated)
             name = ArtifactName.avoiding(name, reserved: reserved)

@@ -74,7 +74,8 @@ extension Engine {
         r.lastError = nil
         r.notFoundSince = nil
         let next = offset + items.count
-        let total = pages.totalField.flatMap { doc.value(at: $0)?.doubleValue }.map { Int($0) }
+        // Exactly a whole number an Int holds, or no total at all (`1e400` is +inf, `2.5` is no count).
+        let total = pages.totalField.flatMap { doc.value(at: $0)?.doubleValue }.flatMap { Int(exactly: $0) }
         if let total { r.bytesTotal = nil; r.progress = total > 0 ? Double(next) / Double(total) : 1 }
         let finished = items.isEmpty || (total.map { next >= $0 } ?? (items.count < pages.size))
         if finished {

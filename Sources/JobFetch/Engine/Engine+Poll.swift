@@ -2,6 +2,10 @@ import Logging
 
 /// Polling a job's status endpoint and acting on what it says.
 extension Engine {
+    /// How many (kind, unknown status) pairs are remembered for warn-once: a
+    /// server that sends a new status on every poll cannot grow the set.
+    static let maxWarnedStatuses = 256
+
     func startPoll(_ record: JobRecord, now: Double) {
         var r = record
         guard let kind = dueKind(&r, now: now, doing: "no result") else { return }
@@ -60,8 +64,12 @@ extension Engine {
         case .unknown(let status):
             r.state = .polling
             schedulePoll(&r, kind: kind, notBefore: reading.notBefore, now: now)
-            if warnedUnknownStatus.insert(kind.name + "\u{0}" + StatusMapping.normalize(status)).inserted {
+            let seen = kind.name + "\u{0}" + StatusMapping.normalize(status)
+            if warnedUnknownStatus.count < Self.maxWarnedStatuses, warnedUnknownStatus.insert(seen).inserted {
                 logger.warning("unknown API status \"\(status)\" for kind \(kind.name); still polling (further jobs with it are not reported)", metadata: log)
+                if warnedUnknownStatus.count == Self.maxWarnedStatuses {
+                    logger.warning("\(Self.maxWarnedStatuses) different unknown API statuses seen; new ones are no longer reported until a reload")
+                }
             }
             save(r, event: changed.map { $0 + " (unknown to the mapping; still polling)" })
         case .malformed(let problem):
@@ -95,9 +103,7 @@ extension Engine {
         if let resultURL {
             do throws(JobFetchError) {
                 let u = try ParsedURL(resultURL, relativeTo: statusURL)
-                guard isAllowedScheme(u, kind: kind) else {
-                    throw JobFetchError("result URL \(u.redacted) is plain http on a non-loopback host; set allow_insecure_http = yes to allow it")
-                }
+                if let problem = Self.insecureProblem(u, kind: kind) { throw JobFetchError("result URL \(problem)") }
                 url = u
             } catch {
                 r.reason = "the API reported success but its result URL is unusable: \(error.message)"
@@ -122,7 +128,7 @@ extension Engine {
             return
         }
         r.warnings = warnings
-        for w in warnings { logger.warning("API warning: \(LineLogHandler.singleLine(w))", metadata: log) }
+        for w in warnings { logger.warning("API warning: \((w))", metadata: log) }
         r.progress = 1
         r.bytesDone = 0
         r.bytesTotal = nil

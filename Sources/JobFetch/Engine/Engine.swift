@@ -37,6 +37,8 @@ public final class Engine {
     let intake: SpoolIntake
     let secrets = SecretFileCache()
     let lock: StateLock
+    /// Notes the job at hand, so that one whose input crashes the daemon is failed, not retried forever.
+    let crashGuard: CrashGuard
     let notifier = SystemdNotifier(environment: ConfigParser.Environment.process.variables)
     /// When systemd next hears from the loop (watchdog and status).
     var nextNotifyAt = 0.0
@@ -74,6 +76,7 @@ public final class Engine {
         let d = config.daemon
         try FileIO.makeDirectories(d.stateDir, mode: 0o750)
         lock = try StateLock(stateDir: d.stateDir)
+        crashGuard = try CrashGuard(stateDir: d.stateDir)
         try FileIO.makeDirectories(d.outputDir)
         try FileIO.makeDirectories(d.outputDir + "/.incoming")
         store = try JobStore(path: d.databasePath)
@@ -93,6 +96,7 @@ public final class Engine {
     public func run() {
         let now = Clock.now()
         intake.scanAll(now: now)
+        failRepeatOffender(now: now)
         logger.notice("jobfetchd \(Version.string) started: \(config.kinds.count) kind(s), spool \(config.daemon.spoolDir), output \(config.daemon.outputDir)")
         // The store is open and the spool scanned: from now on nothing dropped in is missed.
         notifier.send("READY=1\nSTATUS=\(statusLine())")
@@ -131,11 +135,13 @@ public final class Engine {
     func startDueWork(now: Double) {
         do {
             let polls = store.dueKeys(in: [.registered, .polling], now: now, limit: config.daemon.maxPolls - pollsInFlight)
-            for key in polls { if let r = try store.job(key) { startPoll(r, now: now) } }
+            for key in polls { if let r = try store.job(key) { crashGuard.handling(key) { startPoll(r, now: now) } } }
             let fetches = store.dueKeys(in: [.fetching, .publishing], now: now, limit: config.daemon.maxDownloads - fetchesInFlight)
             for key in fetches {
                 guard let r = try store.job(key) else { continue }
-                if r.state == .publishing { publishRecovered(r) } else if r.pageNext != nil { startPage(r, now: now) } else { startFetch(r, now: now) }
+                crashGuard.handling(key) {
+                    if r.state == .publishing { publishRecovered(r) } else if r.pageNext != nil { startPage(r, now: now) } else { startFetch(r, now: now) }
+                }
             }
         } catch { logger.error("cannot read due jobs from the store: \(error)") }
     }
@@ -183,6 +189,12 @@ public final class Engine {
 
     func finishRequest(_ purpose: Purpose, _ response: HTTPResponse) {
         release(purpose)
+        crashGuard.begin(purpose.key)
+        defer { crashGuard.end() }
+        #if DEBUG
+        // Fault injection for the crash-guard test: a trap, as a bug on this job's input would be.
+        if let target = Self.faultCrashJob, target == purpose.key.description { preconditionFailure("JOBFETCH_FAULT_CRASH_JOB \(target)") }
+        #endif
         switch purpose {
         case .poll(let key, let url, let hop): handlePoll(key, url: url, hop: hop, response)
         case .page(let key, let url, let hop): handlePage(key, url: url, hop: hop, response)
@@ -206,6 +218,24 @@ public final class Engine {
         inFlight[tag] = nil
         release(purpose)
         return purpose
+    }
+
+    #if DEBUG
+    /// Debug builds only: the job (`kind/id`) whose answers make the daemon trap.
+    static let faultCrashJob = getenv("JOBFETCH_FAULT_CRASH_JOB").map { String(cString: $0) }
+    #endif
+
+    /// A job that was at hand at the last two crashes in a row is failed
+    /// now: tried again, it would most likely crash the daemon a third time.
+    func failRepeatOffender(now: Double) {
+        guard let key = crashGuard.repeatOffender else { return }
+        guard var r = try? store.job(key), !r.state.isTerminal else { return }
+        let signal = crashGuard.lastCrashSignal.map { " (last by signal \($0))" } ?? ""
+        logger.error("the daemon stopped twice in a row while handling this job\(signal); failing it so that it cannot stop the daemon again",
+                     metadata: Logger.job(key))
+        r.reason = "the daemon stopped twice while handling this job\(signal): its input may trip a bug; see the daemon's log" +
+            (r.lastError.map { " (last problem: \($0))" } ?? "")
+        crashGuard.handling(key) { complete(&r, .failed, now: now) }
     }
 
     // MARK: stop and reload
@@ -237,6 +267,7 @@ public final class Engine {
             for kind in config.kinds { try FileIO.makeDirectories(config.daemon.outputDir + "/" + kind.name) }
             buckets = [:]
             warnedMissingKind = []
+            warnedUnknownStatus = []
             intake.scanAll(now: Clock.now())
             logger.notice("configuration reloaded: \(config.kinds.count) kind(s)")
         } catch let errors as ConfigErrors {
@@ -264,6 +295,7 @@ public final class Engine {
     func recordProgress(now: Double) {
         guard now >= nextProgressAt else { return }
         nextProgressAt = now + Self.progressInterval
+        enforceDeadlines(now: now)
         var seen = Set<JobKey>()
         var total = 0.0
         defer { downloadRate = total }
@@ -282,6 +314,21 @@ public final class Engine {
             save(r)
         }
         for key in progressSamples.keys where !seen.contains(key) { progressSamples[key] = nil }
+    }
+
+    /// A job's `timeout` holds while its result transfers, too: a server
+    /// that trickles bytes (above `low_speed_limit`) cannot hold a download
+    /// slot past it. Checked with the progress, once a second.
+    func enforceDeadlines(now: Double) {
+        for purpose in Array(inFlight.values) where !purpose.isPoll {
+            let key = purpose.key
+            guard var r = try? store.job(key), let kind = config.kind(key.kind), now - r.clockStart > kind.timeout else { continue }
+            if let tag = inFlight.first(where: { $0.value.key == key })?.key, let p = http.progress(tag) { r.bytesDone = p.bytes }
+            abortInFlight(key)
+            crashGuard.handling(key) {
+                _ = failIfTimedOut(&r, kind: kind, now: now, doing: "the result could not be fetched (\(Units.formatBytes(r.bytesDone)) had arrived)")
+            }
+        }
     }
 
     // MARK: metrics
@@ -340,6 +387,7 @@ public final class Engine {
         inFlight = [:]
         for key in Array(decoders.keys) { dropDecoder(key) }
         if config.daemon.metricsFile != nil { writeMetrics(now: Clock.now(), force: true) }
+        crashGuard.stoppedCleanly()
         logger.notice("stopped")
     }
 
@@ -362,12 +410,26 @@ public final class Engine {
         return failIfTimedOut(&r, kind: kind, now: now, doing: doing) ? nil : kind
     }
 
-    /// Where a 3xx answer points, when it may be followed: a hop left, a
-    /// `Location`, and a scheme the kind allows.
-    func redirectTarget(_ response: HTTPResponse, from url: ParsedURL, hop: Int, kind: KindConfig) -> ParsedURL? {
-        guard hop < Self.maxRedirects, let location = response.headers["location"],
-              let next = try? ParsedURL(location, relativeTo: url), isAllowedScheme(next, kind: kind) else { return nil }
-        return next
+    /// What to do with a 3xx answer.
+    enum Redirect {
+        case follow(ParsedURL)
+        /// No `Location`, or too many hops: may heal, retried with backoff.
+        case unusable(String)
+        /// A target that is never fetched (another scheme, a downgrade to
+        /// plain http, not a URL): the answer will not change, the job fails.
+        case refused(String)
+    }
+
+    func redirectTarget(_ response: HTTPResponse, from url: ParsedURL, hop: Int, kind: KindConfig) -> Redirect {
+        let status = response.status
+        guard hop < Self.maxRedirects else { return .unusable("\(url.redacted) answered HTTP \(status): more than \(Self.maxRedirects) redirects") }
+        guard let location = response.headers["location"] else { return .unusable("\(url.redacted) answered HTTP \(status) with no Location") }
+        let next: ParsedURL
+        do { next = try ParsedURL(location, relativeTo: url) } catch {
+            return .refused("\(url.redacted) redirected to a URL that is never fetched: \(error.message)")
+        }
+        if let problem = Self.insecureProblem(next, kind: kind) { return .refused("\(url.redacted) redirected: \(problem)") }
+        return .follow(next)
     }
 
     static func credentialsProblem(_ url: ParsedURL, status: Int, kind: KindConfig) -> String {
@@ -423,7 +485,15 @@ public final class Engine {
         return false
     }
 
-    func isAllowedScheme(_ url: ParsedURL, kind: KindConfig) -> Bool {
-        url.scheme == "https" || url.isLoopback || kind.allowInsecureHTTP
+    /// Why `url` may not be fetched for `kind`, or nil. Plain http is for a
+    /// kind with `allow_insecure_http`, or for loopback when the kind's own
+    /// status endpoint is plain http on loopback (a local API): an https API
+    /// cannot send the daemon to plain http, not even on this machine.
+    static func insecureProblem(_ url: ParsedURL, kind: KindConfig) -> String? {
+        guard url.scheme != "https", !kind.allowInsecureHTTP else { return nil }
+        if url.isLoopback && kind.statusURL.lowercased().hasPrefix("http://") { return nil }
+        return url.isLoopback
+            ? "\(url.redacted) is plain http while the status endpoint is https: a downgrade is refused; set allow_insecure_http = yes to allow it"
+            : "\(url.redacted) is plain http on a non-loopback host; set allow_insecure_http = yes to allow it"
     }
 }

@@ -23,8 +23,8 @@ public final class PartInflater: Sendable {
         /// Not gzip, zlib or (by header) deflate: the part is the artifact.
         case notCompressed(bytes: Int64, sha256: String)
         case inflated(bytes: Int64, sha256: String)
-        /// A zip archive, extracted (paths checked) into the staging directory.
-        case extracted([PublishedFile])
+        /// A zip archive, extracted (paths checked, links left out with a warning) into the staging directory.
+        case extracted(ZipExtractor.Extracted)
         /// The data is bad (truncated, corrupt, a bomb): the job fails.
         case failed(String)
         /// The output could not be written (disk full…): the job waits and retries.

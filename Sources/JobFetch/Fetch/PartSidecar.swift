@@ -47,9 +47,9 @@ public struct PartSidecar: Equatable, Sendable {
     }
 
     public init?(json v: JSONValue) {
-        guard let url = v["url"]?.scalarText, let synced = v["synced"]?.doubleValue.map({ Int64($0) }), synced >= 0 else { return nil }
+        guard let url = v["url"]?.scalarText, let synced = v["synced"]?.doubleValue.flatMap({ Int64(exactly: $0) }), synced >= 0 else { return nil }
         self.init(url: url, etag: v["etag"]?.scalarText, lastModified: v["last_modified"]?.scalarText,
-                  length: v["length"]?.doubleValue.map { Int64($0) }, synced: synced, encoding: v["encoding"]?.scalarText)
+                  length: v["length"]?.doubleValue.flatMap { Int64(exactly: $0) }, synced: synced, encoding: v["encoding"]?.scalarText)
     }
 
     /// The sidecar of `part`, if there is a readable one.

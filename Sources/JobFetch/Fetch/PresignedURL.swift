@@ -4,7 +4,13 @@ import Glibc
 /// (`X-Amz-Date` + `X-Amz-Expires`), Google (`X-Goog-Date` + `X-Goog-Expires`),
 /// S3 v2 and CloudFront (`Expires`, Unix seconds), Azure SAS (`se`, RFC 3339).
 public enum PresignedURL {
+    /// Only a plausible time (`Timestamp.range`) counts: `X-Amz-Expires=-1e300`
+    /// or `Expires=1e400` is no expiry at all.
     public static func expiry(_ url: String) -> Double? {
+        rawExpiry(url).flatMap(Timestamp.plausible)
+    }
+
+    static func rawExpiry(_ url: String) -> Double? {
         guard let q = url.firstIndex(of: "?") else { return nil }
         var params: [String: String] = [:]
         for pair in url[url.index(after: q)...].split(separator: "#", maxSplits: 1).first?.split(separator: "&") ?? [] {

@@ -87,6 +87,12 @@ public struct JobKey: Hashable, Sendable, CustomStringConvertible, Comparable {
     public let kind: String
     public let id: JobID
     public init(kind: String, id: JobID) { self.kind = kind; self.id = id }
+    /// The inverse of `description`: `kind/id`, nil unless both parts are valid.
+    public init?(parsing text: String) {
+        guard let slash = text.firstIndex(of: "/"), let id = try? JobID(String(text[text.index(after: slash)...])),
+              KindName.problem(with: String(text[..<slash])) == nil else { return nil }
+        self.init(kind: String(text[..<slash]), id: id)
+    }
     public var description: String { "\(kind)/\(id)" }
     public static func < (a: JobKey, b: JobKey) -> Bool { (a.kind, a.id) < (b.kind, b.id) }
 }

@@ -44,6 +44,7 @@ public enum JobReport {
     }
 
     /// The human table; `colour` adds ANSI colours to the state (a terminal).
+    /// Server text in a note is escaped: it can neither split a row nor drive the terminal.
     public static func table(_ records: [JobRecord], now: Double, colour: Bool = false) -> String {
         var rows: [[String]] = [["KIND", "ID", "STATE", "PROGRESS", "BYTES", "RATE", "ETA", "AGE", "NOTE"]]
         for r in records {
@@ -54,7 +55,7 @@ public enum JobReport {
             let eta = eta(r).map { Units.formatDuration(max(1, $0.rounded())) } ?? "-"
             let note = r.reason ?? r.lastError ?? r.apiStatus.map { "API: \($0)" } ?? ""
             rows.append([r.key.kind, r.key.id.rawValue, r.state.rawValue, progress, bytes, rate, eta,
-                         Units.formatDuration(max(0, now - r.registeredAt)), String(note.prefix(60))])
+                         Units.formatDuration(max(0, now - r.registeredAt)), String(ServerText.escaped(note).prefix(60))])
         }
         var widths = [Int](repeating: 0, count: rows[0].count)
         for row in rows { for (i, c) in row.enumerated() { widths[i] = max(widths[i], c.count) } }
@@ -80,7 +81,9 @@ public enum JobReport {
 }
 
 extension String {
-    init(format3 v: Double) {
+    /// Total: a rate that decays towards zero makes an ETA as large as a double gets.
+    init(format3 value: Double) {
+        let v = value.isNaN ? 0 : Swift.min(Swift.max(value, -1e12), 1e12)
         let scaled = Int((v * 1000).rounded())
         let frac = abs(scaled % 1000)
         self = "\(scaled / 1000).\(frac < 10 ? "00" : frac < 100 ? "0" : "")\(frac)"

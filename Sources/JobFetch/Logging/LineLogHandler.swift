@@ -6,7 +6,8 @@ import Synchronization
 /// line starts with its syslog priority (`<6>`), which journald reads; on a
 /// terminal or in a file each line starts with a UTC timestamp and the level.
 /// The job, when there is one, is shown as `kind/id` (metadata key `job`).
-/// Callers never put secrets in messages: URLs are logged redacted.
+/// Callers never put secrets in messages: URLs are logged redacted. Every
+/// message is escaped and cut (`ServerText.shown`): it may quote server text.
 public struct LineLogHandler: LogHandler {
     /// The level threshold, shared by every logger so SIGHUP can change it.
     public static let threshold = Atomic<Int>(levelRank(.info))
@@ -58,9 +59,9 @@ public struct LineLogHandler: LogHandler {
             text = Self.timestamp() + " " + level.rawValue.uppercased() + " "
         }
         if let job = all.removeValue(forKey: "job") { text += "\(job): " }
-        text += Self.singleLine(message.description)
+        text += ServerText.shown(message.description, limit: Self.maxMessageBytes)
         if !all.isEmpty {
-            text += " (" + all.sorted { $0.key < $1.key }.map { "\($0.key)=\(Self.singleLine("\($0.value)"))" }.joined(separator: ", ") + ")"
+            text += " (" + all.sorted { $0.key < $1.key }.map { "\($0.key)=\(ServerText.shown("\($0.value)"))" }.joined(separator: ", ") + ")"
         }
         text += "\n"
         var bytes = Array(text.utf8)
@@ -74,11 +75,10 @@ public struct LineLogHandler: LogHandler {
         }
     }
 
-    /// Newlines in a message would split one event into several journal entries.
-    static func singleLine(_ s: String) -> String {
-        guard s.contains(where: { $0.isNewline }) else { return s }
-        return s.split(omittingEmptySubsequences: false, whereSeparator: { $0.isNewline }).joined(separator: "\\n")
-    }
+    /// One event is one line of bounded length: a message may quote server
+    /// text, so it is cut here too (a newline would split it into several
+    /// journal entries, an escape sequence would drive the reader's terminal).
+    static let maxMessageBytes = 4096
 
     static func syslogPriority(_ level: Logger.Level) -> Int {
         switch level {

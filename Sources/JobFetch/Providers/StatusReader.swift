@@ -47,15 +47,17 @@ public enum StatusReader {
         guard case .object = job else {
             return StatusReading(.malformed(problem: "status body is not a JSON object"), document: document)
         }
-        guard let pointer = m.statusField, let statusValue = job.value(at: pointer), let status = statusValue.scalarText else {
+        guard let pointer = m.statusField, let statusValue = job.value(at: pointer), let fullStatus = statusValue.scalarText else {
             let field = m.statusField?.description ?? "(none)"
             return StatusReading(.malformed(problem: "status body has no status at \(field)"), document: document)
         }
+        // Server text is kept to a bounded size from here on (stored, logged, shown).
+        let status = ServerText.capped(fullStatus)
         var reading = StatusReading(.unknown(status: status), document: document, apiStatus: status)
         reading.summary = m.summaryField.flatMap { job.value(at: $0) }.flatMap { $0.isNull ? nil : $0 }
         reading.notBefore = m.nextPollField.flatMap { job.value(at: $0) }.flatMap(time(_:))
 
-        let key = StatusMapping.normalize(status)
+        let key = StatusMapping.normalize(fullStatus)
         if m.running.contains(key) || m.paused.contains(key) {
             let progress = m.progressField.flatMap { job.value(at: $0)?.doubleValue }.flatMap { $0.isFinite ? $0 : nil }
             reading.observation = .running(progress: progress, paused: m.paused.contains(key))
@@ -71,7 +73,7 @@ public enum StatusReader {
                 warnings.append(w)
             }
             warnings += texts(job, m.warningsFields)
-            reading.observation = .succeeded(resultURL: url, inline: inline, warnings: warnings)
+            reading.observation = .succeeded(resultURL: url, inline: inline, warnings: bounded(warnings))
             reading.published = m.publishFields.compactMap { p in
                 guard let v = job.value(at: p), !v.isNull else { return nil }
                 return PublishedDocument(name: StatusMapping.documentName(p), value: v)
@@ -81,7 +83,7 @@ public enum StatusReader {
             if let at = m.failureTimeField.flatMap({ job.value(at: $0)?.scalarText }), !at.isEmpty {
                 reason += " (failed at \(at))"
             }
-            reading.observation = .failed(reason: reason)
+            reading.observation = .failed(reason: ServerText.capped(reason))
         }
         return reading
     }
@@ -126,6 +128,16 @@ public enum StatusReader {
         }
     }
 
+    /// At most this many warnings are kept of one document (GraphQL error lists can be long).
+    public static let maxWarnings = 50
+
+    /// Each warning capped, and at most `maxWarnings` of them, the last saying how many were left out.
+    static func bounded(_ warnings: [String]) -> [String] {
+        var out = warnings.prefix(maxWarnings).map { ServerText.capped($0) }
+        if warnings.count > maxWarnings { out[maxWarnings - 1] = "… and \(warnings.count - maxWarnings + 1) more warning(s), in the status document" }
+        return out
+    }
+
     /// "results: errors 3, warnings 2" for the `members` that are nonzero.
     static func summaryWarning(_ summary: JSONValue, members: [String], field: JSONPointer?) -> String? {
         let nonzero = members.compactMap { name -> String? in
@@ -138,9 +150,11 @@ public enum StatusReader {
 
     /// A point in time as APIs write it: RFC 3339 text, or Unix seconds
     /// (milliseconds when the number is that large).
+    /// Anything else (`1e300`, a negative or non-finite number) is no time at all.
     static func time(_ v: JSONValue) -> Double? {
-        if case .number(let text) = v, let n = Double(text), n > 0 { return n > 1e11 ? n / 1000 : n }
-        if case .string(let s) = v { return Timestamp.parse(s) ?? Double(s).map { $0 > 1e11 ? $0 / 1000 : $0 } }
+        func unix(_ n: Double) -> Double? { Timestamp.plausible(n > 1e11 ? n / 1000 : n) }
+        if case .number(let text) = v, let n = Double(text) { return unix(n) }
+        if case .string(let s) = v { return Timestamp.parse(s).flatMap(Timestamp.plausible) ?? Double(s).flatMap(unix) }
         return nil
     }
 }

@@ -20,6 +20,8 @@ public final class SpoolIntake {
     public var apply: ((SpoolRequest, JobKey) -> String?)?
     public private(set) var recheckAt: Double?
     static let settleTime = 2.0
+    /// How many bad lines a `.reason` file (and the log) lists.
+    static let maxProblemsShown = 20
 
     public var rejectedDir: String { spoolDir + "/.rejected" }
 
@@ -108,17 +110,31 @@ public final class SpoolIntake {
     func take(_ request: SpoolRequest, kind: String, name: String) {
         let dir = request.directory(spool: spoolDir, kind: kind)
         let path = dir + "/" + name
+        // Whoever may write the spool may also swap what a name points at:
+        // the entry is opened once, without following a link and without
+        // blocking (a FIFO), and everything after is asked of that descriptor.
+        let fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY)
+        guard fd >= 0 else {
+            let e = errno
+            switch e {
+            case ENOENT: return  // already taken
+            case ELOOP: reject(request, kind: kind, name: name, reason: "a symbolic link (a spool entry must be a plain file; links are never followed)")
+            case ENXIO, EACCES, EPERM: reject(request, kind: kind, name: name, reason: "not a readable plain file (\(SystemError("open", path, errno: e)))")
+            default: logger.error("cannot open spool file \(path): \(SystemError("open", path, errno: e))")
+            }
+            return
+        }
+        defer { close(fd) }
         var st = stat()
-        guard lstat(path, &st) == 0 else { return }  // already taken
-        guard (st.st_mode & S_IFMT) == S_IFREG else {
+        guard fstat(fd, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else {
             reject(request, kind: kind, name: name, reason: "not a regular file (a spool entry must be a plain file)")
             return
         }
         let bytes: [UInt8]
-        do { bytes = try FileIO.readAll(path, limit: SpoolFile.maxSize) } catch {
+        do { bytes = try FileIO.readAll(fd: fd, path: path, limit: SpoolFile.maxSize) } catch {
             if error.errno == EFBIG {
                 reject(request, kind: kind, name: name, reason: "larger than \(SpoolFile.maxSize >> 20) MiB; a spool file is a list of job IDs")
-            } else if error.errno != ENOENT {
+            } else {
                 logger.error("cannot read spool file \(path): \(error)")
             }
             return
@@ -152,7 +168,11 @@ public final class SpoolIntake {
         if contents.problems.isEmpty {
             if unlink(path) != 0 && errno != ENOENT { logger.error("cannot remove spool file \(path): \(SystemError("unlink", path))") }
         } else {
-            let why = contents.problems.map(\.description).joined(separator: "\n")
+            // Each problem quotes at most a short, escaped prefix of its line
+            // (JobID.quoted); a file of many bad lines lists only the first few.
+            let shown = contents.problems.prefix(Self.maxProblemsShown).map(\.description)
+            let more = contents.problems.count > Self.maxProblemsShown ? ["… and \(contents.problems.count - Self.maxProblemsShown) more bad line(s)"] : []
+            let why = (shown + more).joined(separator: "\n")
             let done = request == .register ? "(\(contents.ids.count) valid ID(s) in the file were registered)" : "(the other requests in the file were carried out)"
             reject(request, kind: kind, name: name, reason: why + "\n" + done)
         }
@@ -173,7 +193,7 @@ public final class SpoolIntake {
             try FileIO.writeAtomically(target + ".reason", Array("spool file \(FileIO.basename(FileIO.parent(source)))/\(name):\n\(reason)\n".utf8))
             guard rename(source, target) == 0 else { throw SystemError("rename", source) }
             try FileIO.fsyncDirectory(rejectedDir)
-            logger.warning("spool file \(kind)/\(name) rejected to \(target): \(LineLogHandler.singleLine(reason))")
+            logger.warning("spool file \(kind)/\(name) rejected to \(target): \((reason))")
         } catch {
             logger.error("cannot move bad spool file \(source) to \(rejectedDir): \(error)")
         }

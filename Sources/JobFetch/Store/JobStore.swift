@@ -203,8 +203,19 @@ public final class JobStore {
 
     // MARK: write
 
-    /// Writes back a job's record, with an optional history line, in one transaction.
-    public func save(_ r: JobRecord, event: String? = nil) throws(SQLiteError) {
+    /// The newest history lines kept per job; older ones are dropped as new ones come.
+    public static let maxEventsPerJob = 200
+
+    /// Writes back a job's record, with an optional history line, in one
+    /// transaction. Text that may have come from a server (status, errors,
+    /// warnings, the history line) is stored cut to `ServerText.maxBytes`;
+    /// `last_status` is the status document itself, bounded by the body limit.
+    public func save(_ record: JobRecord, event: String? = nil) throws(SQLiteError) {
+        var r = record
+        r.apiStatus = r.apiStatus.map { ServerText.capped($0) }
+        r.lastError = r.lastError.map { ServerText.capped($0) }
+        r.reason = r.reason.map { ServerText.capped($0) }
+        r.warnings = r.warnings.map { ServerText.capped($0) }
         try transaction { () throws(SQLiteError) in
             let s = try db.cached("""
                 UPDATE jobs SET state = ?, updated_at = ?, next_at = ?, attempts = ?, polls = ?, last_http_status = ?,
@@ -231,8 +242,14 @@ public final class JobStore {
             if db.changes > 0 { schedule.set(r.key, state: r.state, at: r.nextAt) }
             if let event {
                 let insert = try db.cached("INSERT INTO events (kind, id, at, message) VALUES (?, ?, ?, ?)")
-                try insert.run([.text(r.key.kind), .text(r.key.id.rawValue), .double(r.updatedAt), .text(event)])
+                try insert.run([.text(r.key.kind), .text(r.key.id.rawValue), .double(r.updatedAt), .text(ServerText.capped(event))])
                 insert.reset()
+                let trim = try db.cached("""
+                    DELETE FROM events WHERE kind = ?1 AND id = ?2 AND seq <= (
+                    SELECT seq FROM events WHERE kind = ?1 AND id = ?2 ORDER BY seq DESC LIMIT 1 OFFSET ?3)
+                    """)
+                try trim.run([.text(r.key.kind), .text(r.key.id.rawValue), .int(Int64(Self.maxEventsPerJob))])
+                trim.reset()
             }
         }
     }

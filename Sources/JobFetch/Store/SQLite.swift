@@ -113,7 +113,16 @@ public final class Statement {
             case .null: rc = sqlite3_bind_null(stmt, idx)
             case .int(let n): rc = sqlite3_bind_int64(stmt, idx, n)
             case .double(let d): rc = sqlite3_bind_double(stmt, idx, d)
-            case .text(let s): rc = jf_sqlite_bind_text(stmt, idx, s, -1)
+            case .text(let s):
+                // With its byte count: text from outside may hold a NUL, which
+                // a C-string bind (-1) would cut the stored copy short at.
+                var copy = s
+                rc = copy.withUTF8 { b in
+                    b.withMemoryRebound(to: CChar.self) { c in
+                        if let base = c.baseAddress { return jf_sqlite_bind_text(stmt, idx, base, Int32(clamping: c.count)) }
+                        return jf_sqlite_bind_text(stmt, idx, "", 0)
+                    }
+                }
             }
             guard rc == SQLITE_OK else { throw db.error(rc, "bind \(sql.prefix(60))") }
         }
@@ -140,8 +149,10 @@ public final class Statement {
     public func optionalInt(_ i: Int32) -> Int64? { isNull(i) ? nil : int(i) }
     public func double(_ i: Int32) -> Double { sqlite3_column_double(stmt, i) }
     public func optionalDouble(_ i: Int32) -> Double? { isNull(i) ? nil : double(i) }
+    /// The whole text, NUL bytes included (read by its byte count).
     public func text(_ i: Int32) -> String? {
         guard let p = sqlite3_column_text(stmt, i) else { return nil }
-        return String(cString: p)
+        let n = Int(sqlite3_column_bytes(stmt, i))
+        return String(decoding: UnsafeBufferPointer(start: p, count: n), as: UTF8.self)
     }
 }

@@ -7,6 +7,11 @@ public enum FileIO {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { throw SystemError("open", path) }
         defer { close(fd) }
+        return try readAll(fd: fd, path: path, limit: limit)
+    }
+
+    /// Reads what is left in `fd`; EFBIG past `limit` bytes. `path` is for messages.
+    public static func readAll(fd: Int32, path: String, limit: Int = 64 << 20) throws(SystemError) -> [UInt8] {
         var out: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 65536)
         while true {

@@ -1,12 +1,20 @@
 import Glibc
 
 public enum Timestamp {
-    /// RFC 3339 UTC with milliseconds.
-    public static func iso8601(_ t: Double) -> String {
+    /// The times this program deals in: from 1970 to the end of year 9999.
+    public static let range = 0.0...253_402_300_799.0
+
+    /// `t` when it is such a time, else nil (a number from outside may be anything).
+    public static func plausible(_ t: Double) -> Double? { range.contains(t) ? t : nil }
+
+    /// RFC 3339 UTC with milliseconds. Total: a time outside `range` (or not
+    /// a number) is shown clamped to it, never trapped on.
+    public static func iso8601(_ time: Double) -> String {
+        let t = time.isNaN ? 0 : min(max(time, range.lowerBound), range.upperBound)
         var secs = time_t(t.rounded(.down))
         var tmv = tm()
         gmtime_r(&secs, &tmv)
-        let ms = Int((t - Double(secs)) * 1000)
+        let ms = min(999, Int((t - Double(secs)) * 1000))
         func two(_ n: Int32) -> String { n < 10 ? "0\(n)" : "\(n)" }
         let msText = ms < 10 ? "00\(ms)" : ms < 100 ? "0\(ms)" : "\(ms)"
         return "\(tmv.tm_year + 1900)-\(two(tmv.tm_mon + 1))-\(two(tmv.tm_mday))T\(two(tmv.tm_hour)):\(two(tmv.tm_min)):\(two(tmv.tm_sec)).\(msText)Z"
