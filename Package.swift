@@ -7,6 +7,8 @@ let package = Package(
     products: [
         .executable(name: "jobfetchd", targets: ["jobfetchd"]),
         .executable(name: "jobfetchctl", targets: ["jobfetchctl"]),
+        // For the fuzz targets in Fuzz/, a package of their own built with -sanitize=fuzzer.
+        .library(name: "JobFetch", targets: ["JobFetch"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),

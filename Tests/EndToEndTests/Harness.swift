@@ -1,3 +1,4 @@
+import CLinux
 import Foundation
 import Glibc
 import JobFetch
@@ -93,6 +94,23 @@ final class Child {
     }
 
     func signal(_ sig: Int32) { kill(pid, sig) }
+
+    /// Waits up to `timeout` for the process to end (its pidfd becomes
+    /// readable); its exit status as `waitExit` gives it, or nil if it still runs.
+    func waitExit(timeout: Double) -> Int32? {
+        let fd = jf_pidfd_open(pid)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+        let deadline = Clock.monotonic() + timeout
+        while true {
+            let left = deadline - Clock.monotonic()
+            if left <= 0 { return nil }
+            let n = poll(&p, 1, Int32(left * 1000) + 1)
+            if n > 0 { return waitExit() }
+            if n < 0 && errno != EINTR { return nil }
+        }
+    }
 
     /// Waits for the process to end; returns its exit status (128+signal if killed).
     @discardableResult

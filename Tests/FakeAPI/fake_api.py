@@ -22,6 +22,16 @@ tell. A job's behaviour is chosen by its ID prefix (see each route).
       expiring-* as ext-*, presigned: X-Amz-Date is the poll's time, X-Amz-Expires=1
       redir-*   completed; the CSV answers 302 to DATA_DIR/<id>.url
       odd-*     a status value no mapping knows ("throttled") 3 times, then completed
+    Hostile answers (SPEC "Hostile input"):
+      hugeodd-* a different unknown status of 100 KiB with control characters
+                on each of 3 polls, then completed
+      ctrl-*    error, the reason full of terminal escapes, CR/LF, BEL, a NUL
+      negexp-*  completed; csv_url presigned with X-Amz-Expires=-1e300
+      zipchain-* completed; the CSV is a zip whose links chain out of the
+                job directory (l -> ., l/m -> .., l/m/n -> ..) with files
+                written "through" them
+      trickle-* completed; the CSV trickles 1 KiB every 0.2 s for a minute
+      ftpredir-* completed; the CSV answers 302 to an ftp:// URL
   bulk-job      GET /bulkjob/{id}/status                      (x-api-key)
       done-N-*  HTTP 202 InProgress for N polls, then 200 Success with a
                 presigned gzipped JSONL url on the files origin
@@ -35,10 +45,12 @@ tell. A job's behaviour is chosen by its ID prefix (see each route).
       partial-* PARTIALLY_COMPLETED with operationStatusCounts
       fail-*    FAILED;  bad-*: HTTP 400 with syntaxErrors
       slowops-* as done-*, but each operations page takes 0.5 s
+      bignum-*  as done-*, but every page says "count": 1e400
   export        GET /export/{id}/status, /export/{id}/file    (x-api-key)
       done-*    Pending (estimated_completion 1.5 s ahead), In Progress,
                 then Successful with results and a download_url
       fail-*    Failed with error and failure_time
+      eta-*     as done-*, but estimated_completion is the number 1e300
   job           GET /jobs/{id}, /jobs/{id}/download            (x-api-key)
       done-*    {"job": processing}, then success with response.url
       fail-*    failure, reason in response.detail
@@ -91,6 +103,26 @@ def number_after(job_id, prefix, default):
 
 def iso(t):
     return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def hostile_zip(job_id):
+    """Links that chain out of the directory, then files written through them."""
+    import io
+    import zipfile
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        def link(name, target):
+            info = zipfile.ZipInfo(name)
+            info.create_system = 3
+            info.external_attr = (0o120777 << 16)
+            z.writestr(info, target)
+        link("l", ".")
+        link("l/m", "..")
+        link("l/m/n", "..")
+        z.writestr("l/m/escaped-1.txt", b"written through l/m\n")
+        z.writestr("l/m/n/escaped-2.txt", b"written through l/m/n\n")
+        z.writestr("ok.csv", b"id,name\n1,first\n")
+    return buf.getvalue()
 
 
 def csv_body(data_dir, job_id):
@@ -224,6 +256,11 @@ class Handler(Base):
         n -= garbage
         if job_id.startswith("odd-") and n <= 3:
             doc.update(status="throttled", csv_url=None)
+        elif job_id.startswith("hugeodd-") and n <= 3:
+            doc.update(status=f"weird-{n}-\x1b[31m\r\n" + "x" * (100 * 1024), csv_url=None)
+        elif job_id.startswith("ctrl-"):
+            reason = ("bad\x00tail \x1b]0;pwned\x07\x1b[2J\x1b[1A\rFAKE LINE\n\u009b31m\u202egnp.exe " + "y" * 5000)
+            doc.update(status="error", error=reason, csv_url=None)
         elif n <= wait:
             doc.update(status="processing", progress=round(n / (wait + 1), 2), csv_url=None)
         elif job_id.startswith("err-") or (job_id.startswith("fixlater-") and n == wait + 1):
@@ -232,10 +269,14 @@ class Handler(Base):
             doc.update(status="completed", progress=1.0, rows=50, csv_url=f"/v0/datasets/{job_id}/csv")
             if job_id.startswith(("ext-", "expiring-")):
                 doc["csv_url"] = self.external_url(job_id)
+            if job_id.startswith("negexp-"):
+                doc["csv_url"] = (f"/v0/datasets/{job_id}/csv?X-Amz-Date=20261122T100240Z&X-Amz-Expires=-1e300"
+                                  f"&X-Amz-Signature={SECRET_SIG}")
             if job_id.startswith("expiring-"):
                 stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
                 doc["csv_url"] += f"?X-Amz-Date={stamp}&X-Amz-Expires=1&X-Amz-Signature={SECRET_SIG}"
-        log(f"STATUS {job_id} {doc['status']}")
+        shown = doc["status"] if len(doc["status"]) < 100 else doc["status"][:12].encode("unicode_escape").decode() + "..."
+        log(f"STATUS {job_id} {shown}")
         return self.send_json(200, doc)
 
     def external_url(self, job_id):
@@ -250,6 +291,28 @@ class Handler(Base):
         if job_id.startswith("nocsv-") and n <= 2:
             log(f"CSV-404 {job_id}")
             return self.send_json(404, {"error": "the CSV is not ready yet"})
+        if job_id.startswith("ftpredir-"):
+            log(f"CSV-302 {job_id}")
+            return self.send_body(302, b"", "text/plain", {"Location": "ftp://127.0.0.1/pub/result.csv"})
+        if job_id.startswith("zipchain-"):
+            log(f"CSV-ZIP {job_id}")
+            return self.send_body(200, hostile_zip(job_id), "application/zip",
+                                  {"Content-Disposition": f'attachment; filename="{job_id}.zip"'})
+        if job_id.startswith("trickle-"):
+            self.send_response(200)
+            self.send_header("Content-Type", "text/csv")
+            self.send_header("Content-Length", str(300 * 1024))
+            self.end_headers()
+            log(f"CSV-START {job_id} trickle")
+            try:
+                for _ in range(300):
+                    self.wfile.write(b"t" * 1024)
+                    self.wfile.flush()
+                    time.sleep(0.2)
+                log(f"CSV-END {job_id}")
+            except (BrokenPipeError, ConnectionResetError):
+                log(f"CSV-ABORT {job_id}")
+            return
         if job_id.startswith("quota-") and n == 1:
             log(f"CSV-429 {job_id}")
             return self.send_json(429, {"error": "download quota exhausted"}, {"X-RateLimit-Reset": str(int(time.time()) + 2)})
@@ -336,6 +399,9 @@ class Handler(Base):
         log(f"PAGE {job_id} {offset} {limit}")
         if job_id.startswith("slowops-"):
             time.sleep(0.5)
+        if job_id.startswith("bignum-"):
+            body = json.dumps({"operations": ops, "count": 0, "responseCount": len(ops)}).replace('"count": 0', '"count": 1e400')
+            return self.send_body(200, body.encode(), "application/json")
         return self.send_json(200, {"operations": ops, "count": total, "responseCount": len(ops)})
 
     # export (ExportStatus) -------------------------------------------------
@@ -345,7 +411,9 @@ class Handler(Base):
         now = time.time()
         doc = {"export_id": job_id, "status": "Pending", "created_time": iso(now - 5), "estimated_completion": None,
                "results": None, "error": None, "failure_time": None, "download_url": None}
-        if n == 1:
+        if n == 1 and job_id.startswith("eta-"):
+            doc["estimated_completion"] = 0
+        elif n == 1:
             doc["estimated_completion"] = iso(now + 1.5)
         elif n == 2:
             doc["status"] = "In Progress"
@@ -355,6 +423,9 @@ class Handler(Base):
             doc.update(status="Successful", results={"successful": 98, "warnings": 2, "errors": 0},
                        download_url=f"/export/{job_id}/file")
         log(f"STATUS {job_id} {doc['status']} at={now:.3f} eta={doc['estimated_completion']}")
+        if n == 1 and job_id.startswith("eta-"):
+            body = json.dumps(doc).replace('"estimated_completion": 0', '"estimated_completion": 1e300')
+            return self.send_body(200, body.encode(), "application/json")
         return self.send_json(200, doc)
 
     # job (JobSchema) ----------------------------------------------------------

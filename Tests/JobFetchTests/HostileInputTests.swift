@@ -1,0 +1,240 @@
+import Foundation
+import Glibc
+import Testing
+import ZIPFoundation
+@testable import JobFetch
+
+/// The units behind SPEC "Hostile input": every conversion of a number from
+/// outside is total, server text is bounded and escaped, the store keeps a
+/// NUL and bounds the history, zip links are never created, the crash guard
+/// tells a crash from a kill, and plain http is never a downgrade.
+@Suite struct HostileInputTests {
+    // MARK: numbers (finding 3)
+
+    @Test func timesFromOutsideAreTotal() {
+        for t in [1e300, -1e300, .infinity, -.infinity, .nan, Double("1e400") ?? 0, Double(Int64.max)] {
+            let text = Timestamp.iso8601(t)  // must not trap
+            #expect(text.count == 24, "\(t) -> \(text)")
+        }
+        #expect(Timestamp.iso8601(-1e300) == "1970-01-01T00:00:00.000Z")
+        #expect(Timestamp.iso8601(1e300) == "9999-12-31T23:59:59.000Z")
+        #expect(Timestamp.plausible(1_763_805_600) == 1_763_805_600)
+        #expect(Timestamp.plausible(1e300) == nil)
+        #expect(Units.formatDuration(.nan) == "?")
+        #expect(Units.formatDuration(-1e300).hasPrefix("-"))
+        #expect(Units.formatDuration(1e300).hasSuffix("d"))
+    }
+
+    @Test func presignedExpiriesOutsideAnyTimeAreNone() {
+        let base = "https://bucket.example/f.csv?X-Amz-Date=20261122T100240Z&X-Amz-Signature=s&X-Amz-Expires="
+        #expect(PresignedURL.expiry(base + "3600") == Timestamp.parse("2026-11-22T11:02:40Z"))
+        for bad in ["-1e300", "1e400", "1e300", "nan", "inf"] {
+            #expect(PresignedURL.expiry(base + bad) == nil, "\(bad)")
+        }
+        #expect(PresignedURL.expiry("https://cdn.example/f?Expires=1e400&Signature=x") == nil)
+        #expect(PresignedURL.expiry("https://cdn.example/f?Expires=1763805600&Signature=x") == 1_763_805_600)
+    }
+
+    @Test func anAbsurdEstimatedCompletionIsNoTime() throws {
+        for value in ["1e300", "-5", "1e400", "\"1e300\""] {
+            let body = Array(#"{"export_id": "e", "status": "Pending", "estimated_completion": \#(value)}"#.utf8)
+            let r = StatusReader.read(body, mapping: Preset.export)
+            #expect(r.notBefore == nil, "\(value)")
+            #expect(r.observation == .running(progress: nil, paused: false))
+        }
+    }
+
+    // MARK: server text (findings 4 and 5)
+
+    @Test func serverTextIsEscapedForTerminalsAndLogs() {
+        #expect(ServerText.escaped("plain text, ünïcödé") == "plain text, ünïcödé")
+        #expect(ServerText.escaped("a\nb\rc\td") == "a\\nb\\rc\\td")
+        #expect(ServerText.escaped("\u{1B}]0;title\u{07}") == "\\x1B]0;title\\x07")
+        #expect(ServerText.escaped("x\u{0}y\u{7F}z") == "x\\x00y\\x7Fz")
+        #expect(ServerText.escaped("\u{9B}31m") == "\\x9B31m", "C1 CSI")
+        #expect(ServerText.escaped("a\u{2028}b\u{202E}c") == "a\\u{2028}b\\u{202E}c")
+    }
+
+    @Test func serverTextIsCappedAtACharacterBoundaryWithAMarker() {
+        #expect(ServerText.capped("short") == "short")
+        let long = String(repeating: "é", count: 1000)  // 2,000 bytes
+        let cut = ServerText.capped(long)
+        #expect(cut == String(repeating: "é", count: 496) + "…[1008 more bytes]", "(1024 - 32) / 2 whole characters")
+        #expect(cut.utf8.count <= ServerText.maxBytes)
+        #expect(ServerText.capped(cut) == cut, "cutting again changes nothing")
+        let odd = ServerText.capped("a" + long)  // the cut falls inside a character
+        #expect(odd.hasPrefix("a" + String(repeating: "é", count: 495) + "…[1010 more bytes]"))
+    }
+
+    @Test func aHugeStatusOrErrorListIsBoundedWhenRead() {
+        let huge = String(repeating: "x", count: 4 << 20)
+        let r = StatusReader.read(Array(#"{"status": "\#(huge)"}"#.utf8), mapping: Preset.dataset)
+        #expect((r.apiStatus?.utf8.count ?? 0) <= ServerText.maxBytes)
+        guard case .unknown(let status) = r.observation else { Issue.record("\(r.observation)"); return }
+        #expect(status.utf8.count <= ServerText.maxBytes)
+
+        let errors = (0..<10_000).map { #"{"message": "error \#($0)"}"# }.joined(separator: ",")
+        let body = #"{"status": "Success", "raw_result": "x", "gql_errors": [\#(errors)]}"#
+        let ok = StatusReader.read(Array(body.utf8), mapping: Preset.bulkJob)
+        guard case .succeeded(_, _, let warnings) = ok.observation else { Issue.record("\(ok.observation)"); return }
+        #expect(warnings.count == StatusReader.maxWarnings)
+        #expect(warnings.last == "… and 9951 more warning(s), in the status document")
+    }
+
+    @Test func theStoreKeepsANulAndBoundsTextAndHistory() throws {
+        let dir = makeTempDir()
+        defer { try? FileIO.removeTree(dir) }
+        let store = try JobStore(path: dir + "/s.sqlite")
+        let key = JobKey(kind: "k", id: try JobID("a"))
+        try store.register([key], now: 0)
+        var r = try #require(try store.job(key))
+        r.reason = "before\u{0}after"
+        r.apiStatus = String(repeating: "s", count: 100_000)
+        try store.save(r, event: "ev\u{0}ent")
+        let back = try #require(try store.job(key))
+        #expect(back.reason == "before\u{0}after")
+        #expect((back.apiStatus?.utf8.count ?? 0) <= ServerText.maxBytes)
+        #expect(try store.events(key).last?.message == "ev\u{0}ent")
+        for i in 0..<(JobStore.maxEventsPerJob + 50) { try store.save(r, event: "event \(i) " + String(repeating: "e", count: 5000)) }
+        let all = try store.events(key, limit: 10_000)
+        #expect(all.count == JobStore.maxEventsPerJob)
+        #expect(all.last?.message.hasPrefix("event \(JobStore.maxEventsPerJob + 49) ") == true)
+        #expect(all.allSatisfy { $0.message.utf8.count <= ServerText.maxBytes })
+    }
+
+    // MARK: zip archives (finding 1)
+
+    func makeZip(_ path: String, _ entries: [(name: String, link: String?, data: String)]) throws {
+        let archive = try Archive(url: URL(fileURLWithPath: path), accessMode: .create)
+        for e in entries {
+            let bytes = Data((e.link ?? e.data).utf8)
+            try archive.addEntry(with: e.name, type: e.link == nil ? (e.name.hasSuffix("/") ? .directory : .file) : .symlink,
+                                 uncompressedSize: Int64(bytes.count), provider: { pos, size in bytes.subdata(in: Int(pos)..<Int(pos) + size) })
+        }
+    }
+
+    @Test func linkChainsInAZipAreNeverCreatedAndNothingLandsOutside() throws {
+        let dir = makeTempDir()
+        defer { try? FileIO.removeTree(dir) }
+        let job = dir + "/job"
+        try FileIO.makeDirectories(job)
+        try makeZip(dir + "/a.zip", [("l", ".", ""), ("l/m", "..", ""), ("l/m/n", "..", ""),
+                                     ("l/m/out-1.txt", nil, "one"), ("l/m/n/out-2.txt", nil, "two"),
+                                     ("abs", "/etc", ""), ("d/", nil, ""), ("d/ok.txt", nil, "ok")])
+        let got = try ZipExtractor.extract(dir + "/a.zip", into: job, limit: 1 << 20, maxRatio: 1000, reserved: [])
+        #expect(got.files.map(\.name) == ["l/m/out-1.txt", "l/m/n/out-2.txt", "d/ok.txt"])
+        #expect(got.warnings.count == 4)
+        #expect(got.warnings.allSatisfy { $0.contains("is a symbolic link") })
+        #expect(try FileIO.list(dir) == ["a.zip", "job"], "nothing beside the job directory")
+        #expect(try FileIO.regularFiles(under: job) == ["d/ok.txt", "l/m/n/out-2.txt", "l/m/out-1.txt"])
+        var st = stat()
+        #expect(lstat(job + "/l", &st) == 0 && (st.st_mode & S_IFMT) == S_IFDIR, "l is a plain directory, not a link")
+    }
+
+    @Test func aLinkPlantedInTheJobDirectoryIsNotFollowed() throws {
+        let dir = makeTempDir()
+        defer { try? FileIO.removeTree(dir) }
+        let job = dir + "/job"
+        try FileIO.makeDirectories(job)
+        try FileIO.makeDirectories(dir + "/elsewhere")
+        // As if left there by anything else: the kernel refuses to cross it.
+        #expect(symlink(dir + "/elsewhere", job + "/x") == 0)
+        try makeZip(dir + "/b.zip", [("x/evil.txt", nil, "evil")])
+        #expect(throws: ZipExtractor.Failure.self) {
+            try ZipExtractor.extract(dir + "/b.zip", into: job, limit: 1 << 20, maxRatio: 1000, reserved: [])
+        }
+        #expect(try FileIO.list(dir + "/elsewhere").isEmpty)
+    }
+
+    // MARK: the crash guard (finding 3's class)
+
+    @Test func theCrashGuardFailsAJobOnlyAfterTwoCrashesInARow() throws {
+        let dir = makeTempDir()
+        defer { try? FileIO.removeTree(dir) }
+        let key = JobKey(kind: "k", id: try JobID("boom"))
+        let other = JobKey(kind: "k", id: try JobID("other"))
+        /// One run that dies by `signal` (0: killed unseen) while handling `job`, or stops cleanly.
+        func run(dying signal: UInt8?, handling job: JobKey?) throws -> JobKey? {
+            let g = try CrashGuard(stateDir: dir)
+            let offender = g.repeatOffender
+            if let job { g.begin(job) }
+            if let signal {
+                // What the signal handler does before the process goes.
+                let fd = open(dir + "/crash-guard", O_RDWR)
+                var b = signal
+                if signal != 0 { _ = pwrite(fd, &b, 1, 0) }
+                close(fd)
+            } else {
+                if job != nil { g.end() }
+                g.stoppedCleanly()
+            }
+            return offender
+        }
+        #expect(try run(dying: 4, handling: key) == nil)
+        #expect(try run(dying: 4, handling: key) == nil, "once is not held against it")
+        #expect(try run(dying: nil, handling: nil) == key, "twice in a row: failed at the next start")
+        // A kill -9 (unseen) neither clears nor adds; a clean stop or another job's crash clears.
+        #expect(try run(dying: 11, handling: key) == nil)
+        #expect(try run(dying: 0, handling: key) == nil)
+        #expect(try run(dying: 11, handling: key) == nil)
+        #expect(try run(dying: nil, handling: nil) == key)
+        #expect(try run(dying: 4, handling: key) == nil)
+        #expect(try run(dying: nil, handling: nil) == nil)
+        #expect(try run(dying: 4, handling: key) == nil)
+        #expect(try run(dying: 4, handling: other) == nil)
+        #expect(try run(dying: 4, handling: key) == nil, "the chain was broken by another job's crash")
+        #expect(try run(dying: 0, handling: nil) == nil)
+        #expect(try run(dying: 0, handling: nil) == nil)
+    }
+
+    // MARK: schemes and config (finding 7)
+
+    func kind(_ statusURL: String, insecure: Bool = false) throws -> KindConfig {
+        let text = """
+            [daemon]
+            spool_dir = /tmp/s
+            state_dir = /tmp/t
+            output_dir = /tmp/o
+            [kind k]
+            preset = dataset
+            status_url = \(statusURL)
+            \(insecure ? "allow_insecure_http = yes" : "")
+            """
+        return try #require(try ConfigParser.parse(text, file: "t.conf", secrets: .syntaxOnly).kind("k"))
+    }
+
+    @Test func plainHTTPOnLoopbackIsNoDowngradeFromHTTPS() throws {
+        let local = try ParsedURL("http://127.0.0.1:8080/file.csv")
+        #expect(Engine.insecureProblem(local, kind: try kind("http://127.0.0.1:9/v0/datasets/{id}")) == nil)
+        let downgrade = try #require(Engine.insecureProblem(local, kind: try kind("https://api.example/v0/datasets/{id}")))
+        #expect(downgrade.contains("downgrade"))
+        #expect(Engine.insecureProblem(local, kind: try kind("https://api.example/v0/datasets/{id}", insecure: true)) == nil)
+        #expect(Engine.insecureProblem(try ParsedURL("http://files.example/x"), kind: try kind("http://127.0.0.1:9/{id}")) != nil)
+        #expect(Engine.insecureProblem(try ParsedURL("https://files.example/x"), kind: try kind("https://api.example/{id}")) == nil)
+    }
+
+    @Test func checkConfigWarnsOfALiteralTokenInAGroupReadableFile() throws {
+        let dir = makeTempDir()
+        defer { try? FileIO.removeTree(dir) }
+        let text = """
+            [daemon]
+            spool_dir = \(dir)/s
+            state_dir = \(dir)/t
+            output_dir = \(dir)/o
+            [kind k]
+            preset = dataset
+            status_url = https://api.example/v0/datasets/{id}
+            header = Accept: text/csv
+            header = x-api-key: abc123literal
+            header = Authorization: Bearer ${env:TOKEN}
+            """
+        try FileIO.writeAtomically(dir + "/open.conf", Array(text.utf8), mode: 0o640)
+        let env = ConfigParser.Environment(["TOKEN": "t"])
+        let open = try ConfigParser.load(path: dir + "/open.conf", environment: env)
+        #expect(open.warnings.map(\.line) == [9])
+        #expect(open.warnings.first?.description.contains("x-api-key holds a literal credential") == true)
+        #expect(open.warnings.first?.description.contains("abc123literal") == false, "the warning never quotes the token")
+        try FileIO.writeAtomically(dir + "/closed.conf", Array(text.utf8), mode: 0o600)
+        #expect(try ConfigParser.load(path: dir + "/closed.conf", environment: env).warnings.isEmpty)
+    }
+}
