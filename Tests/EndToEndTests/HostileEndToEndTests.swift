@@ -70,9 +70,40 @@ import Testing
         #expect(!inst.daemonLog.contains("TOPSECRET"))
         let fifoReason = String(decoding: try FileIO.readAll(rejected + "/dataset.fifo.reason"), as: UTF8.self)
         #expect(fifoReason.contains("not a regular file"))
+        // The race the probe won: a plain file renamed in, then a link renamed
+        // over it, again and again for 3 s, so that some swaps land between the
+        // daemon's look at the name and its open (a check by path, then an open by path).
+        try FileIO.writeAtomically(secret, Array("TOP SECRET password=hunter2\n".utf8), mode: 0o600)
+        let raced = DispatchSemaphore(value: 0)
+        let racer = Thread {
+            defer { raced.signal() }
+            let end = Clock.monotonic() + 3
+            var i = 0
+            while Clock.monotonic() < end {
+                i += 1
+                let name = inbox + "/race-\(i % 8)"
+                _ = try? FileIO.writeAtomically(inbox + "/.r", Array("innocent-\(i)\n".utf8))
+                _ = symlink(secret, inbox + "/.s")
+                _ = rename(inbox + "/.r", name)
+                // A varying head start for the daemon (0 to 300 µs): the swap lands
+                // sometimes before it looks, sometimes after it has opened, sometimes between.
+                var pause = timespec(tv_sec: 0, tv_nsec: Int.random(in: 0...300_000))
+                nanosleep(&pause, nil)
+                _ = rename(inbox + "/.s", name)
+            }
+        }
+        racer.start()
         // The engine was never stuck: a job added afterwards finishes, and SIGTERM stops the daemon cleanly.
         #expect(try inst.ctl(["add", "dataset", "done-0-after"]).status == 0)
         #expect(try inst.waitForResult("done-0-after"), "log:\n\(inst.daemonLog)")
+        // Whatever the daemon opened during the race, the secret reached neither the log nor a .reason file.
+        #expect(raced.wait(timeout: .now() + 30) == .success)
+        for name in try FileIO.list(rejected) where name.hasSuffix(".reason") {
+            let text = String(decoding: try FileIO.readAll(rejected + "/" + name), as: UTF8.self)
+            #expect(!text.contains("hunter2"), "\(name): \(text)")
+        }
+        #expect(!inst.daemonLog.contains("hunter2"))
+        #expect(try inst.ctl(["list"]).out.contains("innocent-"), "the plain files of the race were registered")
         inst.daemon?.signal(SIGTERM)
         #expect(inst.daemon?.waitExit(timeout: 30) == 0)
         inst.daemon = nil
