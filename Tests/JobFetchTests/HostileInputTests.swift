@@ -44,6 +44,26 @@ import ZIPFoundation
         }
     }
 
+    // MARK: found by fuzzing
+
+    @Test func aCombiningMarkHidesNoQueryFromTheRedactors() {
+        // "?" + U+0593 is one Character: a Character search missed the query (FuzzURL).
+        let url = "https://h.example/r.csv?\u{593}X-Amz-Signature=SECRET"
+        #expect(ParsedURL.redact(url) == "https://h.example/r.csv")
+        #expect(ParsedURL.redact("https://user\u{593}@\u{301}h.example/x") == "https://\u{301}h.example/x")
+        #expect(!SignatureRedactor.redactURL(url).contains("SECRET"))
+        #expect(SignatureRedactor.redactURL("https://h.example/r?a=1&\u{301}sig=SECRET") == "https://h.example/r?a=1&\u{301}sig=REDACTED")
+        #expect(SignatureRedactor.redactURL("https://h.example/r?token\u{301}=SECRET").hasSuffix("=REDACTED"))
+    }
+
+    @Test func anHTTPDateWithAFieldOutOfRangeIsNoDate() {
+        #expect(HTTPDate.parse("Sun, 22 Nov 2026 10:00:00 GMT") == Timestamp.parse("2026-11-22T10:00:00Z"))
+        for bad in ["Sun, 22 Nov -2147483648 10:00:00 GMT", "Sun, 99 Nov 2026 10:00:00 GMT", "Sun, 22 Nov 2026 10:00:99 GMT",
+                    "Sun, 22 Nov 2147483647 10:00:00 GMT"] {
+            #expect(HTTPDate.parse(bad) == nil, "\(bad)")
+        }
+    }
+
     // MARK: server text (findings 4 and 5)
 
     @Test func serverTextIsEscapedForTerminalsAndLogs() {

@@ -101,10 +101,11 @@ enum HTTPDate {
     static func parse(_ s: String) -> Double? {
         let parts = s.split(separator: " ")
         let months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
-        guard parts.count == 6, parts[5] == "GMT", let day = Int32(parts[1]),
-              let month = months.firstIndex(of: String(parts[2])), let year = Int32(parts[3]) else { return nil }
+        // Each field in its range: `year - 1900` of Int32.min would trap (found by fuzzing).
+        guard parts.count == 6, parts[5] == "GMT", let day = Int32(parts[1]), (1...31).contains(day),
+              let month = months.firstIndex(of: String(parts[2])), let year = Int32(parts[3]), (1900...9999).contains(year) else { return nil }
         let hms = parts[4].split(separator: ":").compactMap { Int32($0) }
-        guard hms.count == 3 else { return nil }
+        guard hms.count == 3, (0...23).contains(hms[0]), (0...59).contains(hms[1]), (0...60).contains(hms[2]) else { return nil }
         var t = tm()
         t.tm_year = year - 1900
         t.tm_mon = Int32(month)

@@ -61,17 +61,19 @@ public struct ParsedURL: Equatable, Sendable, CustomStringConvertible {
     /// and `job.json` (presigned URLs carry their signature in the query).
     public var redacted: String { ParsedURL.redact(text) }
 
+    /// Works on bytes, as libcurl does: a `?` followed by a combining mark is
+    /// one Character to Swift but still starts the query (found by fuzzing:
+    /// a Character search kept such a query, signature and all).
     public static func redact(_ text: String) -> String {
-        var s = Substring(text)
-        if let cut = s.firstIndex(where: { $0 == "?" || $0 == "#" }) { s = s[..<cut] }
-        if let schemeEnd = s.range(of: "://") {
-            let rest = s[schemeEnd.upperBound...]
-            let authorityEnd = rest.firstIndex(of: "/") ?? rest.endIndex
-            if let at = rest[..<authorityEnd].lastIndex(of: "@") {
-                s = s[..<schemeEnd.upperBound] + rest[rest.index(after: at)...]
-            }
+        var b = Array(text.utf8)
+        if let cut = b.firstIndex(where: { $0 == UInt8(ascii: "?") || $0 == UInt8(ascii: "#") }) { b.removeSubrange(cut...) }
+        let separator = Array("://".utf8)
+        if let start = (0..<max(0, b.count - 2)).first(where: { b[$0..<($0 + 3)].elementsEqual(separator) }) {
+            let rest = start + 3
+            let authorityEnd = b[rest...].firstIndex(of: UInt8(ascii: "/")) ?? b.endIndex
+            if let at = b[rest..<authorityEnd].lastIndex(of: UInt8(ascii: "@")) { b.removeSubrange(rest...at) }
         }
-        return String(s)
+        return String(decoding: b, as: UTF8.self)
     }
 
     /// The last non-empty path segment, percent-decoded, for naming an artifact.

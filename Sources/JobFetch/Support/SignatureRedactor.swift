@@ -17,18 +17,22 @@ public enum SignatureRedactor {
 
     /// `s` with secret query values replaced, when it is a URL (absolute or
     /// a path) with a query; any other text unchanged.
+    /// Split by Unicode scalars, not Characters: a combining mark after `?`,
+    /// `&` or `=` must not hide a parameter from the redactor.
     public static func redactURL(_ s: String) -> String {
+        let u = s.unicodeScalars
         guard s.hasPrefix("http://") || s.hasPrefix("https://") || s.hasPrefix("/"),
-              let q = s.firstIndex(of: "?") else { return s }
-        var base = String(s[..<q])
-        if base.contains("@") { base = ParsedURL.redact(base) }
-        var rest = s[s.index(after: q)...]
+              let q = u.firstIndex(of: "?") else { return s }
+        var base = String(u[..<q])
+        if base.unicodeScalars.contains("@") { base = ParsedURL.redact(base) }
+        var rest = u[u.index(after: q)...]
         var fragment = ""
         if let hash = rest.firstIndex(of: "#") { fragment = String(rest[hash...]); rest = rest[..<hash] }
         let params = rest.split(separator: "&", omittingEmptySubsequences: false).map { p -> String in
             guard let eq = p.firstIndex(of: "=") else { return String(p) }
-            let name = p[..<eq].lowercased()
-            return secretWords.contains(where: { name.contains($0) }) ? "\(p[..<eq])=REDACTED" : String(p)
+            // ASCII only: a combining mark must not turn "token" into another word.
+            let name = String(String.UnicodeScalarView(p[..<eq].filter(\.isASCII))).lowercased()
+            return secretWords.contains(where: { name.contains($0) }) ? "\(String(p[..<eq]))=REDACTED" : String(p)
         }
         return base + "?" + params.joined(separator: "&") + fragment
     }
