@@ -261,6 +261,14 @@ extension Engine {
             logger.info("decompressed \(Units.formatBytes(bytes)) to \(Units.formatBytes(out)) while downloading", metadata: Logger.job(r.key))
         case .extracted(let archive):
             FileIO.unlinkIfPresent(inflated)
+            guard !archive.files.isEmpty else {
+                // Nothing to publish (an empty archive, or links only): a result
+                // without files would be fetched again for ever.
+                r.reason = "the zip archive \(name) from \(url.redacted) holds no file that could be extracted" +
+                    (archive.warnings.isEmpty ? "" : " (" + archive.warnings.prefix(3).joined(separator: "; ") + ")")
+                complete(&r, .failed, now: now)
+                return
+            }
             PartSidecar.discard(part: part)
             knownDigests[r.key] = archive.files
             logger.info("extracted \(archive.files.count) file(s) from the zip archive \(name)", metadata: Logger.job(r.key))
