@@ -2,6 +2,7 @@ import Foundation
 import Glibc
 import JobFetch
 import Testing
+import TestSupport
 
 /// SPEC "Hostile input", through the real binaries: a hostile API, hostile
 /// archives and a hostile spool writer, each finding of the probe on f3105d2
@@ -107,6 +108,62 @@ import Testing
         inst.daemon?.signal(SIGTERM)
         #expect(inst.daemon?.waitExit(timeout: 30) == 0)
         inst.daemon = nil
+    }
+
+    /// The probe's race, made certain: an `LD_PRELOAD` shim renames a link (to
+    /// a 0600 file) over the spool entry right after the daemon's `lstat` or
+    /// `stat` of it returns, the widest window a racer could hope for. A
+    /// daemon that checks by path and then opens by path reads the secret.
+    static let swapShim = """
+        #define _GNU_SOURCE
+        #include <dlfcn.h>
+        #include <stdio.h>
+        #include <stdlib.h>
+        #include <string.h>
+        #include <sys/stat.h>
+        static void swap_after(const char *path) {
+            const char *name = getenv("JF_SWAP_NAME"), *link = getenv("JF_SWAP_LINK");
+            if (!name || !link || !path) return;
+            size_t n = strlen(path), m = strlen(name);
+            if (n >= m && strcmp(path + n - m, name) == 0) rename(link, path);
+        }
+        int lstat(const char *path, struct stat *st) {
+            int (*real)(const char *, struct stat *) = (int (*)(const char *, struct stat *))dlsym(RTLD_NEXT, "lstat");
+            int rc = real(path, st);
+            swap_after(path);
+            return rc;
+        }
+        int stat(const char *path, struct stat *st) {
+            int (*real)(const char *, struct stat *) = (int (*)(const char *, struct stat *))dlsym(RTLD_NEXT, "stat");
+            int rc = real(path, st);
+            swap_after(path);
+            return rc;
+        }
+        """
+
+    @Test func aSpoolEntrySwappedForALinkRightAfterTheDaemonLooksIsNeverRead() throws {
+        let inst = try Installation()
+        try FileIO.writeAtomically(inst.root + "/swap.c", Array(Self.swapShim.utf8))
+        #expect(shell("/opt/swift/usr/bin/clang -shared -fPIC -o \(inst.root)/swap.so \(inst.root)/swap.c -ldl") == 0)
+        let secret = inst.root + "/secret.txt"
+        try FileIO.writeAtomically(secret, Array("TOP SECRET password=hunter2\n".utf8), mode: 0o600)
+        let inbox = inst.spool + "/dataset"
+        try FileIO.makeDirectories(inbox)
+        #expect(symlink(secret, inst.root + "/prepared-link") == 0)
+        try inst.startDaemon(environment: ["LD_PRELOAD": inst.root + "/swap.so", "JF_SWAP_NAME": "/dataset/swapped",
+                                           "JF_SWAP_LINK": inst.root + "/prepared-link"])
+        try FileIO.writeAtomically(inbox + "/.swapped", Array("innocent-1\n".utf8))
+        #expect(rename(inbox + "/.swapped", inbox + "/swapped") == 0)
+        // A plain file was dropped: it is registered (or, had the swap happened
+        // before the open, rejected as a link), and the secret is read by no one.
+        let rejected = inst.spool + "/.rejected"
+        #expect(try Inotify.wait(forRemovalOf: "swapped", in: inbox, timeout: 20), "log:\n\(inst.daemonLog)")
+        for name in try FileIO.list(rejected) where name.hasSuffix(".reason") {
+            let text = String(decoding: try FileIO.readAll(rejected + "/" + name), as: UTF8.self)
+            #expect(!text.contains("hunter2"), "\(name): \(text)")
+        }
+        #expect(!inst.daemonLog.contains("hunter2"))
+        #expect(!(try inst.ctl(["list"]).out.contains("SECRET")))
     }
 
     @Test func absurdNumbersFromServersNeitherCrashTheDaemonNorStopOtherJobs() throws {
