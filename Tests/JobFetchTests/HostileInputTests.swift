@@ -56,6 +56,34 @@ import ZIPFoundation
         #expect(SignatureRedactor.redactURL("https://h.example/r?token\u{301}=SECRET").hasSuffix("=REDACTED"))
     }
 
+    @Test func aCombiningMarkHidesNoPathComponentFromTheZipChecks() {
+        func safe(_ p: String) -> String? { try? ZipExtractor.safePath(p, reserved: []).get() }
+        #expect(safe("../\u{301}x.txt") == nil, "a .. component")
+        #expect(safe("/\u{301}etc/passwd") == nil, "an absolute path")
+        #expect(safe("a/.\u{301}") == "a/.\u{301}", "a name that only starts like '.' is a name")
+        #expect(safe(".\u{301}hidden") == "artifact-.\u{301}hidden")
+        #expect(FileIO.parent("a/\u{301}b") == "a")
+        #expect(FileIO.basename("a/\u{301}b") == "\u{301}b")
+    }
+
+    @Test func configDurationsAreBoundedAndCtlReadsNoSecretFile() throws {
+        #expect(Units.duration("99999999999999999s") == nil, "milliseconds of it overflow an Int")
+        #expect(Units.duration(String(repeating: "9", count: 307) + "d") == nil, "finite days, infinite seconds")
+        #expect(Units.duration("36500d") == 36500.0 * 86400)
+        let text = """
+            [daemon]
+            spool_dir = /tmp/s
+            state_dir = /tmp/t
+            output_dir = /tmp/o
+            [kind k]
+            preset = dataset
+            status_url = https://api.example/${file:/nonexistent/secret}/{id}
+            """
+        #expect(throws: ConfigErrors.self) { try ConfigParser.parse(text, file: "t.conf") }
+        let checked = try ConfigParser.parse(text, file: "t.conf", secrets: .syntaxOnly)
+        #expect(checked.kind("k")?.statusURL == "https://api.example/secret/{id}")
+    }
+
     @Test func anHTTPDateWithAFieldOutOfRangeIsNoDate() {
         #expect(HTTPDate.parse("Sun, 22 Nov 2026 10:00:00 GMT") == Timestamp.parse("2026-11-22T10:00:00Z"))
         for bad in ["Sun, 22 Nov -2147483648 10:00:00 GMT", "Sun, 99 Nov 2026 10:00:00 GMT", "Sun, 22 Nov 2026 10:00:99 GMT",

@@ -326,8 +326,11 @@ public struct ConfigParser {
     // MARK: values
 
     /// Expands `${env:}` and checks `${file:}`/`${credential:}` can be read.
+    /// The value with its references resolved. In `.syntaxOnly` (jobfetchctl)
+    /// no file is read: each secret stands in as a placeholder, as in `header`.
     private mutating func expand(_ e: Entry) -> String? {
         guard let t = template(e) else { return nil }
+        if secretsMode == .syntaxOnly { return Self.placeholder(t) }
         do { return try t.resolve(secrets) } catch {
             problem(e.line, e.key, error.message); return nil
         }
@@ -381,6 +384,11 @@ public struct ConfigParser {
         return SecretTemplate(parts: parts.filter { $0 != .literal("") })
     }
 
+    /// `t` with each secret as the word `secret`: its shape, without reading it.
+    static func placeholder(_ t: SecretTemplate) -> String {
+        t.parts.map { if case .literal(let s) = $0 { s } else { "secret" } }.joined()
+    }
+
     /// Header names that carry credentials.
     static func looksLikeCredential(_ name: String) -> Bool {
         let n = name.lowercased()
@@ -395,7 +403,7 @@ public struct ConfigParser {
             do { resolved = try t.resolve(secrets) } catch { problem(e.line, e.key, error.message); return nil }
         case .syntaxOnly:
             // Each secret stands in as a placeholder: the header's shape is still checked.
-            resolved = t.parts.map { if case .literal(let s) = $0 { s } else { "secret" } }.joined()
+            resolved = Self.placeholder(t)
         }
         guard let colon = resolved.firstIndex(of: ":"), colon != resolved.startIndex else {
             problem(e.line, e.key, "a header is \"Name: value\""); return nil
@@ -445,7 +453,7 @@ public struct ConfigParser {
 
     private mutating func duration(_ e: Entry, _ v: String, allowZero: Bool = false) -> Double? {
         guard let d = Units.duration(v), allowZero || d > 0 else {
-            problem(e.line, e.key, "\"\(v)\" is not a duration (500ms, 30s, 5m, 2h, 7d)"); return nil
+            problem(e.line, e.key, "\"\(v)\" is not a duration (500ms, 30s, 5m, 2h, 7d; at most 100 years)"); return nil
         }
         return d
     }

@@ -1,6 +1,11 @@
 /// Parsers for the config file's durations (`500ms`, `30s`, `5m`, `2h`, `7d`)
 /// and sizes (`512`, `64k`, `5M`, `2G`, binary multiples).
 public enum Units {
+    /// The longest duration the config takes: 100 years. Anything longer is
+    /// a mistake, and seconds of this size still fit every conversion the
+    /// program makes (milliseconds in an Int, a time_t).
+    public static let maxDuration = 100 * 365 * 86400.0
+
     public static func duration(_ text: String) -> Double? {
         let t = text.trimmingWhitespace()
         let units: [(String, Double)] = [("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600), ("d", 86400)]
@@ -8,7 +13,9 @@ public enum Units {
             let number = t.dropLast(suffix.count)
             guard !number.isEmpty, number.allSatisfy({ $0.isASCII && ($0.isNumber || $0 == ".") }),
                   let v = Double(number), v.isFinite else { return nil }
-            return v * factor
+            // Checked after the unit: a 307-digit number of days is finite, its seconds are not (found by fuzzing).
+            let seconds = v * factor
+            return seconds <= maxDuration ? seconds : nil
         }
         return nil
     }

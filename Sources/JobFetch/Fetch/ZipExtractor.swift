@@ -25,21 +25,25 @@ public enum ZipExtractor {
 
     /// A safe relative path for `entry`, or why there is none. A first
     /// component that is `job.json` or one of `reserved` gets `artifact-`.
+    /// Works on Unicode scalars, as the kernel works on bytes: to Swift, `/`
+    /// or `.` followed by a combining mark is another Character, which hid a
+    /// `..` component or an absolute path from a Character-based check
+    /// (found by fuzzing; openat2 still kept such an entry inside).
     public static func safePath(_ entry: String, reserved: Set<String>) -> Result<String, JobFetchError> {
-        var path = entry
-        while path.hasSuffix("/") { path.removeLast() }
+        var path = entry.unicodeScalars[...]
+        while path.last == "/" { path.removeLast() }
         let quoted = JobID.quoted(entry)
         guard !path.isEmpty else { return .failure(JobFetchError("entry \(quoted) has an empty name")) }
-        guard !path.hasPrefix("/") else { return .failure(JobFetchError("entry \(quoted) is an absolute path")) }
+        guard path.first != "/" else { return .failure(JobFetchError("entry \(quoted) is an absolute path")) }
         guard !path.contains("\\") else { return .failure(JobFetchError("entry \(quoted) contains a backslash")) }
-        guard !path.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7F }) else {
+        guard !path.contains(where: { $0.value < 0x20 || $0.value == 0x7F }) else {
             return .failure(JobFetchError("entry \(quoted) contains a control character"))
         }
-        var parts = path.split(separator: "/", omittingEmptySubsequences: false).map(String.init)
+        var parts = path.split(separator: "/", omittingEmptySubsequences: false).map { String(String.UnicodeScalarView($0)) }
         for p in parts where p.isEmpty || p == "." || p == ".." {
             return .failure(JobFetchError("entry \(quoted) has a \"\(p.isEmpty ? "//" : p)\" component: it could leave the job directory"))
         }
-        if parts[0] == "job.json" || reserved.contains(parts[0]) || parts[0].hasPrefix(".") { parts[0] = "artifact-" + parts[0] }
+        if parts[0] == "job.json" || reserved.contains(parts[0]) || parts[0].unicodeScalars.first == "." { parts[0] = "artifact-" + parts[0] }
         return .success(parts.joined(separator: "/"))
     }
 
@@ -56,8 +60,8 @@ public enum ZipExtractor {
     static func openDirectory(_ relative: String, beneath root: Int32) throws(SystemError) -> Int32 {
         var fd = dup(root)
         guard fd >= 0 else { throw SystemError("dup", relative) }
-        for part in relative.split(separator: "/") {
-            let name = String(part)
+        for part in relative.unicodeScalars.split(separator: "/") {
+            let name = String(String.UnicodeScalarView(part))
             var next = jf_open_beneath(fd, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0)
             if next < 0 && errno == ENOENT {
                 if mkdirat(fd, name, 0o755) != 0 && errno != EEXIST {

@@ -209,14 +209,18 @@ public enum FileIO {
         return lstat(path, &st) == 0 && (st.st_mode & S_IFMT) == S_IFREG
     }
 
+    /// By bytes, as the kernel splits paths: a `/` followed by a combining
+    /// mark is another Character to Swift, but still a separator.
     public static func parent(_ path: String) -> String {
-        guard let slash = path.lastIndex(of: "/") else { return "." }
-        if slash == path.startIndex { return "/" }
-        return String(path[..<slash])
+        let b = path.utf8
+        guard let slash = b.lastIndex(of: UInt8(ascii: "/")) else { return "." }
+        if slash == b.startIndex { return "/" }
+        return String(decoding: b[..<slash], as: UTF8.self)
     }
 
     public static func basename(_ path: String) -> String {
-        guard let slash = path.lastIndex(of: "/") else { return path }
-        return String(path[path.index(after: slash)...])
+        let b = path.utf8
+        guard let slash = b.lastIndex(of: UInt8(ascii: "/")) else { return path }
+        return String(decoding: b[b.index(after: slash)...], as: UTF8.self)
     }
 }
