@@ -6,7 +6,7 @@ PREFIX ?= /usr/local
 DESTDIR ?=
 RELEASE_BIN = .build/release
 
-.PHONY: deps build test demo bench install clean
+.PHONY: deps build test fuzz demo bench install clean
 
 deps:
 	@scripts/install-deps.sh
@@ -18,6 +18,12 @@ test: deps
 	swift build --build-tests
 	swift test
 	scripts/install-check.sh
+
+# libFuzzer targets for every parser of untrusted bytes (Fuzz/README.md):
+# FUZZ_SECONDS per target, then the regression inputs in Fuzz/Regressions.
+FUZZ_SECONDS ?= 60
+fuzz: deps
+	Fuzz/run.sh $(FUZZ_SECONDS)
 
 # Release binaries with the Swift runtime linked in (they run without the
 # toolchain), the unit with its sysusers/tmpfiles files, and the sample config.
