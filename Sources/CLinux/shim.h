@@ -61,8 +61,30 @@ static inline int jf_forbid_core_dumps(void) {
 /// async-signal-safe, and a MAP_SHARED page outlives the process).
 struct jf_crash_state {
     volatile unsigned char *_Nullable word;
+    int thread_slot;
     struct sigaction previous[65];
 };
+
+/// The job a worker thread works for (`kind/id`), or none: a crash on that
+/// thread is that job's, whatever the engine thread was doing.
+struct jf_thread_job {
+    unsigned short len;
+    char key[478];
+};
+
+static inline struct jf_thread_job *jf_thread_job(void) {
+    static __thread struct jf_thread_job job;
+    return &job;
+}
+
+/// Says which job the calling thread works for (len 0: none).
+static inline void jf_crash_set_thread_job(const char *_Nullable key, int len) {
+    struct jf_thread_job *j = jf_thread_job();
+    if (key == NULL || len < 0) len = 0;
+    if (len > (int)sizeof j->key) len = (int)sizeof j->key;
+    if (len > 0) memcpy(j->key, key, (size_t)len);
+    j->len = (unsigned short)len;
+}
 
 /// One state for the process: a function-local static, because Swift emits
 /// no storage for a static variable declared in an imported header.
@@ -71,31 +93,47 @@ static inline struct jf_crash_state *jf_crash(void) {
     return &state;
 }
 
-static void jf_crash_handler(int sig) {
+static void jf_crash_handler(int sig, siginfo_t *info, void *context) {
+    (void)context;
     struct jf_crash_state *s = jf_crash();
-    if (s->word) *s->word = (unsigned char)sig;
+    if (s->word) {
+        struct jf_thread_job *j = jf_thread_job();
+        if (j->len > 0) {
+            // The crashing thread works for a job of its own: its slot says which.
+            memcpy((unsigned char *)s->word + s->thread_slot + 2, j->key, j->len);
+            memcpy((unsigned char *)s->word + s->thread_slot, &j->len, 2);
+        }
+        *s->word = (unsigned char)sig;
+    }
     // The previous disposition (the default, or Swift's backtracer) takes it
-    // from here: re-raised for a signal sent by kill, re-faulted for a trap.
+    // from here: a fault of the instruction itself (SIGILL from a Swift trap,
+    // SIGSEGV, SIGBUS, SIGFPE with si_code > 0) happens again when it runs
+    // again, with its address intact; anything else (kill, abort, a trap
+    // that has moved past, SIGSYS) is raised again.
     sigaction(sig, &s->previous[sig], NULL);
-    raise(sig);
+    int refaults = (sig == SIGILL || sig == SIGSEGV || sig == SIGBUS || sig == SIGFPE) && info != NULL && info->si_code > 0;
+    if (!refaults) raise(sig);
 }
 
 /// Installs the handler for the signals a crash or a watchdog kill brings
-/// (once per process; later calls only move the marker to `word`).
-static inline int jf_install_crash_marker(unsigned char *word) {
+/// (once per process; later calls only move the marker to `word`). The
+/// handler sets `word[0]` to the signal, and writes a worker thread's job
+/// (length, then key) at `word + thread_slot`.
+static inline int jf_install_crash_marker(unsigned char *word, int thread_slot) {
     static const int sigs[] = {SIGILL, SIGTRAP, SIGABRT, SIGBUS, SIGFPE, SIGSEGV, SIGSYS};
     struct jf_crash_state *s = jf_crash();
     // Installed once: a second install would record this handler as the
     // previous one, and a crash would then re-raise into itself for ever.
     int installed = s->word != NULL;
+    s->thread_slot = thread_slot;
     s->word = word;
     if (installed) return 0;
     for (unsigned i = 0; i < sizeof sigs / sizeof sigs[0]; i++) {
         struct sigaction sa;
         memset(&sa, 0, sizeof sa);
-        sa.sa_handler = jf_crash_handler;
+        sa.sa_sigaction = jf_crash_handler;
         sigemptyset(&sa.sa_mask);
-        sa.sa_flags = SA_ONSTACK;
+        sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
         if (sigaction(sigs[i], &sa, &s->previous[sigs[i]]) != 0) return -1;
     }
     return 0;

@@ -185,10 +185,12 @@ import TestSupport
         #expect(stillRunning(inst), "log:\n\(inst.daemonLog)")
     }
 
-    @Test func aJobAtHandInTwoCrashesInARowIsFailedAtTheNextStart() throws {
+    /// Debug builds trap while the engine handles this job's answers, or on
+    /// its decompression worker, as a bug tripped by its input would.
+    @Test(arguments: ["JOBFETCH_FAULT_CRASH_JOB", "JOBFETCH_FAULT_CRASH_WORKER"])
+    func aJobAtHandInTwoCrashesIsFailedAtTheNextStart(fault variable: String) throws {
         let inst = try Installation()
-        // Debug builds trap while handling this job's answers, as a bug tripped by its input would.
-        let fault = ["JOBFETCH_FAULT_CRASH_JOB": "dataset/boom-1"]
+        let fault = [variable: "dataset/boom-1"]
         try inst.startDaemon(environment: fault)
         #expect(try inst.ctl(["add", "dataset", "boom-1"]).status == 0)
         let first = inst.daemon?.waitExit(timeout: 60)

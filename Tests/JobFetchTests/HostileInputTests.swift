@@ -70,15 +70,7 @@ import ZIPFoundation
         #expect(Units.duration("99999999999999999s") == nil, "milliseconds of it overflow an Int")
         #expect(Units.duration(String(repeating: "9", count: 307) + "d") == nil, "finite days, infinite seconds")
         #expect(Units.duration("36500d") == 36500.0 * 86400)
-        let text = """
-            [daemon]
-            spool_dir = /tmp/s
-            state_dir = /tmp/t
-            output_dir = /tmp/o
-            [kind k]
-            preset = dataset
-            status_url = https://api.example/${file:/nonexistent/secret}/{id}
-            """
+        let text = Self.config(statusURL: "https://api.example/${file:/nonexistent/secret}/{id}")
         #expect(throws: ConfigErrors.self) { try ConfigParser.parse(text, file: "t.conf") }
         let checked = try ConfigParser.parse(text, file: "t.conf", secrets: .syntaxOnly)
         #expect(checked.kind("k")?.statusURL == "https://api.example/secret/{id}")
@@ -196,58 +188,74 @@ import ZIPFoundation
 
     // MARK: the crash guard (finding 3's class)
 
-    @Test func theCrashGuardFailsAJobOnlyAfterTwoCrashesInARow() throws {
+    @Test func theCrashGuardFailsAJobAtItsSecondCrashSinceACleanStop() throws {
         let dir = makeTempDir()
         defer { try? FileIO.removeTree(dir) }
-        let key = JobKey(kind: "k", id: try JobID("boom"))
-        let other = JobKey(kind: "k", id: try JobID("other"))
-        /// One run that dies by `signal` (0: killed unseen) while handling `job`, or stops cleanly.
-        func run(dying signal: UInt8?, handling job: JobKey?) throws -> JobKey? {
+        let a = JobKey(kind: "k", id: try JobID("boom"))
+        let b = JobKey(kind: "k", id: try JobID("bang"))
+        /// One run that dies by `signal` (0: killed unseen) while the engine
+        /// handles `job` (or a worker thread of `worker` crashes), or stops cleanly.
+        func run(dying signal: UInt8?, handling job: JobKey? = nil, worker: JobKey? = nil) throws -> JobKey? {
             let g = try CrashGuard(stateDir: dir)
             let offender = g.repeatOffender
             if let job { g.begin(job) }
             if let signal {
                 // What the signal handler does before the process goes.
                 let fd = open(dir + "/crash-guard", O_RDWR)
+                defer { close(fd) }
+                if let worker {
+                    var slot = [UInt8](repeating: 0, count: 2) + Array(worker.description.utf8)
+                    slot[0] = UInt8(worker.description.utf8.count)
+                    _ = pwrite(fd, &slot, slot.count, off_t(CrashGuard.Layout.worker))
+                }
                 var b = signal
                 if signal != 0 { _ = pwrite(fd, &b, 1, 0) }
-                close(fd)
             } else {
                 if job != nil { g.end() }
                 g.stoppedCleanly()
             }
             return offender
         }
-        #expect(try run(dying: 4, handling: key) == nil)
-        #expect(try run(dying: 4, handling: key) == nil, "once is not held against it")
-        #expect(try run(dying: nil, handling: nil) == key, "twice in a row: failed at the next start")
-        // A kill -9 (unseen) neither clears nor adds; a clean stop or another job's crash clears.
-        #expect(try run(dying: 11, handling: key) == nil)
-        #expect(try run(dying: 0, handling: key) == nil)
-        #expect(try run(dying: 11, handling: key) == nil)
-        #expect(try run(dying: nil, handling: nil) == key)
-        #expect(try run(dying: 4, handling: key) == nil)
-        #expect(try run(dying: nil, handling: nil) == nil)
-        #expect(try run(dying: 4, handling: key) == nil)
-        #expect(try run(dying: 4, handling: other) == nil)
-        #expect(try run(dying: 4, handling: key) == nil, "the chain was broken by another job's crash")
-        #expect(try run(dying: 0, handling: nil) == nil)
-        #expect(try run(dying: 0, handling: nil) == nil)
+        #expect(try run(dying: 4, handling: a) == nil)
+        #expect(try run(dying: 4, handling: a) == nil, "once is not held against it")
+        #expect(try run(dying: nil) == a, "twice: failed at the next start")
+        // Two bad jobs taking turns are each caught at their second crash.
+        #expect(try run(dying: 4, handling: a) == nil)
+        #expect(try run(dying: 4, handling: b) == nil)
+        #expect(try run(dying: 11, handling: a) == nil)
+        #expect(try run(dying: 11, handling: b) == a)
+        #expect(try run(dying: nil) == b)
+        // A kill -9 (unseen) is held against no one; a clean stop forgives.
+        #expect(try run(dying: 0, handling: a) == nil)
+        #expect(try run(dying: 0, handling: a) == nil)
+        #expect(try run(dying: 4, handling: a) == nil)
+        #expect(try run(dying: nil) == nil)
+        #expect(try run(dying: 4, handling: a) == nil)
+        #expect(try run(dying: nil) == nil)
+        // A worker's crash is its own job's, whatever the engine was handling.
+        #expect(try run(dying: 4, handling: a, worker: b) == nil)
+        #expect(try run(dying: 4, worker: b) == nil)
+        #expect(try run(dying: nil) == b)
     }
 
     // MARK: schemes and config (finding 7)
 
+    /// A config with one `[kind k]` of the dataset preset.
+    static func config(statusURL: String, kindLines: String = "") -> String {
+        """
+        [daemon]
+        spool_dir = /tmp/s
+        state_dir = /tmp/t
+        output_dir = /tmp/o
+        [kind k]
+        preset = dataset
+        status_url = \(statusURL)
+        \(kindLines)
+        """
+    }
+
     func kind(_ statusURL: String, insecure: Bool = false) throws -> KindConfig {
-        let text = """
-            [daemon]
-            spool_dir = /tmp/s
-            state_dir = /tmp/t
-            output_dir = /tmp/o
-            [kind k]
-            preset = dataset
-            status_url = \(statusURL)
-            \(insecure ? "allow_insecure_http = yes" : "")
-            """
+        let text = Self.config(statusURL: statusURL, kindLines: insecure ? "allow_insecure_http = yes" : "")
         return try #require(try ConfigParser.parse(text, file: "t.conf", secrets: .syntaxOnly).kind("k"))
     }
 
@@ -264,18 +272,11 @@ import ZIPFoundation
     @Test func checkConfigWarnsOfALiteralTokenInAGroupReadableFile() throws {
         let dir = makeTempDir()
         defer { try? FileIO.removeTree(dir) }
-        let text = """
-            [daemon]
-            spool_dir = \(dir)/s
-            state_dir = \(dir)/t
-            output_dir = \(dir)/o
-            [kind k]
-            preset = dataset
-            status_url = https://api.example/v0/datasets/{id}
+        let text = Self.config(statusURL: "https://api.example/v0/datasets/{id}", kindLines: """
             header = Accept: text/csv
             header = x-api-key: abc123literal
             header = Authorization: Bearer ${env:TOKEN}
-            """
+            """)
         try FileIO.writeAtomically(dir + "/open.conf", Array(text.utf8), mode: 0o640)
         let env = ConfigParser.Environment(["TOKEN": "t"])
         let open = try ConfigParser.load(path: dir + "/open.conf", environment: env)

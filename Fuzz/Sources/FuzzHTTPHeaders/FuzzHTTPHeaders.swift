@@ -41,7 +41,7 @@ public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
         }
         // As Transfer.receiveHeader files a header line.
         if let colon = line.firstIndex(of: ":") {
-            headers[line[..<colon].lowercased()] = String(line[line.index(after: colon)...]).trimmingCharacters()
+            headers[line[..<colon].lowercased()] = line[line.index(after: colon)...].trimmingWhitespace()
         }
     }
     _ = ContentRange.parse(headers["content-range"])
@@ -71,11 +71,3 @@ func checkName(_ name: String, chosen: Bool) {
     if chosen { precondition(!b.isEmpty, "empty name") }
 }
 
-extension String {
-    func trimmingCharacters() -> String {
-        var s = Substring(self)
-        while let f = s.first, f == " " || f == "\t" || f == "\r" || f == "\n" { s.removeFirst() }
-        while let l = s.last, l == " " || l == "\t" || l == "\r" || l == "\n" { s.removeLast() }
-        return String(s)
-    }
-}

@@ -1,34 +1,40 @@
 import CLinux
 import Glibc
 
-/// Keeps one job from crashing the daemon forever. A job whose input trips
-/// a bug would crash it again after every restart, and no other job would
-/// finish; so the engine notes, in a small shared file mapping, which job
-/// it is handling, and a fatal signal's handler marks the mapping before the
-/// process dies. Both survive the process (the page cache holds them; no
-/// syscall per job). A job that was being handled at two crashes in a row is
-/// failed at the next start instead of being tried a third time.
+/// Keeps a job from crashing the daemon forever. A job whose input trips a
+/// bug would crash it again after every restart, and no other job would
+/// finish; so the engine notes, in a small shared file mapping, which job it
+/// is handling, a worker thread (decompression, hashing, zip extraction)
+/// notes the job it works for, and a fatal signal's handler marks the
+/// mapping (with the crashing worker's job) before the process dies. Both
+/// survive the process (the page cache holds them; no syscall per job). A
+/// job at hand at two crashes since the last clean stop is failed at the
+/// next start instead of being tried a third time; several such jobs taking
+/// turns are each counted.
 ///
 /// A crash is a fatal signal the process can see: a Swift trap (SIGILL,
 /// SIGTRAP), SIGSEGV, SIGBUS, SIGFPE, SIGSYS, or SIGABRT (an abort, or
 /// systemd's watchdog after a hang). SIGKILL (an operator, the OOM killer)
 /// cannot be seen and is not held against the job at hand.
 public final class CrashGuard {
-    /// The layout of the mapping: the crash signal, the run's state, then
-    /// two slots of a length byte pair and a `kind/id` key.
+    /// The layout of the mapping: the crash signal, the run's state, the
+    /// engine's job and the crashing worker's job (each a length and a key),
+    /// then the suspects (a crash count, a length and a key each).
     enum Layout {
         static let size = 4096
         static let signal = 0
         static let state = 1
         static let current = 64
-        static let previous = 1024
-        static let slotBytes = 512
+        static let worker = 576
+        static let slotBytes = 480
+        static let suspects = 1088
+        static let suspectSlots = 6
     }
 
     static let running = UInt8(ascii: "R")
     static let stopped = UInt8(ascii: "S")
 
-    /// The job handled at this crash and at the one before: fail it.
+    /// The job at hand at two crashes since the last clean stop: fail it.
     public let repeatOffender: JobKey?
     /// The signal of the crash that ended the last run, if one did.
     public let lastCrashSignal: Int32?
@@ -46,25 +52,28 @@ public final class CrashGuard {
         base = p
         let signal = p.load(fromByteOffset: Layout.signal, as: UInt8.self)
         let state = p.load(fromByteOffset: Layout.state, as: UInt8.self)
-        let current = Self.read(p, Layout.current)
-        let previous = Self.read(p, Layout.previous)
-        lastCrashSignal = signal != 0 ? Int32(signal) : nil
+        // The crashing thread's own job, else what the engine was handling.
+        let blamed = signal != 0 ? Self.read(p, Layout.worker) ?? Self.read(p, Layout.current) : nil
+        var suspects = state == Self.stopped ? [] : Self.readSuspects(p)
         var offender: JobKey?
-        var suspect: String?
-        if signal != 0 {
-            // Crashed: the job at hand is a suspect; twice in a row, an offender.
-            if let current, current == previous { offender = JobKey(parsing: current) } else { suspect = current }
-        } else if state == Self.running {
-            // Died unseen (SIGKILL, power): neither for nor against the suspect.
-            suspect = previous
+        if let blamed {
+            let count = (suspects.first { $0.key == blamed }?.count ?? 0) + 1
+            suspects.removeAll { $0.key == blamed }
+            if count >= 2 {
+                offender = JobKey(parsing: blamed)
+            } else {
+                suspects.insert((blamed, count), at: 0)
+            }
         }
+        lastCrashSignal = signal != 0 ? Int32(signal) : nil
         repeatOffender = offender
-        Self.write(p, Layout.previous, suspect)
+        Self.writeSuspects(p, Array(suspects.prefix(Layout.suspectSlots)))
         Self.write(p, Layout.current, nil)
+        Self.write(p, Layout.worker, nil)
         p.storeBytes(of: 0, toByteOffset: Layout.signal, as: UInt8.self)
         p.storeBytes(of: Self.running, toByteOffset: Layout.state, as: UInt8.self)
         _ = msync(p, Layout.size, MS_SYNC)
-        jf_install_crash_marker(p.assumingMemoryBound(to: UInt8.self))
+        jf_install_crash_marker(p.assumingMemoryBound(to: UInt8.self), Int32(Layout.worker))
     }
 
     /// The engine is about to run code for `key`.
@@ -80,9 +89,17 @@ public final class CrashGuard {
         return try body()
     }
 
+    /// The calling (worker) thread works for `job` from now on: a crash on it is that job's.
+    public static func attributeThread(to job: String?) {
+        var bytes = Array((job ?? "").utf8)
+        bytes.withUnsafeMutableBytes { b in
+            b.withMemoryRebound(to: CChar.self) { c in jf_crash_set_thread_job(c.baseAddress, Int32(c.count)) }
+        }
+    }
+
     /// A clean stop: no job is held against anything at the next start.
     public func stoppedCleanly() {
-        Self.write(base, Layout.previous, nil)
+        Self.writeSuspects(base, [])
         Self.write(base, Layout.current, nil)
         base.storeBytes(of: Self.stopped, toByteOffset: Layout.state, as: UInt8.self)
         _ = msync(base, Layout.size, MS_SYNC)
@@ -90,15 +107,34 @@ public final class CrashGuard {
 
     static func read(_ p: UnsafeMutableRawPointer, _ offset: Int) -> String? {
         let n = Int(p.loadUnaligned(fromByteOffset: offset, as: UInt16.self))
-        guard n > 0, n <= Layout.slotBytes - 2 else { return nil }
+        guard n > 0, n <= Layout.slotBytes - 3 else { return nil }
         return String(decoding: UnsafeRawBufferPointer(start: p + offset + 2, count: n), as: UTF8.self)
     }
 
     static func write(_ p: UnsafeMutableRawPointer, _ offset: Int, _ text: String?) {
-        var bytes = Array((text ?? "").utf8.prefix(Layout.slotBytes - 2))
+        var bytes = Array((text ?? "").utf8.prefix(Layout.slotBytes - 3))
         bytes.withUnsafeMutableBytes { b in
             if let src = b.baseAddress { (p + offset + 2).copyMemory(from: src, byteCount: b.count) }
         }
         p.storeBytes(of: UInt16(bytes.count), toByteOffset: offset, as: UInt16.self)
+    }
+
+    /// A suspect slot: its crash count, then a key as `write` lays it out.
+    static func readSuspects(_ p: UnsafeMutableRawPointer) -> [(key: String, count: Int)] {
+        (0..<Layout.suspectSlots).compactMap { i in
+            let slot = Layout.suspects + i * Layout.slotBytes
+            let count = Int(p.load(fromByteOffset: slot, as: UInt8.self))
+            guard count > 0, let key = read(p, slot + 1) else { return nil }
+            return (key, count)
+        }
+    }
+
+    static func writeSuspects(_ p: UnsafeMutableRawPointer, _ suspects: [(key: String, count: Int)]) {
+        for i in 0..<Layout.suspectSlots {
+            let slot = Layout.suspects + i * Layout.slotBytes
+            let s = i < suspects.count ? suspects[i] : nil
+            write(p, slot + 1, s?.key)
+            p.storeBytes(of: UInt8(min(s?.count ?? 0, 255)), toByteOffset: slot, as: UInt8.self)
+        }
     }
 }

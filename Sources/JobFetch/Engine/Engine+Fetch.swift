@@ -59,7 +59,7 @@ extension Engine {
             dropDecoder(r.key)
             let decoder = try PartInflater(part: part, output: publisher.stagingDirectory(r.key) + "/" + Self.inflatedName,
                                            limit: config.daemon.maxOutputSize, maxRatio: config.daemon.maxCompressionRatio,
-                                           reserved: kind.mapping.documentNames)
+                                           reserved: kind.mapping.documentNames, job: r.key.description)
             decoders[r.key] = decoder
             if let resume { decoder.observe(.size(resume.synced)) }
             var request = HTTPRequest(url: url, headers: hdrs, body: .file(path: part, limit: config.daemon.maxArtifactSize, resume: resume,
@@ -109,9 +109,12 @@ extension Engine {
         func restart(_ why: String) {
             PartSidecar.discard(part: part)
             r.bytesDone = 0
-            r.nextAt = now
+            // A refused resume is normal once; again and again, the server is
+            // broken (a 416 to every request): back off like any other retry.
+            r.attempts += 1
+            r.nextAt = r.attempts <= 1 ? now : now + Backoff(base: kind.pollInterval, cap: kind.maxPollInterval).retryDelay(after: r.attempts)
             logger.warning("\(url.redacted) cannot be resumed: \(why); downloading it from the start", metadata: Logger.job(key))
-            save(r, event: "resume refused (\(why)); downloading from the start")
+            save(r, event: r.attempts <= 2 ? "resume refused (\(why)); downloading from the start" : nil)
         }
 
         // Only a complete download keeps its decompressor (awaitDecode); any other end stops it.
@@ -146,6 +149,9 @@ extension Engine {
             if response.resumedFrom > 0, total == response.resumedFrom {
                 keepDecoder = true
                 awaitDecode(&r, decoder, url: url, response: response, bytes: response.resumedFrom)
+            } else if response.resumedFrom == 0 {
+                // No range was asked for: starting over cannot help.
+                retry("\(url.redacted) answered HTTP 416 to a request for the whole file")
             } else {
                 restart("HTTP 416 for bytes from \(response.resumedFrom) of \(total.map(String.init) ?? "an unknown length")")
             }
@@ -272,8 +278,9 @@ extension Engine {
             PartSidecar.discard(part: part)
             knownDigests[r.key] = archive.files
             logger.info("extracted \(archive.files.count) file(s) from the zip archive \(name)", metadata: Logger.job(r.key))
-            for w in archive.warnings { logger.warning("\(w)", metadata: Logger.job(r.key)) }
-            r.warnings += archive.warnings.prefix(StatusReader.maxWarnings)
+            let warnings = StatusReader.bounded(archive.warnings)
+            for w in warnings { logger.warning("\(w)", metadata: Logger.job(r.key)) }
+            r.warnings += warnings
         case .notCompressed(let size, let sha256):
             FileIO.unlinkIfPresent(inflated)
             name = ArtifactName.avoiding(name, reserved: reserved)

@@ -128,7 +128,7 @@ extension Engine {
             return
         }
         r.warnings = warnings
-        for w in warnings { logger.warning("API warning: \((w))", metadata: log) }
+        for w in warnings { logger.warning("API warning: \(w)", metadata: log) }
         r.progress = 1
         r.bytesDone = 0
         r.bytesTotal = nil

@@ -225,13 +225,13 @@ public final class Engine {
     static let faultCrashJob = getenv("JOBFETCH_FAULT_CRASH_JOB").map { String(cString: $0) }
     #endif
 
-    /// A job that was at hand at the last two crashes in a row is failed
+    /// A job that was at hand at two crashes since the last clean stop is failed
     /// now: tried again, it would most likely crash the daemon a third time.
     func failRepeatOffender(now: Double) {
         guard let key = crashGuard.repeatOffender else { return }
         guard var r = try? store.job(key), !r.state.isTerminal else { return }
         let signal = crashGuard.lastCrashSignal.map { " (last by signal \($0))" } ?? ""
-        logger.error("the daemon stopped twice in a row while handling this job\(signal); failing it so that it cannot stop the daemon again",
+        logger.error("the daemon stopped twice while handling this job\(signal); failing it so that it cannot stop the daemon again",
                      metadata: Logger.job(key))
         r.reason = "the daemon stopped twice while handling this job\(signal): its input may trip a bug; see the daemon's log" +
             (r.lastError.map { " (last problem: \($0))" } ?? "")
@@ -322,7 +322,7 @@ public final class Engine {
     func enforceDeadlines(now: Double) {
         for purpose in Array(inFlight.values) where !purpose.isPoll {
             let key = purpose.key
-            guard var r = try? store.job(key), let kind = config.kind(key.kind), now - r.clockStart > kind.timeout else { continue }
+            guard var r = try? store.job(key), r.state == .fetching, let kind = config.kind(key.kind), now - r.clockStart > kind.timeout else { continue }
             if let tag = inFlight.first(where: { $0.value.key == key })?.key, let p = http.progress(tag) { r.bytesDone = p.bytes }
             abortInFlight(key)
             crashGuard.handling(key) {
@@ -413,16 +413,16 @@ public final class Engine {
     /// What to do with a 3xx answer.
     enum Redirect {
         case follow(ParsedURL)
-        /// No `Location`, or too many hops: may heal, retried with backoff.
+        /// No `Location`: may heal, retried with backoff.
         case unusable(String)
         /// A target that is never fetched (another scheme, a downgrade to
-        /// plain http, not a URL): the answer will not change, the job fails.
+        /// plain http, not a URL) or a redirect loop: the job fails.
         case refused(String)
     }
 
     func redirectTarget(_ response: HTTPResponse, from url: ParsedURL, hop: Int, kind: KindConfig) -> Redirect {
         let status = response.status
-        guard hop < Self.maxRedirects else { return .unusable("\(url.redacted) answered HTTP \(status): more than \(Self.maxRedirects) redirects") }
+        guard hop < Self.maxRedirects else { return .refused("\(url.redacted) answered HTTP \(status): more than \(Self.maxRedirects) redirects in a row") }
         guard let location = response.headers["location"] else { return .unusable("\(url.redacted) answered HTTP \(status) with no Location") }
         let next: ParsedURL
         do { next = try ParsedURL(location, relativeTo: url) } catch {
@@ -459,7 +459,8 @@ public final class Engine {
         r.lastError = problem
         var delay = Backoff(base: kind.pollInterval, cap: kind.maxPollInterval).retryDelay(after: r.attempts)
         if let after = response?.retryAfter(now: now) { delay = max(min(after, 6 * 3600), 1) }
-        r.nextAt = now + delay
+        // Never past the job's timeout: a server's Retry-After cannot park a job beyond it.
+        r.nextAt = min(now + delay, max(now, r.clockStart + kind.timeout) + 1)
         logger.log(level: level, "\(problem); retrying in \(Units.formatDuration(delay))", metadata: Logger.job(r.key))
         save(r, event: r.attempts == 1 ? problem : nil)
     }

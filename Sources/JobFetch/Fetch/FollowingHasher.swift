@@ -13,13 +13,15 @@ public final class FollowingHasher: Sendable {
     private let done: EventFD
     private let result = Mutex<Result<String, SystemError>?>(nil)
 
-    public init(path: String) throws(SystemError) {
+    /// `job` (`kind/id`): a crash on the worker thread is held against it (`CrashGuard`).
+    public init(path: String, job: String? = nil) throws(SystemError) {
         self.path = path
         wakeUp = try EventFD(nonblocking: true, for: path)
         done = try EventFD(nonblocking: false, for: path)
         // Named from inside: a name set before start() is not applied on Linux.
-        Thread { [self] in
+        Thread { [self, job] in
             Thread.current.name = "jf-sha256"
+            CrashGuard.attributeThread(to: job)
             self.run()
         }.start()
     }

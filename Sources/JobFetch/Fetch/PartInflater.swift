@@ -33,6 +33,7 @@ public final class PartInflater: Sendable {
 
     public let part: String
     public let output: String
+    let job: String?
     let limit: Int64
     let maxRatio: Double
     /// Where a zip archive is extracted (the staging directory), and the
@@ -52,8 +53,10 @@ public final class PartInflater: Sendable {
     private let encoding = Mutex<String?>(nil)
     private let result = Mutex<Outcome?>(nil)
 
+    /// `job` (`kind/id`): a crash on the worker threads is held against it (`CrashGuard`).
     public init(part: String, output: String, limit: Int64, maxRatio: Double,
-                extractInto: String? = nil, reserved: Set<String> = []) throws(SystemError) {
+                extractInto: String? = nil, reserved: Set<String> = [], job: String? = nil) throws(SystemError) {
+        self.job = job
         self.part = part
         self.output = output
         self.limit = limit
@@ -66,6 +69,13 @@ public final class PartInflater: Sendable {
         // Named from inside: a name set before start() is not applied on Linux.
         Thread { [self] in
             Thread.current.name = "jf-inflate"
+            CrashGuard.attributeThread(to: self.job)
+            #if DEBUG
+            // Fault injection for the crash-guard test: a trap on this job's worker.
+            if let job = self.job, getenv("JOBFETCH_FAULT_CRASH_WORKER").map({ String(cString: $0) }) == job {
+                preconditionFailure("JOBFETCH_FAULT_CRASH_WORKER \(job)")
+            }
+            #endif
             self.run()
         }.start()
     }
@@ -156,7 +166,7 @@ public final class PartInflater: Sendable {
                     do { stream = try InflateStream(format: format, limit: limit, maxRatio: maxRatio) } catch { return .failed(error.message) }
                     outFD = open(output, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
                     guard outFD >= 0 else { return .writeFailed(SystemError("create", output).description) }
-                    do { hasher = try FollowingHasher(path: output) } catch { return .writeFailed(error.description) }
+                    do { hasher = try FollowingHasher(path: output, job: job) } catch { return .writeFailed(error.description) }
                 } else if !isZip {
                     // A zip is not published as such: nothing to hash, it is extracted at the end.
                     do { plain = try SHA256Stream() } catch { return .writeFailed(error.description) }

@@ -190,10 +190,10 @@ public final class SpoolIntake {
         var n = 1
         while FileIO.exists(target) || FileIO.exists(target + ".reason") { n += 1; target = "\(rejectedDir)/\(kind).\(name).\(n)" }
         do {
-            try FileIO.writeAtomically(target + ".reason", Array("spool file \(FileIO.basename(FileIO.parent(source)))/\(name):\n\(reason)\n".utf8))
+            try FileIO.writeAtomically(target + ".reason", Array("spool file \(FileIO.basename(FileIO.parent(source)))/\(JobID.quoted(name)):\n\(reason)\n".utf8))
             guard rename(source, target) == 0 else { throw SystemError("rename", source) }
             try FileIO.fsyncDirectory(rejectedDir)
-            logger.warning("spool file \(kind)/\(name) rejected to \(target): \((reason))")
+            logger.warning("spool file \(kind)/\(name) rejected to \(target): \(reason)")
         } catch {
             logger.error("cannot move bad spool file \(source) to \(rejectedDir): \(error)")
         }

@@ -21,8 +21,9 @@ public enum ServerText {
 
     /// `text` with every character a terminal or a log reader would act on
     /// made visible: C0 controls (line breaks and ESC among them), DEL, C1
-    /// controls, the Unicode line and paragraph separators and the
-    /// bidirectional overrides (which reorder what a reader sees). `\n`,
+    /// controls, the Unicode line and paragraph separators, the
+    /// bidirectional overrides (which reorder what a reader sees) and the
+    /// invisible characters (which hide text between what a reader sees). `\n`,
     /// `\r` and `\t` become those escapes; the rest `\xNN` or `\u{NNNN}`.
     /// A backslash stays as it is: the output is for reading, not parsing
     /// (`--json` output is JSON-escaped instead).
@@ -52,6 +53,7 @@ public enum ServerText {
         case 0..<0x20, 0x7F...0x9F: return true
         case 0x2028, 0x2029: return true  // line and paragraph separators
         case 0x202A...0x202E, 0x2066...0x2069, 0x200E, 0x200F, 0x061C: return true  // bidi controls
+        case 0x200B...0x200D, 0x2060...0x2064, 0xFEFF, 0x00AD: return true  // invisible: zero width, word joiner, BOM, soft hyphen
         default: return false
         }
     }

@@ -21,7 +21,7 @@ public enum SignatureRedactor {
     /// `&` or `=` must not hide a parameter from the redactor.
     public static func redactURL(_ s: String) -> String {
         let u = s.unicodeScalars
-        guard s.hasPrefix("http://") || s.hasPrefix("https://") || s.hasPrefix("/"),
+        guard ["http://", "https://", "/"].contains(where: { s.utf8.starts(with: $0.utf8) }),
               let q = u.firstIndex(of: "?") else { return s }
         var base = String(u[..<q])
         if base.unicodeScalars.contains("@") { base = ParsedURL.redact(base) }
