@@ -166,6 +166,36 @@ import TestSupport
         #expect(!(try inst.ctl(["list"]).out.contains("SECRET")))
     }
 
+    @Test func aKindsSpoolDirectorySwappedForALinkRedirectsNothing() throws {
+        let inst = try Installation()
+        try inst.startDaemon()
+        // Files the submit group may not read, nor have removed.
+        let secrets = inst.root + "/secretdir"
+        try FileIO.makeDirectories(secrets)
+        try FileIO.writeAtomically(secrets + "/tok", Array("Bearer sk-live-TOPSECRET-1\n".utf8), mode: 0o600)
+        try FileIO.writeAtomically(secrets + "/apikey", Array("KEY123SECRET\n".utf8), mode: 0o600)
+        // A member renames the kind's inbox away and puts a link in its place.
+        let inbox = inst.spool + "/dataset"
+        #expect(rename(inbox, inbox + ".old") == 0)
+        #expect(symlink(secrets, inbox) == 0)
+        // A reload rescans the spool; then a restart sets the inboxes up again.
+        inst.daemon?.signal(SIGHUP)
+        #expect(try Inotify.wait(until: { inst.daemonLog.contains("configuration reloaded") }, in: inst.root,
+                                 mask: UInt32(IN_MODIFY), timeout: 20), "log:\n\(inst.daemonLog)")
+        inst.killDaemon()
+        try inst.startDaemon()
+        #expect(try Inotify.wait(until: { inst.daemonLog.contains("spool directory \(inbox) is refused") }, in: inst.root,
+                                 mask: UInt32(IN_MODIFY), timeout: 20), "log:\n\(inst.daemonLog)")
+        // Nothing behind the link was read, moved or removed, and every other kind of request goes on.
+        #expect(try FileIO.list(secrets) == ["apikey", "tok"])
+        for name in try FileIO.list(inst.spool + "/.rejected") {
+            #expect(!String(decoding: try FileIO.readAll(inst.spool + "/.rejected/" + name), as: UTF8.self).contains("SECRET"), "\(name)")
+        }
+        #expect(!inst.daemonLog.contains("TOPSECRET") && !inst.daemonLog.contains("KEY123SECRET"))
+        #expect(!(try inst.ctl(["list"]).out.contains("SECRET")))
+        #expect(stillRunning(inst))
+    }
+
     @Test func absurdNumbersFromServersNeitherCrashTheDaemonNorStopOtherJobs() throws {
         let inst = try Installation(sections: PresetEndToEndTests.sections)
         try inst.startDaemon()

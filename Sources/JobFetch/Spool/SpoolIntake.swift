@@ -13,6 +13,12 @@ public final class SpoolIntake {
     let logger: Logger
     let inotify: Inotify
     private var watches: [Int32: (request: SpoolRequest, kind: String)] = [:]
+    /// Each watched directory's descriptor, by path: entries are listed,
+    /// opened, removed and moved relative to it, never through the path
+    /// again, so a member of the submit group who renames a directory and
+    /// puts a link in its place redirects nothing.
+    private var directories: [String: Int32] = [:]
+    private var rejectedFD: Int32 = -1
     /// Files seen at a scan that were modified moments ago: a writer may
     /// still hold them open; they are looked at again when they settle.
     private var unsettled: [String: (request: SpoolRequest, kind: String)] = [:]
@@ -34,19 +40,35 @@ public final class SpoolIntake {
 
     /// Watches a directory for each kind (creating it) and stops watching
     /// kinds that are gone from the config.
+    /// A kind's directory that is not a plain directory (a link put there by
+    /// a member of the submit group) is refused with an error, and the
+    /// daemon goes on without it.
     public func watch(kinds: [String]) throws(SystemError) {
         try FileIO.makeSharedDirectories(spoolDir)
         try FileIO.makeSharedDirectories(rejectedDir)
+        if rejectedFD < 0 { rejectedFD = try FileIO.openDirectory(rejectedDir) }
         for (wd, w) in watches where !kinds.contains(w.kind) {
             inotify.unwatch(wd)
             watches[wd] = nil
+            let dir = w.request.directory(spool: spoolDir, kind: w.kind)
+            if let fd = directories.removeValue(forKey: dir) { close(fd) }
         }
         for request in SpoolRequest.allCases {
             for kind in kinds where !watches.values.contains(where: { $0 == (request, kind) }) {
                 let dir = request.directory(spool: spoolDir, kind: kind)
-                try FileIO.makeSharedDirectories(dir)
-                let wd = try inotify.watch(dir, mask: UInt32(IN_CLOSE_WRITE | IN_MOVED_TO | IN_Q_OVERFLOW))
-                watches[wd] = (request, kind)
+                do throws(SystemError) {
+                    try FileIO.makeSharedDirectories(dir)
+                    let fd = try FileIO.openDirectory(dir)
+                    let wd: Int32
+                    do { wd = try inotify.watch(dir, mask: UInt32(IN_CLOSE_WRITE | IN_MOVED_TO | IN_Q_OVERFLOW | IN_DONT_FOLLOW | IN_ONLYDIR)) } catch {
+                        close(fd)
+                        throw error
+                    }
+                    watches[wd] = (request, kind)
+                    directories[dir] = fd
+                } catch {
+                    logger.error("spool directory \(dir) is refused (\(error)); \(request.rawValue) requests of kind \(kind) are not taken until it is a plain directory")
+                }
             }
         }
     }
@@ -63,14 +85,15 @@ public final class SpoolIntake {
 
     func scan(_ request: SpoolRequest, kind: String, now: Double) {
         let dir = request.directory(spool: spoolDir, kind: kind)
+        guard let dirFD = directories[dir] else { return }
         let names: [String]
-        do { names = try FileIO.list(dir) } catch {
+        do { names = try FileIO.list(directory: dirFD, path: dir) } catch {
             logger.error("cannot list the spool directory: \(error)")
             return
         }
         for name in names where !name.hasPrefix(".") {
             var st = stat()
-            if lstat(dir + "/" + name, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG,
+            if fstatat(dirFD, name, &st, AT_SYMLINK_NOFOLLOW) == 0, (st.st_mode & S_IFMT) == S_IFREG,
                now - (Double(st.st_mtim.tv_sec) + Double(st.st_mtim.tv_nsec) / 1e9) < Self.settleTime {
                 unsettled[dir + "/" + name] = (request, kind)
                 recheckAt = min(recheckAt ?? .infinity, now + Self.settleTime)
@@ -110,10 +133,12 @@ public final class SpoolIntake {
     func take(_ request: SpoolRequest, kind: String, name: String) {
         let dir = request.directory(spool: spoolDir, kind: kind)
         let path = dir + "/" + name
+        guard let dirFD = directories[dir] else { return }
         // Whoever may write the spool may also swap what a name points at:
-        // the entry is opened once, without following a link and without
-        // blocking (a FIFO), and everything after is asked of that descriptor.
-        let fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY)
+        // the entry is opened once, relative to the directory's descriptor,
+        // without following a link and without blocking (a FIFO), and
+        // everything after is asked of that descriptor.
+        let fd = openat(dirFD, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY)
         guard fd >= 0 else {
             let e = errno
             switch e {
@@ -166,7 +191,7 @@ public final class SpoolIntake {
             }
         }
         if contents.problems.isEmpty {
-            if unlink(path) != 0 && errno != ENOENT { logger.error("cannot remove spool file \(path): \(SystemError("unlink", path))") }
+            if unlinkat(dirFD, name, 0) != 0 && errno != ENOENT { logger.error("cannot remove spool file \(path): \(SystemError("unlink", path))") }
         } else {
             // Each problem quotes at most a short, escaped prefix of its line
             // (JobID.quoted); a file of many bad lines lists only the first few.
@@ -190,8 +215,9 @@ public final class SpoolIntake {
         var n = 1
         while FileIO.exists(target) || FileIO.exists(target + ".reason") { n += 1; target = "\(rejectedDir)/\(kind).\(name).\(n)" }
         do {
+            guard let dirFD = directories[FileIO.parent(source)] else { throw SystemError("rename", source, errno: ENOENT) }
             try FileIO.writeAtomically(target + ".reason", Array("spool file \(FileIO.basename(FileIO.parent(source)))/\(JobID.quoted(name)):\n\(reason)\n".utf8))
-            guard rename(source, target) == 0 else { throw SystemError("rename", source) }
+            guard renameat(dirFD, name, rejectedFD, FileIO.basename(target)) == 0 else { throw SystemError("rename", source) }
             try FileIO.fsyncDirectory(rejectedDir)
             logger.warning("spool file \(kind)/\(name) rejected to \(target): \(reason)")
         } catch {

@@ -185,10 +185,36 @@ public enum FileIO {
         return Int64(st.f_bavail) * Int64(st.f_frsize)
     }
 
+    /// A directory's descriptor, refusing a link in its place (ELOOP) or
+    /// anything but a directory (ENOTDIR).
+    public static func openDirectory(_ path: String) throws(SystemError) -> Int32 {
+        let fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+        guard fd >= 0 else { throw SystemError("open", path) }
+        return fd
+    }
+
+    /// Names in the directory open as `directory` (`path` for messages).
+    public static func list(directory: Int32, path: String) throws(SystemError) -> [String] {
+        let copy = dup(directory)
+        guard copy >= 0 else { throw SystemError("dup", path) }
+        guard let d = fdopendir(copy) else {
+            let e = SystemError("opendir", path)
+            close(copy)
+            throw e
+        }
+        defer { closedir(d) }
+        rewinddir(d)
+        return names(d)
+    }
+
     /// Names in a directory, without `.` and `..`.
     public static func list(_ dir: String) throws(SystemError) -> [String] {
         guard let d = opendir(dir) else { throw SystemError("opendir", dir) }
         defer { closedir(d) }
+        return names(d)
+    }
+
+    private static func names(_ d: OpaquePointer) -> [String] {
         var names: [String] = []
         while let e = readdir(d) {
             let name = withUnsafeBytes(of: e.pointee.d_name) { raw in
