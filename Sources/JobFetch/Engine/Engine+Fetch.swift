@@ -278,7 +278,7 @@ extension Engine {
             PartSidecar.discard(part: part)
             knownDigests[r.key] = archive.files
             logger.info("extracted \(archive.files.count) file(s) from the zip archive \(name)", metadata: Logger.job(r.key))
-            let warnings = StatusReader.bounded(archive.warnings)
+            let warnings = ServerText.firstOf(archive.warnings, max: StatusReader.maxWarnings - 1) { "… and \($0) more link entries, not extracted" }
             for w in warnings { logger.warning("\(w)", metadata: Logger.job(r.key)) }
             r.warnings += warnings
         case .notCompressed(let size, let sha256):

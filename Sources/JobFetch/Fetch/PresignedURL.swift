@@ -11,11 +11,14 @@ public enum PresignedURL {
     }
 
     static func rawExpiry(_ url: String) -> Double? {
-        guard let q = url.firstIndex(of: "?") else { return nil }
+        // By scalars: a combining mark after '?' must not hide the query.
+        let u = url.unicodeScalars
+        guard let q = u.firstIndex(of: "?") else { return nil }
         var params: [String: String] = [:]
-        for pair in url[url.index(after: q)...].split(separator: "#", maxSplits: 1).first?.split(separator: "&") ?? [] {
+        func text(_ s: Substring.UnicodeScalarView) -> String { String(String.UnicodeScalarView(s)) }
+        for pair in u[u.index(after: q)...].split(separator: "#", maxSplits: 1).first?.split(separator: "&") ?? [] {
             guard let eq = pair.firstIndex(of: "=") else { continue }
-            params[pair[..<eq].lowercased()] = percentDecoded(String(pair[pair.index(after: eq)...]))
+            params[text(pair[..<eq]).lowercased()] = percentDecoded(text(pair[pair.index(after: eq)...]))
         }
         for (date, expires) in [("x-amz-date", "x-amz-expires"), ("x-goog-date", "x-goog-expires")] {
             if let d = params[date].flatMap(basicTime), let e = params[expires].flatMap(Double.init) { return d + e }

@@ -133,9 +133,7 @@ public enum StatusReader {
 
     /// Each warning capped, and at most `maxWarnings` of them, the last saying how many were left out.
     static func bounded(_ warnings: [String]) -> [String] {
-        var out = warnings.prefix(maxWarnings).map { ServerText.capped($0) }
-        if warnings.count > maxWarnings { out[maxWarnings - 1] = "… and \(warnings.count - maxWarnings + 1) more warning(s), in the status document" }
-        return out
+        ServerText.firstOf(warnings, max: maxWarnings - 1) { "… and \($0) more warning(s), in the status document" }.map { ServerText.capped($0) }
     }
 
     /// "results: errors 3, warnings 2" for the `members` that are nonzero.

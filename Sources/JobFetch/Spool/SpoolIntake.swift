@@ -195,9 +195,8 @@ public final class SpoolIntake {
         } else {
             // Each problem quotes at most a short, escaped prefix of its line
             // (JobID.quoted); a file of many bad lines lists only the first few.
-            let shown = contents.problems.prefix(Self.maxProblemsShown).map(\.description)
-            let more = contents.problems.count > Self.maxProblemsShown ? ["… and \(contents.problems.count - Self.maxProblemsShown) more bad line(s)"] : []
-            let why = (shown + more).joined(separator: "\n")
+            let why = ServerText.firstOf(contents.problems.map(\.description), max: Self.maxProblemsShown) { "… and \($0) more bad line(s)" }
+                .joined(separator: "\n")
             let done = request == .register ? "(\(contents.ids.count) valid ID(s) in the file were registered)" : "(the other requests in the file were carried out)"
             reject(request, kind: kind, name: name, reason: why + "\n" + done)
         }

@@ -45,6 +45,12 @@ public enum ServerText {
         return out
     }
 
+    /// The first `max` of `lines`, and when there were more, one line saying
+    /// how many more (`more(count)`): a list from outside stays short.
+    public static func firstOf(_ lines: [String], max: Int, more: (Int) -> String) -> [String] {
+        lines.count <= max ? lines : Array(lines.prefix(max)) + [more(lines.count - max)]
+    }
+
     /// Both: what any log line, table cell or `status` line shows of server text.
     public static func shown(_ text: String, limit: Int = maxBytes) -> String { escaped(capped(text, limit: limit)) }
 
