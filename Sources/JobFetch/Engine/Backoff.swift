@@ -62,3 +62,8 @@ public struct TokenBucket: Sendable {
         return (1 - tokens) / rate
     }
 }
+
+extension KindConfig {
+    /// The kind's schedule: from `poll_interval` up to `max_poll_interval`.
+    var backoff: Backoff { Backoff(base: pollInterval, cap: maxPollInterval) }
+}

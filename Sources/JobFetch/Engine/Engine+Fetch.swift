@@ -87,7 +87,7 @@ extension Engine {
         r.resultURL = nil
         r.attempts += 1
         r.lastError = "result URL \(url.redacted): \(why)"
-        r.nextAt = now + Backoff(base: kind.pollInterval, cap: kind.maxPollInterval).retryDelay(after: r.attempts)
+        r.nextAt = now + kind.backoff.retryDelay(after: r.attempts)
         logger.warning("result URL \(url.redacted): \(why); polling the status endpoint for a fresh one", metadata: Logger.job(r.key))
         save(r, event: r.lastError)
     }
@@ -112,7 +112,7 @@ extension Engine {
             // A refused resume is normal once; again and again, the server is
             // broken (a 416 to every request): back off like any other retry.
             r.attempts += 1
-            r.nextAt = r.attempts <= 1 ? now : now + Backoff(base: kind.pollInterval, cap: kind.maxPollInterval).retryDelay(after: r.attempts)
+            r.nextAt = r.attempts <= 1 ? now : now + kind.backoff.retryDelay(after: r.attempts)
             logger.warning("\(url.redacted) cannot be resumed: \(why); downloading it from the start", metadata: Logger.job(key))
             save(r, event: r.attempts <= 2 ? "resume refused (\(why)); downloading from the start" : nil)
         }
@@ -247,7 +247,7 @@ extension Engine {
             let kind = config.kind(r.key.kind)
             r.attempts += 1
             r.lastError = "cannot write the decompressed result: \(why)"
-            r.nextAt = now + (kind.map { Backoff(base: $0.pollInterval, cap: $0.maxPollInterval).retryDelay(after: r.attempts) } ?? 30)
+            r.nextAt = now + (kind.map { $0.backoff.retryDelay(after: r.attempts) } ?? 30)
             logger.error("\(r.lastError ?? ""); retrying", metadata: Logger.job(r.key))
             save(r, event: r.lastError)
             return

@@ -87,7 +87,7 @@ extension Engine {
     /// The next poll: the backoff schedule, or when the API says the job
     /// should be done if that is later (never past the job's timeout).
     func schedulePoll(_ r: inout JobRecord, kind: KindConfig, notBefore: Double?, now: Double) {
-        r.nextAt = now + Backoff(base: kind.pollInterval, cap: kind.maxPollInterval).pollDelay(after: r.polls)
+        r.nextAt = now + kind.backoff.pollDelay(after: r.polls)
         if let t = notBefore, t > now {
             r.nextAt = min(max(t, now + kind.pollInterval), r.clockStart + kind.timeout + 1)
             logger.debug("the API expects completion at \(Timestamp.iso8601(t)); next poll then", metadata: Logger.job(r.key))

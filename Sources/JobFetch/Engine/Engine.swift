@@ -457,7 +457,7 @@ public final class Engine {
                        now: Double, level: Logger.Level = .warning) {
         r.attempts += 1
         r.lastError = problem
-        var delay = Backoff(base: kind.pollInterval, cap: kind.maxPollInterval).retryDelay(after: r.attempts)
+        var delay = kind.backoff.retryDelay(after: r.attempts)
         if let after = response?.retryAfter(now: now) { delay = max(min(after, 6 * 3600), 1) }
         // Never past the job's timeout: a server's Retry-After cannot park a job beyond it.
         r.nextAt = min(now + delay, max(now, r.clockStart + kind.timeout) + 1)
