@@ -7,8 +7,6 @@ public struct Config: Sendable {
     public var kinds: [KindConfig]
     /// Not errors, but worth an operator's eye (`--check-config` prints them, the daemon logs them).
     public var warnings: [ConfigProblem] = []
-    /// `header` lines with a credential written into the file (a warning when the file is readable by others).
-    public var literalSecretHeaders: [ConfigProblem] = []
 
     public func kind(_ name: String) -> KindConfig? { kinds.first { $0.name == name } }
 }

@@ -40,8 +40,10 @@ public struct ConfigParser {
     var secretsMode: Secrets = .resolve
     let secrets = SecretFileCache()
     var problems: [ConfigProblem] = []
-    /// Header lines whose credential is written into the file itself.
-    var literalSecrets: [ConfigProblem] = []
+    /// The file is readable by others than its owner: a credential written
+    /// into a `header` line is worth a warning.
+    var sharedFile = false
+    var warnings: [ConfigProblem] = []
 
     /// Reads and checks the file; throws every problem found, with its line.
     public static func load(path: String, environment: Environment = .process, secrets: Secrets = .resolve) throws(ConfigErrors) -> Config {
@@ -49,20 +51,22 @@ public struct ConfigParser {
         do { bytes = try FileIO.readAll(path, limit: 1 << 20) } catch {
             throw ConfigErrors(problems: [ConfigProblem(file: path, line: 0, key: nil, message: "cannot read the config file: \(error)")])
         }
-        var config = try parse(String(decoding: bytes, as: UTF8.self), file: path, environment: environment, secrets: secrets)
         // A token written into a file that others may read is worth a warning:
         // the packaged config is readable by the submit group.
         var st = stat()
-        if stat(path, &st) == 0, st.st_mode & 0o044 != 0 { config.warnings = config.literalSecretHeaders }
-        return config
+        let shared = stat(path, &st) == 0 && st.st_mode & 0o044 != 0
+        return try parse(String(decoding: bytes, as: UTF8.self), file: path, environment: environment, secrets: secrets, sharedFile: shared)
     }
 
-    public static func parse(_ text: String, file: String, environment: Environment = .process, secrets: Secrets = .resolve) throws(ConfigErrors) -> Config {
+    /// `sharedFile`: the text comes from a file others than its owner may read.
+    public static func parse(_ text: String, file: String, environment: Environment = .process, secrets: Secrets = .resolve,
+                             sharedFile: Bool = false) throws(ConfigErrors) -> Config {
         var parser = ConfigParser(file: file, environment: environment)
         parser.secretsMode = secrets
+        parser.sharedFile = sharedFile
         var config = parser.run(text)
         guard parser.problems.isEmpty else { throw ConfigErrors(problems: parser.problems) }
-        config.literalSecretHeaders = parser.literalSecrets
+        config.warnings = parser.warnings
         return config
     }
 
@@ -215,8 +219,8 @@ public struct ConfigParser {
         }
         for e in byKey["header"] ?? [] {
             if let t = header(e) { kind.headers.append(t) }
-            if let name = e.value.split(separator: ":", maxSplits: 1).first, Self.looksLikeCredential(String(name)), !e.value.contains("${") {
-                literalSecrets.append(ConfigProblem(file: file, line: e.line, key: e.key, message:
+            if sharedFile, let name = e.value.split(separator: ":", maxSplits: 1).first, Self.looksLikeCredential(String(name)), !e.value.contains("${") {
+                warnings.append(ConfigProblem(file: file, line: e.line, key: e.key, message:
                     "header \(name.trimmingWhitespace()) holds a literal credential in a file readable by others than its owner; put it in ${credential:NAME} or ${file:PATH}"))
             }
         }
