@@ -39,14 +39,14 @@ struct List: ParsableCommand {
             if json {
                 print(JSONWriter.string(.array(records.map { JobReport.json($0, outputDir: config.daemon.outputDir) }), pretty: true))
             } else {
-                print(records.isEmpty ? "no jobs" : JobReport.table(records, now: Clock.now(), colour: colour))
+                print(records.isEmpty ? "no jobs" : JobReport.table(records, now: SystemClock.now(), colour: colour))
             }
             return
         }
         // A live view: redraw in place (cursor home, clear) until Ctrl-C.
         while true {
             let records = try options.openStore(config)?.list(kind: kind, state: filter) ?? []
-            let table = records.isEmpty ? "no jobs" : JobReport.table(records, now: Clock.now(), colour: colour)
+            let table = records.isEmpty ? "no jobs" : JobReport.table(records, now: SystemClock.now(), colour: colour)
             let header = "jobfetchctl list --watch: \(records.count) job(s), every \(Units.formatDuration(interval)); Ctrl-C to quit"
             print((colour ? "\u{1B}[H\u{1B}[2J" : "\n") + header + "\n\n" + table)
             fflush(nil)  // all output streams: stdout without touching the global

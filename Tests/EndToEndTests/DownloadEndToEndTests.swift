@@ -99,7 +99,7 @@ import TestSupport
         do {
             let store = try JobStore(path: inst.root + "/state/jobfetchd.sqlite")
             let key = JobKey(kind: "dataset", id: try JobID("ext-whole"))
-            try store.register([key], now: Clock.now())
+            try store.register([key], now: SystemClock.now())
             var r = try #require(try store.job(key))
             r.state = .fetching
             r.resultURL = url

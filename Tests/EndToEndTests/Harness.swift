@@ -61,13 +61,13 @@ final class Child {
     /// Reads stdout until a line satisfies `match` or `timeout` passes.
     func waitForLine(timeout: Double = 30, _ match: (String) -> Bool) -> String? {
         if let hit = lines.first(where: match) { return hit }
-        let deadline = Clock.monotonic() + timeout
+        let deadline = SystemClock.monotonic() + timeout
         repeat {
-            let left = max(0, deadline - Clock.monotonic())
+            let left = max(0, deadline - SystemClock.monotonic())
             let before = lines.count
             guard readSome(timeout: left) else { return lines.dropFirst(before).first(where: match) }
             if let hit = lines.dropFirst(before).first(where: match) { return hit }
-        } while Clock.monotonic() < deadline
+        } while SystemClock.monotonic() < deadline
         return nil
     }
 
@@ -102,9 +102,9 @@ final class Child {
         guard fd >= 0 else { return nil }
         defer { close(fd) }
         var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-        let deadline = Clock.monotonic() + timeout
+        let deadline = SystemClock.monotonic() + timeout
         while true {
-            let left = deadline - Clock.monotonic()
+            let left = deadline - SystemClock.monotonic()
             if left <= 0 { return nil }
             let n = poll(&p, 1, Int32(left * 1000) + 1)
             if n > 0 { return waitExit() }

@@ -78,9 +78,9 @@ import TestSupport
         let raced = DispatchSemaphore(value: 0)
         let racer = Thread {
             defer { raced.signal() }
-            let end = Clock.monotonic() + 3
+            let end = SystemClock.monotonic() + 3
             var i = 0
-            while Clock.monotonic() < end {
+            while SystemClock.monotonic() < end {
                 i += 1
                 let name = inbox + "/race-\(i % 8)"
                 _ = try? FileIO.writeAtomically(inbox + "/.r", Array("innocent-\(i)\n".utf8))
@@ -291,10 +291,10 @@ import TestSupport
             timeout = 3s
             """, daemonLines: "low_speed_limit = 1\nlow_speed_time = 60s")
         try inst.startDaemon()
-        let start = Clock.monotonic()
+        let start = SystemClock.monotonic()
         #expect(try inst.ctl(["add", "slowds", "trickle-1"]).status == 0)
         #expect(try inst.waitForResult("trickle-1", kind: "slowds", timeout: 30), "log:\n\(inst.daemonLog)")
-        let took = Clock.monotonic() - start
+        let took = SystemClock.monotonic() - start
         let job = try inst.jobJSON("trickle-1", kind: "slowds")
         #expect(job["outcome"] == "failed")
         #expect(job["reason"]?.scalarText?.hasPrefix("timed out: the result could not be fetched") == true)

@@ -263,12 +263,12 @@ import ZIPFoundation
 
     @Test func plainHTTPOnLoopbackIsNoDowngradeFromHTTPS() throws {
         let local = try ParsedURL("http://127.0.0.1:8080/file.csv")
-        #expect(Engine.insecureProblem(local, kind: try kind("http://127.0.0.1:9/v0/datasets/{id}")) == nil)
-        let downgrade = try #require(Engine.insecureProblem(local, kind: try kind("https://api.example/v0/datasets/{id}")))
+        #expect(JobMachine.insecureProblem(local, kind: try kind("http://127.0.0.1:9/v0/datasets/{id}")) == nil)
+        let downgrade = try #require(JobMachine.insecureProblem(local, kind: try kind("https://api.example/v0/datasets/{id}")))
         #expect(downgrade.contains("downgrade"))
-        #expect(Engine.insecureProblem(local, kind: try kind("https://api.example/v0/datasets/{id}", insecure: true)) == nil)
-        #expect(Engine.insecureProblem(try ParsedURL("http://files.example/x"), kind: try kind("http://127.0.0.1:9/{id}")) != nil)
-        #expect(Engine.insecureProblem(try ParsedURL("https://files.example/x"), kind: try kind("https://api.example/{id}")) == nil)
+        #expect(JobMachine.insecureProblem(local, kind: try kind("https://api.example/v0/datasets/{id}", insecure: true)) == nil)
+        #expect(JobMachine.insecureProblem(try ParsedURL("http://files.example/x"), kind: try kind("http://127.0.0.1:9/{id}")) != nil)
+        #expect(JobMachine.insecureProblem(try ParsedURL("https://files.example/x"), kind: try kind("https://api.example/{id}")) == nil)
     }
 
     @Test func checkConfigWarnsOfALiteralTokenInAGroupReadableFile() throws {

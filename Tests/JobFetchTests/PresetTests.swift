@@ -75,7 +75,7 @@ import Testing
     @Test func bulkProcessErrorBodyNamesEveryInvalidField() throws {
         let response = HTTPResponse(status: 400, headers: [:], body: try fixture("bulk-process/error-400.json"), bytesWritten: 0,
                                     error: nil, writeError: nil, bodyTooLarge: false, seconds: 0)
-        #expect(Engine.apiMessage(response) == "The bulk request is invalid; operations[3].price: must be a positive number; operations[7].sku: must not be empty")
+        #expect(JobMachine.apiMessage(response) == "The bulk request is invalid; operations[3].price: must be a positive number; operations[7].sku: must not be empty")
     }
 
     @Test func export() throws {

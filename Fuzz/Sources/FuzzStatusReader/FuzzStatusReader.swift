@@ -1,7 +1,7 @@
 // StatusReader.read: a status body straight from the job API, under every
 // preset's mapping (byte 0 picks the preset, the rest is the body). Then the
 // pure steps the engine takes with a reading: the next-poll time is logged
-// with Timestamp.iso8601 (Engine.schedulePoll), a result URL is resolved
+// with Timestamp.iso8601 (the machine's schedulePoll), a result URL is resolved
 // against the status URL, published documents are written with JSONWriter.
 import JobFetch
 import CLibFuzzer
@@ -32,7 +32,7 @@ public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
 
     let reading = StatusReader.read(body, mapping: mapping)
     if let t = reading.notBefore, t > now {
-        _ = Timestamp.iso8601(t)   // Engine.schedulePoll logs it
+        _ = Timestamp.iso8601(t)   // the machine logs it
     }
     switch reading.observation {
     case .running(let progress, _):

@@ -18,7 +18,7 @@ final class PartWriter {
     private var hinted: Int64 = 0
     /// The end of the range whose writeback the last checkpoint started.
     private var pending: Int64 = 0
-    private var lastCheckpoint = Clock.monotonic()
+    private var lastCheckpoint = SystemClock.monotonic()
     var error: SystemError?
     var tooLarge = false
     /// Why a 206 could not be appended (another range, another object): the
@@ -83,7 +83,7 @@ final class PartWriter {
         pending = size
         // max_artifact_size is checked against the announced length before anything is written.
         if let length, length > limit { tooLarge = true; return false }
-        lastCheckpoint = Clock.monotonic()
+        lastCheckpoint = SystemClock.monotonic()
         return true
     }
 
@@ -96,7 +96,7 @@ final class PartWriter {
             _ = jf_sync_file_range(fd, hinted, size - hinted, UInt32(SYNC_FILE_RANGE_WRITE))
             hinted = size
         }
-        if size - pending >= Self.checkpointBytes || Clock.monotonic() - lastCheckpoint >= Self.checkpointSeconds {
+        if size - pending >= Self.checkpointBytes || SystemClock.monotonic() - lastCheckpoint >= Self.checkpointSeconds {
             checkpoint()
         }
         return error == nil
@@ -109,7 +109,7 @@ final class PartWriter {
     /// re-sends at most two intervals.
     func checkpoint() {
         guard fd >= 0, var s = sidecar else { return }
-        lastCheckpoint = Clock.monotonic()
+        lastCheckpoint = SystemClock.monotonic()
         if pending > s.synced {
             if jf_sync_file_range(fd, s.synced, pending - s.synced,
                                   UInt32(SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER)) != 0 {

@@ -7,7 +7,7 @@ final class Transfer {
     let easy: UnsafeMutableRawPointer
     let request: HTTPRequest
     let tag: Int
-    let started = Clock.monotonic()
+    let started = SystemClock.monotonic()
     var headerList: UnsafeMutablePointer<curl_slist>?
     var errorBuffer = [CChar](repeating: 0, count: Int(CURL_ERROR_SIZE) + 1)
 
@@ -138,7 +138,7 @@ final class Transfer {
         }
         var response = HTTPResponse(status: responseCode(), headers: headers, body: body, bytesWritten: part?.size ?? 0,
                                     error: error, writeError: part?.error, bodyTooLarge: bodyTooLarge || part?.tooLarge == true,
-                                    seconds: Clock.monotonic() - started)
+                                    seconds: SystemClock.monotonic() - started)
         response.resumedFrom = part?.resume?.synced ?? 0
         response.rangeMismatch = part?.mismatch
         return response

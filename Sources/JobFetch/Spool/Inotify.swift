@@ -75,28 +75,14 @@ public final class Inotify {
     public static func wait(until condition: () -> Bool, in directory: String, mask: UInt32, timeout: Double) throws(SystemError) -> Bool {
         let ino = try Inotify()
         _ = try ino.watch(directory, mask: mask)
-        let deadline = Clock.monotonic() + timeout
+        let deadline = SystemClock.monotonic() + timeout
         while true {
             if condition() { return true }
-            let left = deadline - Clock.monotonic()
+            let left = deadline - SystemClock.monotonic()
             if left <= 0 { return false }
             var p = pollfd(fd: ino.fd, events: Int16(POLLIN), revents: 0)
             _ = poll(&p, 1, Int32(min(left, 3600) * 1000) + 1)
             _ = try ino.read()
         }
-    }
-}
-
-public enum Clock {
-    public static func monotonic() -> Double {
-        var ts = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &ts)
-        return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
-    }
-
-    public static func now() -> Double {
-        var ts = timespec()
-        clock_gettime(CLOCK_REALTIME, &ts)
-        return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
     }
 }

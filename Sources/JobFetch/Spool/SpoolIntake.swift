@@ -9,8 +9,9 @@ import Logging
 /// same way in `.cancel/<kind>/` and `.retry/<kind>/` and go to `apply`.
 public final class SpoolIntake {
     let spoolDir: String
-    let store: JobStore
+    let store: any JobStoring
     let logger: Logger
+    let clock: any Clock
     let inotify: Inotify
     private var watches: [Int32: (request: SpoolRequest, kind: String)] = [:]
     /// Each watched directory's descriptor, by path: entries are listed,
@@ -31,7 +32,8 @@ public final class SpoolIntake {
 
     public var rejectedDir: String { spoolDir + "/.rejected" }
 
-    public init(spoolDir: String, store: JobStore, inotify: Inotify, logger: Logger) {
+    public init(spoolDir: String, store: any JobStoring, inotify: Inotify, logger: Logger, clock: any Clock = SystemClock.shared) {
+        self.clock = clock
         self.spoolDir = spoolDir
         self.store = store
         self.inotify = inotify
@@ -165,11 +167,9 @@ public final class SpoolIntake {
             return
         }
         var contents = SpoolFile.parse(name: name, bytes: bytes)
-        if request != .register && unsettled.values.contains(where: { $0 == (.register, kind) }) {
-            // Registrations of this kind are still settling: the request may
-            // be about one of them, so it waits and is looked at after them.
+        if Self.waits(request, kind: kind, settling: unsettled.values) {
             unsettled[path] = (request, kind)
-            recheckAt = min(recheckAt ?? .infinity, Clock.now() + Self.settleTime)
+            recheckAt = min(recheckAt ?? .infinity, clock.now() + Self.settleTime)
             return
         }
         if request != .register {
@@ -180,7 +180,7 @@ public final class SpoolIntake {
             }
         } else if !contents.ids.isEmpty {
             do {
-                let added = try store.register(contents.ids.map { JobKey(kind: kind, id: $0) }, now: Clock.now())
+                let added = try store.register(contents.ids.map { JobKey(kind: kind, id: $0) }, now: clock.now())
                 for key in added { logger.info("registered", metadata: Logger.job(key)) }
                 let known = contents.ids.count - added.count
                 if known > 0 { logger.debug("\(known) job(s) in spool file \(kind)/\(name) were already registered") }
@@ -200,6 +200,13 @@ public final class SpoolIntake {
             let done = request == .register ? "(\(contents.ids.count) valid ID(s) in the file were registered)" : "(the other requests in the file were carried out)"
             reject(request, kind: kind, name: name, reason: why + "\n" + done)
         }
+    }
+
+    /// A cancel or retry waits while registrations of its kind are still
+    /// settling: it may be about one of them, so it is looked at after them
+    /// (a cancel dropped right after an add must find its job).
+    public static func waits(_ request: SpoolRequest, kind: String, settling: some Sequence<(request: SpoolRequest, kind: String)>) -> Bool {
+        request != .register && settling.contains { $0 == (.register, kind) }
     }
 
     /// Where a rejected file goes: `.rejected/<kind>.<name>` for registrations,

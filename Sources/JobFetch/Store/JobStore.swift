@@ -3,7 +3,7 @@ import Glibc
 /// The daemon's state: one SQLite database in `state_dir`, written by the
 /// daemon alone and read by `jobfetchctl`. The engine sees only this small
 /// protocol: register, claim what is due, record, finish.
-public final class JobStore {
+public final class JobStore: JobStoring {
     let db: SQLiteDatabase
     public let readOnly: Bool
     /// What is due when, for the daemon (a writer); mirrors the committed rows.
@@ -59,9 +59,9 @@ public final class JobStore {
         ALTER TABLE jobs ADD COLUMN rate REAL;
         """,
     ]
-    public static var schemaVersion: Int { migrations.count }
-
-    static let columns = "kind, id, state, registered_at, updated_at, next_at, attempts, polls, last_http_status, last_error, last_status, api_status, progress, bytes_done, bytes_total, result_url, reason, warnings, finished_at, not_found_since, outcome, summary, page_next, timeout_from, retries, rate"
+    /// The schema: the hand-written migrations, then one version per
+    /// version of `JobColumn.all` that adds columns.
+    public static var schemaVersion: Int { max(migrations.count, JobColumn.all.map(\.since).max() ?? 0) }
 
     /// Opens (and for the daemon creates and migrates) the database.
     public init(path: String, readOnly: Bool = false) throws(SQLiteError) {
@@ -112,12 +112,16 @@ public final class JobStore {
 
     func migrate() throws(SQLiteError) {
         let current = try userVersion()
-        guard current <= Self.migrations.count else {
+        guard current <= Self.schemaVersion else {
             throw SQLiteError(code: 0, message: "database schema \(current) is newer than this program (\(Self.schemaVersion)); refusing to touch it", context: "migrate \(db.path)")
         }
-        for version in current..<Self.migrations.count {
+        for version in current..<Self.schemaVersion {
             try db.transaction { () throws(SQLiteError) in
-                try db.execute(Self.migrations[version])
+                if version < Self.migrations.count { try db.execute(Self.migrations[version]) }
+                // Columns declared after the hand-written migrations arrive with their version.
+                for column in JobColumn.all where column.since == version + 1 && version >= Self.migrations.count {
+                    try db.execute("ALTER TABLE jobs ADD COLUMN \(column.name) \(column.declaration)")
+                }
                 try db.execute("PRAGMA user_version = \(version + 1)")
             }
         }
@@ -148,7 +152,7 @@ public final class JobStore {
     // MARK: read
 
     public func job(_ key: JobKey) throws(SQLiteError) -> JobRecord? {
-        let s = try db.cached("SELECT \(Self.columns) FROM jobs WHERE kind = ? AND id = ?")
+        let s = try db.cached("SELECT \(JobColumn.selectList) FROM jobs WHERE kind = ? AND id = ?")
         defer { s.reset() }
         try s.bind([.text(key.kind), .text(key.id.rawValue)])
         return try s.step() ? Self.record(s) : nil
@@ -161,7 +165,7 @@ public final class JobStore {
     }
 
     public func list(kind: String? = nil, state: JobState? = nil) throws(SQLiteError) -> [JobRecord] {
-        let s = try db.prepare("SELECT \(Self.columns) FROM jobs WHERE (?1 IS NULL OR kind = ?1) AND (?2 IS NULL OR state = ?2) ORDER BY kind, registered_at, id")
+        let s = try db.prepare("SELECT \(JobColumn.selectList) FROM jobs WHERE (?1 IS NULL OR kind = ?1) AND (?2 IS NULL OR state = ?2) ORDER BY kind, registered_at, id")
         try s.bind([kind.map { .text($0) } ?? .null, state.map { .text($0.rawValue) } ?? .null])
         var out: [JobRecord] = []
         while try s.step() { if let r = Self.record(s) { out.append(r) } }
@@ -210,34 +214,11 @@ public final class JobStore {
     /// transaction. Text that may have come from a server (status, errors,
     /// warnings, the history line) is stored cut to `ServerText.maxBytes`;
     /// `last_status` is the status document itself, bounded by the body limit.
-    public func save(_ record: JobRecord, event: String? = nil) throws(SQLiteError) {
-        var r = record
-        r.apiStatus = r.apiStatus.map { ServerText.capped($0) }
-        r.lastError = r.lastError.map { ServerText.capped($0) }
-        r.reason = r.reason.map { ServerText.capped($0) }
-        r.warnings = r.warnings.map { ServerText.capped($0) }
+    public func save(_ record: JobRecord, event: String?) throws(SQLiteError) {
+        let r = Self.bounded(record)
         try transaction { () throws(SQLiteError) in
-            let s = try db.cached("""
-                UPDATE jobs SET state = ?, updated_at = ?, next_at = ?, attempts = ?, polls = ?, last_http_status = ?,
-                last_error = ?, last_status = ?, api_status = ?, progress = ?, bytes_done = ?, bytes_total = ?,
-                result_url = ?, reason = ?, warnings = ?, finished_at = ?, not_found_since = ?, outcome = ?,
-                summary = ?, page_next = ?, timeout_from = ?, retries = ?, rate = ?
-                WHERE kind = ? AND id = ?
-                """)
-            try s.run([
-                .text(r.state.rawValue), .double(r.updatedAt), .double(r.nextAt), .int(Int64(r.attempts)),
-                .int(Int64(r.polls)), r.lastHTTPStatus.map { .int(Int64($0)) } ?? .null,
-                r.lastError.map { .text($0) } ?? .null, r.lastStatus.map { .text($0) } ?? .null,
-                r.apiStatus.map { .text($0) } ?? .null, r.progress.map { .double($0) } ?? .null,
-                .int(r.bytesDone), r.bytesTotal.map { .int($0) } ?? .null,
-                r.resultURL.map { .text($0) } ?? .null, r.reason.map { .text($0) } ?? .null,
-                .text(JSONWriter.string(.array(r.warnings.map { .string($0) }))),
-                r.finishedAt.map { .double($0) } ?? .null, r.notFoundSince.map { .double($0) } ?? .null,
-                r.outcome.map { .text($0.rawValue) } ?? .null,
-                r.summary.map { .text($0) } ?? .null, r.pageNext.map { .int(Int64($0)) } ?? .null,
-                r.timeoutFrom.map { .double($0) } ?? .null, .int(Int64(r.retries)), r.rate.map { .double($0) } ?? .null,
-                .text(r.key.kind), .text(r.key.id.rawValue),
-            ])
+            let s = try db.cached(JobColumn.updateStatement)
+            try s.run(JobColumn.updated.map { $0.write(r) } + [.text(r.key.kind), .text(r.key.id.rawValue)])
             s.reset()
             if db.changes > 0 { schedule.set(r.key, state: r.state, at: r.nextAt) }
             if let event {
@@ -255,33 +236,11 @@ public final class JobStore {
     }
 
     static func record(_ s: Statement) -> JobRecord? {
-        guard let kind = s.text(0), let idText = s.text(1), let id = try? JobID(idText),
-              let state = s.text(2).flatMap(JobState.init(rawValue:)) else { return nil }
-        var r = JobRecord(key: JobKey(kind: kind, id: id), state: state, registeredAt: s.double(3))
-        r.updatedAt = s.double(4)
-        r.nextAt = s.double(5)
-        r.attempts = Int(s.int(6))
-        r.polls = Int(s.int(7))
-        r.lastHTTPStatus = s.optionalInt(8).map { Int($0) }
-        r.lastError = s.text(9)
-        r.lastStatus = s.text(10)
-        r.apiStatus = s.text(11)
-        r.progress = s.optionalDouble(12)
-        r.bytesDone = s.int(13)
-        r.bytesTotal = s.optionalInt(14)
-        r.resultURL = s.text(15)
-        r.reason = s.text(16)
-        if let w = s.text(17), case .array(let items)? = try? JSONParser.parse(w) {
-            r.warnings = items.compactMap(\.scalarText)
-        }
-        r.finishedAt = s.optionalDouble(18)
-        r.notFoundSince = s.optionalDouble(19)
-        r.outcome = s.text(20).flatMap(Outcome.init(rawValue:))
-        r.summary = s.text(21)
-        r.pageNext = s.optionalInt(22).map { Int($0) }
-        r.timeoutFrom = s.optionalDouble(23)
-        r.retries = Int(s.int(24))
-        r.rate = s.optionalDouble(25)
+        let row = JobColumn.Row(s)
+        guard let kind = row.text("kind"), let idText = row.text("id"), let id = try? JobID(idText),
+              let state = row.text("state").flatMap(JobState.init(rawValue:)) else { return nil }
+        var r = JobRecord(key: JobKey(kind: kind, id: id), state: state, registeredAt: row.double("registered_at"))
+        for column in JobColumn.all { column.read(&r, row) }
         return r
     }
 }

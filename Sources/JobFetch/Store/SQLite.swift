@@ -1,11 +1,9 @@
 import CSQLite
 
-/// A SQLite result code with the database's message and what was being done.
-public struct SQLiteError: Error, CustomStringConvertible, Sendable {
-    public let code: Int32
-    public let message: String
-    public let context: String
-    public var description: String { "\(context): \(message) (SQLite code \(code))" }
+/// SQLite's errors are the store's: a result code with the database's message.
+public typealias SQLiteError = StoreError
+
+extension StoreError {
     public var isBusy: Bool { code & 0xFF == SQLITE_BUSY || code & 0xFF == SQLITE_LOCKED }
 }
 

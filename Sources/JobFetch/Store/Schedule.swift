@@ -33,6 +33,8 @@ struct Schedule {
     init(slack: Int = 1024) { self.slack = slack }
 
     var count: Int { current.count }
+    /// Every tracked job's state and due time.
+    var entries: [JobKey: (state: JobState, at: Double)] { current }
 
     /// Records a job's committed state and due time (a job that is no longer
     /// active leaves the schedule).
