@@ -6,7 +6,7 @@ PREFIX ?= /usr/local
 DESTDIR ?=
 RELEASE_BIN = .build/release
 
-.PHONY: deps build test fuzz demo bench install clean
+.PHONY: deps build test simulate mutants fuzz demo bench install clean
 
 deps:
 	@scripts/install-deps.sh
@@ -18,6 +18,19 @@ test: deps
 	swift build --build-tests
 	swift test
 	scripts/install-check.sh
+
+# The deterministic simulator (README "Architecture"): SEEDS seeds from
+# FIRST, or the one SEED a failure printed; SIM_TRACE=1 prints every step.
+SEEDS ?= 2000
+FIRST ?= 1
+simulate: deps
+	swift build --build-tests
+	SIM_SEEDS=$(SEEDS) SIM_FIRST=$(FIRST) $(if $(SEED),SIM_SEED=$(SEED)) swift test --skip-build --filter SimulatorTests.seededRuns
+
+# Puts back past bugs one at a time (Tests/SimulatorTests/Mutants) and shows
+# the simulator finds each within the CI budget of seeds.
+mutants: deps
+	scripts/simulate-mutants.sh
 
 # libFuzzer targets for every parser of untrusted bytes (Fuzz/README.md):
 # FUZZ_SECONDS per target, then the regression inputs in Fuzz/Regressions.

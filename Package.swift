@@ -55,6 +55,11 @@ let package = Package(
             name: "JobFetchTests",
             dependencies: ["JobFetch", "TestSupport"]
         ),
+        // The deterministic simulator: the daemon's machine and driver against simulated APIs.
+        .testTarget(
+            name: "SimulatorTests",
+            dependencies: ["JobFetch", .product(name: "Logging", package: "swift-log")]
+        ),
         .testTarget(
             name: "EndToEndTests",
             dependencies: ["JobFetch", "TestSupport", "jobfetchd", "jobfetchctl"]

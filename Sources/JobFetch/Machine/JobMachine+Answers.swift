@@ -129,8 +129,9 @@ extension Step {
                     return
                 }
                 save()
+                // A hop is one more request to the API: it takes a token too.
                 emit(.start(JobRequest(key: r.key, purpose: purpose, url: next, hop: hop + 1, credentials: next.origin == statusOrigin,
-                                       takesToken: false, what: what)))
+                                       takesToken: true, what: what)))
             case .unusable(let why): retry(why, response: response)
             case .refused(let why):
                 r.reason = "the \(what) could not be read: \(why)"

@@ -145,6 +145,7 @@ public final class MemoryStore: JobStoring {
 
     /// Every active job's due time as the schedule holds it, for the simulator's checks.
     public var scheduled: [JobKey: (state: JobState, at: Double)] { schedule.entries }
+    public var claimed: Set<JobKey> { schedule.claimedKeys }
 
     private func rebuildSchedule() {
         schedule.clear()

@@ -33,6 +33,8 @@ struct Schedule {
     init(slack: Int = 1024) { self.slack = slack }
 
     var count: Int { current.count }
+    /// The jobs with a request in flight.
+    var claimedKeys: Set<JobKey> { claimed }
     /// Every tracked job's state and due time.
     var entries: [JobKey: (state: JobState, at: Double)] { current }
 
