@@ -22,7 +22,7 @@ public final class EventFD: Sendable {
     /// Resets the count (without waiting when the descriptor is nonblocking).
     public func clear() {
         var count: UInt64 = 0
-        while read(fd, &count, 8) < 0 && errno == EINTR {}
+        _ = Syscall.uninterrupted { read(fd, &count, 8) }
     }
 
     /// Sleeps until signalled (at most `timeoutMs`), then clears the count.

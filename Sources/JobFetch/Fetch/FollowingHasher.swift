@@ -69,8 +69,8 @@ public final class FollowingHasher: Sendable {
                     fd = open(path, O_RDONLY | O_CLOEXEC)
                     guard fd >= 0 else { return .failure(SystemError("open", path)) }
                 }
-                let n = pread(fd, buffer.baseAddress, Int(min(Int64(buffer.count), avail - pos)), off_t(pos))
-                if n < 0 { if errno == EINTR { continue }; return .failure(SystemError("read", path)) }
+                let n = Syscall.uninterrupted { pread(fd, buffer.baseAddress, Int(min(Int64(buffer.count), avail - pos)), off_t(pos)) }
+                if n < 0 { return .failure(SystemError("read", path)) }
                 if n == 0 { return .failure(SystemError("read", path, errno: EIO)) }
                 sha.update(UnsafeRawBufferPointer(rebasing: buffer[0..<n]))
                 pos += Int64(n)

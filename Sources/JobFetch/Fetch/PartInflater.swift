@@ -174,8 +174,8 @@ public final class PartInflater: Sendable {
             }
             if stream != nil || plain != nil, pos < avail {
                 let want = Int(min(Int64(buffer.count), avail - pos))
-                let n = pread(fd, buffer.baseAddress, want, off_t(pos))
-                if n < 0 { if errno == EINTR { continue }; return .writeFailed(SystemError("read", part).description) }
+                let n = Syscall.uninterrupted { pread(fd, buffer.baseAddress, want, off_t(pos)) }
+                if n < 0 { return .writeFailed(SystemError("read", part).description) }
                 if n == 0 { throw .again }  // the file was cut under us: a fresh body is on its way
                 pos += Int64(n)
                 let input = UnsafeRawBufferPointer(rebasing: buffer[0..<n])

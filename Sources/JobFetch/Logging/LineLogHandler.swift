@@ -68,8 +68,8 @@ public struct LineLogHandler: LogHandler {
         bytes.withUnsafeMutableBytes { b in
             var off = 0
             while off < b.count {
-                let n = write(2, b.baseAddress! + off, b.count - off)
-                if n <= 0 { if errno == EINTR { continue }; return }
+                let n = Syscall.uninterrupted { write(2, b.baseAddress! + off, b.count - off) }
+                if n <= 0 { return }
                 off += n
             }
         }

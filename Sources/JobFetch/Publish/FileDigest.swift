@@ -40,8 +40,7 @@ public enum FileDigest {
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 16)
         defer { buffer.deallocate() }
         while true {
-            let n = read(fd, buffer.baseAddress, buffer.count)
-            if n < 0 { if errno == EINTR { continue }; throw SystemError("read", path) }
+            let n = try Syscall.retrying("read", path) { read(fd, buffer.baseAddress, buffer.count) }
             if n == 0 { break }
             hash.update(UnsafeRawBufferPointer(rebasing: buffer[0..<n]))
         }

@@ -31,10 +31,9 @@ public final class Inotify {
     public func read() throws(SystemError) -> [Event] {
         var events: [Event] = []
         while true {
-            let n = buffer.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
+            let n = Syscall.uninterrupted { buffer.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) } }
             if n < 0 {
                 if errno == EAGAIN { return events }
-                if errno == EINTR { continue }
                 throw SystemError("read", "inotify")
             }
             if n == 0 { return events }

@@ -15,8 +15,7 @@ public enum FileIO {
         var out: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 65536)
         while true {
-            let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-            if n < 0 { if errno == EINTR { continue }; throw SystemError("read", path) }
+            let n = try Syscall.retrying("read", path) { chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) } }
             if n == 0 { break }
             out.append(contentsOf: chunk[0..<n])
             if out.count > limit { throw SystemError("read", path, errno: EFBIG) }
@@ -27,8 +26,7 @@ public enum FileIO {
     public static func writeAll(fd: Int32, _ bytes: UnsafeRawBufferPointer, path: String) throws(SystemError) {
         var offset = 0
         while offset < bytes.count {
-            let n = write(fd, bytes.baseAddress! + offset, bytes.count - offset)
-            if n < 0 { if errno == EINTR { continue }; throw SystemError("write", path) }
+            let n = try Syscall.retrying("write", path) { write(fd, bytes.baseAddress! + offset, bytes.count - offset) }
             offset += n
         }
     }
