@@ -242,6 +242,8 @@ final class Simulation {
             if let n = disk[k]?.part.count, n > synced { disk[k]?.part.removeLast(n - synced) }
         }
         for k in jobs.keys { failures[k] = ((try? store.job(k)) ?? nil)?.attempts ?? 0 }
+        // Files still settling are still in the spool.
+        spoolWaiting += unsettled
         unsettled = []
         recheckAt = nil
         downUntil = clock.t + rng.unit() * 5
@@ -324,7 +326,9 @@ final class Simulation {
                 let problem = driver.apply(e.request, key)
                 if world.dead {
                     // The process died before the file was removed: it is there at the next start.
-                    jobs[key] = saved
+                    // What the operator may expect stands only if the cancel reached the store.
+                    let after = (try? store.job(key)) ?? nil
+                    if !(e.request == .cancel && after?.outcome == .cancelled) { jobs[key] = saved }
                     spoolWaiting.append(e)
                     return
                 }

@@ -19,9 +19,10 @@ import Testing
             seeds = first...(first + max(1, Self.env("SIM_SEEDS") ?? 2000) - 1)
         }
         let started = SystemClock.monotonic()
-        var steps = 0
+        var steps = 0, ran = 0
         var found: [Violation] = []
         for seed in seeds {
+            ran += 1
             let sim = try Simulation(seed: seed)
             if let v = sim.run() {
                 found.append(v)
@@ -30,7 +31,7 @@ import Testing
             steps += sim.steps
         }
         let seconds = SystemClock.monotonic() - started
-        print("simulated \(seeds.count) seed(s) \(seeds.lowerBound)...\(seeds.upperBound) in \(String(format: "%.1f", seconds)) s (\(Int(Double(seeds.count) / max(seconds, 0.001))) seeds/s, \(steps) steps); \(found.count) violation(s)")
+        print("simulated \(ran) seed(s) \(seeds.lowerBound)...\(seeds.lowerBound + UInt64(ran) - 1) in \(String(format: "%.1f", seconds)) s (\(Int(Double(ran) / max(seconds, 0.001))) seeds/s, \(steps) steps); \(found.count) violation(s)\(found.count >= 5 ? ", stopped at the fifth" : "")")
         for v in found { Issue.record("\(v)") }
     }
 

@@ -4,18 +4,11 @@ import Synchronization
 /// Jitter needs spread, not secrecy: a SplitMix64 seeded once from the
 /// system, instead of a `getrandom` system call for every poll.
 public enum Jitter {
-    private static let state = Mutex<UInt64>(UInt64.random(in: 0...UInt64.max))
+    private static let state = Mutex(SplitMix64(seed: UInt64.random(in: 0...UInt64.max)))
 
     /// A uniform value in `range`.
     public static func next(in range: ClosedRange<Double>) -> Double {
-        let bits = state.withLock { s -> UInt64 in
-            s &+= 0x9E37_79B9_7F4A_7C15
-            var z = s
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
-        let unit = Double(bits >> 11) / Double(1 << 53)
+        let unit = state.withLock { $0.unit() }
         return range.lowerBound + unit * (range.upperBound - range.lowerBound)
     }
 }
