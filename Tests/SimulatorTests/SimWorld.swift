@@ -12,7 +12,7 @@ struct SimRandom {
 }
 
 /// Virtual time, moved by the simulation alone.
-final class SimClock: Clock, @unchecked Sendable {
+final class SimClock: JobClock, @unchecked Sendable {
     var t: Double
     init(_ t: Double) { self.t = t }
     func now() -> Double { t }

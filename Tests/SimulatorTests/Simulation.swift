@@ -166,9 +166,12 @@ final class Simulation {
                 startDaemon()
             }
             spoolTurn()
-            deliver()
-            driver.finishDecodes()
-            driver.startDueWork()
+            // As the engine's loop: the answers of a turn in one transaction, the due work in another.
+            driver.batch {
+                deliver()
+                driver.finishDecodes()
+            }
+            driver.batch { driver.startDueWork() }
             if now >= nextProgress && driver.fetchesInFlight > 0 {
                 nextProgress = now + 1
                 driver.recordProgress()

@@ -11,7 +11,7 @@ public final class Engine {
     var config: Config
     let configPath: String
     let logger: Logger
-    let clock: any Clock
+    let clock: any JobClock
     let store: JobStore
     let http: CurlMulti
     let inotify: Inotify
@@ -33,7 +33,7 @@ public final class Engine {
     /// When the metrics file may next be written.
     var nextMetricsAt = 0.0
 
-    public init(config: Config, configPath: String, logger: Logger, clock: any Clock = SystemClock.shared) throws {
+    public init(config: Config, configPath: String, logger: Logger, clock: any JobClock = SystemClock.shared) throws {
         self.config = config
         self.configPath = configPath
         self.logger = logger
@@ -71,14 +71,14 @@ public final class Engine {
         nextNotifyAt = now + notifyInterval
         while !stopping {
             intake.recheck(now: clock.now())
-            batch { driver.startDueWork() }
+            driver.batch { driver.startDueWork() }
             let wake = nextWake(now: clock.now())
             let decoding = world.decodeFDs(among: driver.decodingKeys)
             let done = http.wait(extraFDs: [inotify.fd, control.wakeup.fd] + decoding, timeout: max(0, wake - clock.now()))
             // The answers of one turn are recorded in one transaction: one fsync, not one per poll.
             // (Spool intake is never inside it: a spool file goes only after its own commit.)
             if !done.isEmpty || driver.isDecoding {
-                batch {
+                driver.batch {
                     for (tag, response) in done {
                         #if DEBUG
                         // Fault injection for the crash-guard test: a trap, as a bug on this job's input would be.
@@ -157,15 +157,6 @@ public final class Engine {
             for p in errors.problems { logger.error("reload refused, keeping the running configuration: \(p)") }
         } catch {
             logger.error("reload failed, keeping the running configuration: \(error)")
-        }
-    }
-
-    /// Runs `body` with the store's updates in one transaction. A commit that
-    /// fails is logged; the jobs' records on disk are then the last committed
-    /// ones, so their work is simply done again.
-    func batch(_ body: () -> Void) {
-        do { try store.batch { () throws(SQLiteError) in body() } } catch {
-            logger.error("cannot commit job state: \(error)")
         }
     }
 

@@ -10,7 +10,7 @@ public final class JobDriver {
     public private(set) var config: Config
     let store: any JobStoring
     let world: any JobWorld
-    let clock: any Clock
+    let clock: any JobClock
     public let logger: Logger
     /// Uniform draws in [0, 1) for jitter.
     let random: () -> Double
@@ -32,6 +32,10 @@ public final class JobDriver {
     var progressSamples: [JobKey: (at: Double, bytes: Int64)] = [:]
     /// The downloads' summed rate at the last progress sample, bytes/s.
     public private(set) var downloadRate = 0.0
+    /// While `batch` runs, publishing waits for its commit: a job's
+    /// directory is never published before its outcome is on disk.
+    private var batching = false
+    private var deferredPublishes: [JobRecord] = []
     /// Sees every transition (the simulator's invariant checks).
     public var observer: ((JobRecord, JobEvent, Transition) -> Void)?
 
@@ -39,7 +43,7 @@ public final class JobDriver {
     /// then: at 1,000 polls/s the loop wakes for batches of about ten.
     static let dueSlack = 0.010
 
-    public init(config: Config, store: any JobStoring, world: any JobWorld, clock: any Clock, logger: Logger,
+    public init(config: Config, store: any JobStoring, world: any JobWorld, clock: any JobClock, logger: Logger,
                 random: @escaping () -> Double = { Jitter.next(in: 0...1) }) {
         self.config = config
         self.store = store
@@ -134,6 +138,10 @@ public final class JobDriver {
             case .nameArtifact(let artifact):
                 do { try world.nameArtifact(key, artifact) } catch { failed(error.message); return }
             case .publish(let r):
+                if batching {
+                    deferredPublishes.append(r)
+                    continue
+                }
                 switch world.publish(r, kind: config.kind(key.kind)) {
                 case .published(let path): step(r, .published(path: path, recovered: false))
                 case .resultMissing: step(r, .resultMissing)
@@ -150,6 +158,26 @@ public final class JobDriver {
                 case .finished(let kind, let outcome): metrics.finished(kind, outcome: outcome)
                 }
             }
+        }
+    }
+
+    /// Runs `body` (a turn's steps) as one store transaction, one fsync,
+    /// then publishes the jobs it finished. A commit that fails is logged;
+    /// the records on disk are then the last committed ones, so their work
+    /// is simply done again, and nothing was published ahead of them.
+    public func batch(_ body: () -> Void) {
+        batching = true
+        do {
+            try store.batch { () throws(StoreError) in body() }
+        } catch {
+            logger.error("cannot commit job state: \(error)")
+            deferredPublishes = []
+        }
+        batching = false
+        let pending = deferredPublishes
+        deferredPublishes = []
+        for r in pending {
+            world.handling(r.key) { carryOut([PlannedEffect(effect: .publish(r), record: r)], key: r.key) }
         }
     }
 
@@ -206,15 +234,15 @@ public final class JobDriver {
         release(request)
         let key = request.key
         world.handling(key) {
-            guard let r = record(key) else { return }
-            switch request.purpose {
-            case .poll: step(r, .pollAnswered(url: request.url, hop: request.hop, response: response))
-            case .page: step(r, .pageAnswered(url: request.url, hop: request.hop, response: response))
-            case .transfer:
-                step(r, .transferFinished(url: request.url, hop: request.hop, response: response))
-                // Only a whole download keeps its decompressor, and a redirect's next hop has its own.
-                if awaitingDecode[key] == nil && !inFlight.values.contains(where: { $0.key == key }) { world.dropDecoder(key) }
+            if let r = record(key) {
+                switch request.purpose {
+                case .poll: step(r, .pollAnswered(url: request.url, hop: request.hop, response: response))
+                case .page: step(r, .pageAnswered(url: request.url, hop: request.hop, response: response))
+                case .transfer: step(r, .transferFinished(url: request.url, hop: request.hop, response: response))
+                }
             }
+            // Only a whole download keeps its decompressor, and a redirect's next hop has its own.
+            if request.purpose == .transfer && awaitingDecode[key] == nil && !inFlight.values.contains(where: { $0.key == key }) { world.dropDecoder(key) }
         }
     }
 
@@ -280,7 +308,8 @@ public final class JobDriver {
     /// download past its job's `timeout` is stopped.
     public func recordProgress() {
         let now = clock.now()
-        for (tag, request) in inFlight where request.purpose == .transfer {
+        // Downloads and pages: a server that trickles cannot hold a slot past the job's timeout.
+        for (tag, request) in inFlight where request.usesDownloadSlot {
             guard let r = record(request.key), let kind = config.kind(request.key.kind), now - r.clockStart > kind.timeout else { continue }
             world.handling(request.key) { step(r, .deadlinePassed(bytesDone: world.progress(tag)?.bytes ?? r.bytesDone)) }
         }

@@ -11,7 +11,7 @@ public final class SpoolIntake {
     let spoolDir: String
     let store: any JobStoring
     let logger: Logger
-    let clock: any Clock
+    let clock: any JobClock
     let inotify: Inotify
     private var watches: [Int32: (request: SpoolRequest, kind: String)] = [:]
     /// Each watched directory's descriptor, by path: entries are listed,
@@ -32,7 +32,7 @@ public final class SpoolIntake {
 
     public var rejectedDir: String { spoolDir + "/.rejected" }
 
-    public init(spoolDir: String, store: any JobStoring, inotify: Inotify, logger: Logger, clock: any Clock = SystemClock.shared) {
+    public init(spoolDir: String, store: any JobStoring, inotify: Inotify, logger: Logger, clock: any JobClock = SystemClock.shared) {
         self.clock = clock
         self.spoolDir = spoolDir
         self.store = store

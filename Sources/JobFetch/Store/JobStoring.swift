@@ -103,6 +103,7 @@ public final class MemoryStore: JobStoring {
         undo = (rows, history)
         do {
             let value = try body()
+            try checkWrite("commit")
             undo = nil
             return value
         } catch {

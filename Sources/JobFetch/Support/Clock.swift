@@ -3,7 +3,7 @@ import Glibc
 /// Where time comes from. Everything that decides by time is handed one:
 /// the daemon runs on `SystemClock`, the simulator on a virtual clock it
 /// moves itself, so a seeded run is the same run every time.
-public protocol Clock: AnyObject, Sendable {
+public protocol JobClock: AnyObject, Sendable {
     /// Wall-clock seconds since the epoch: what the store records.
     func now() -> Double
     /// Seconds on a clock that never goes back: what timeouts measure.
@@ -11,7 +11,7 @@ public protocol Clock: AnyObject, Sendable {
 }
 
 /// The machine's own clocks (`CLOCK_REALTIME`, `CLOCK_MONOTONIC`).
-public final class SystemClock: Clock {
+public final class SystemClock: JobClock {
     public static let shared = SystemClock()
     public init() {}
     public func now() -> Double { Self.now() }
