@@ -42,6 +42,8 @@ final class Simulation {
     struct Publication { let generation: Int; let outcome: Outcome; let finishedAt: Double? }
     var published: [JobKey: [Publication]] = [:]
     var freeSpace: Int64 = 1 << 40
+    /// When a kind's token is refused (401) until an operator rotates it.
+    var authBroken: [String: ClosedRange<Double>] = [:]
     var diskFaultRate = 0.02
     /// Consecutive failed answers per job since its last good one.
     var failures: [JobKey: Int] = [:]
@@ -76,6 +78,11 @@ final class Simulation {
         clock = SimClock(1_800_000_000)
         config = try Self.makeConfig(&rng)
         makeScenario()
+        var auth = SimRandom(seed: seed ^ 0x0401_0401_0401_0401)
+        for kind in config.kinds where auth.chance(0.3) {
+            let from = clock.t + auth.unit() * 600
+            authBroken[kind.name] = from...(from + 30 + auth.unit() * 600)
+        }
         store.failWrites = { [unowned self] in self.spend() }
     }
 
@@ -417,8 +424,16 @@ final class Simulation {
         }
     }
 
+    /// 401 while the kind's token is refused: until it rotates, every request to the API fails.
+    func unauthorized(_ f: InFlight) -> HTTPResponse? {
+        guard let w = authBroken[f.kind.name], w.contains(clock.t) else { return nil }
+        failures[f.request.key, default: 0] += 1
+        return Self.response(401, #"{"message": "invalid token"}"#)
+    }
+
     func pollAnswer(_ job: inout Job, _ f: InFlight) -> HTTPResponse {
         let key = f.request.key
+        if let refused = unauthorized(f) { return refused }
         let base = try? f.kind.statusURL(for: key.id)
         if faults.chance(0.2) {
             failures[key, default: 0] += 1
@@ -464,6 +479,7 @@ final class Simulation {
 
     func pageAnswer(_ job: inout Job, _ f: InFlight, offset: Int) -> HTTPResponse {
         let key = f.request.key
+        if let refused = unauthorized(f) { return refused }
         if faults.chance(0.15) {
             failures[key, default: 0] += 1
             return faults.chance(0.5) ? Self.response(502) : Self.response(200, #"{"nothing": []}"#)
