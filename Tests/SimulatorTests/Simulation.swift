@@ -78,6 +78,9 @@ final class Simulation {
         clock = SimClock(1_800_000_000)
         config = try Self.makeConfig(&rng)
         makeScenario()
+        // Some kinds give up early: their jobs may fail at `timeout`, never before it.
+        var limits = SimRandom(seed: seed ^ 0x7170_7170_7170_7170)
+        for i in config.kinds.indices where limits.chance(0.2) { config.kinds[i].timeout = Double(limits.int(5...30)) * 60 }
         var auth = SimRandom(seed: seed ^ 0x0401_0401_0401_0401)
         for kind in config.kinds where auth.chance(0.3) {
             let from = clock.t + auth.unit() * 600
@@ -593,6 +596,12 @@ final class Simulation {
         }
         published[key, default: []].append(Publication(generation: r.retries, outcome: outcome, finishedAt: r.finishedAt))
         guard let job = jobs[key] else { return }
+        if outcome == .failed, r.reason?.hasPrefix("timed out") == true, let kind = config.kind(key.kind) {
+            // A timeout is no script's outcome, but it may come only once the job's time is up.
+            let age = (r.finishedAt ?? clock.t) - r.clockStart
+            if age <= kind.timeout { fail("\(key) timed out after \(Int(age)) s, its timeout is \(Int(kind.timeout)) s") }
+            return
+        }
         let expected = job.expected[r.retries] ?? (job.script.fails ? .failed : .succeeded)
         if outcome != expected { fail("\(key) published \(outcome.rawValue) in generation \(r.retries), the script says \(expected.rawValue) (reason: \(r.reason ?? "-"))") }
         guard outcome == .succeeded else { return }
