@@ -5,52 +5,23 @@ import Synchronization
 /// Hashes a file on its own thread while another thread is still writing
 /// it (the decompressor's output), so the digest is ready when the file is.
 public final class FollowingHasher: Sendable {
-    public let path: String
-    private let available = Atomic<Int64>(0)
-    private let ended = Atomic<Bool>(false)
-    private let cancelled = Atomic<Bool>(false)
-    private let wakeUp: EventFD
-    private let done: EventFD
-    private let result = Mutex<Result<String, SystemError>?>(nil)
+    public var path: String { follower.path }
+    private let follower: FileFollower<Result<String, SystemError>>
 
     /// `job` (`kind/id`): a crash on the worker thread is held against it (`CrashGuard`).
     public init(path: String, job: String? = nil) throws(SystemError) {
-        self.path = path
-        wakeUp = try EventFD(nonblocking: true, for: path)
-        done = try EventFD(nonblocking: false, for: path)
-        // Named from inside: a name set before start() is not applied on Linux.
-        Thread { [self, job] in
-            Thread.current.name = "jf-sha256"
-            CrashGuard.attributeThread(to: job)
-            self.run()
-        }.start()
+        follower = try FileFollower(path: path, blockingDone: true)
+        follower.start(name: "jf-sha256", job: job) { [self] in self.hash() }
     }
 
-    public func advance(to size: Int64) {
-        available.store(size, ordering: .sequentiallyConsistent)
-        wake()
-    }
+    public func advance(to size: Int64) { follower.advance(to: size) }
 
-    public func cancel() {
-        cancelled.store(true, ordering: .sequentiallyConsistent)
-        wake()
-    }
+    public func cancel() { follower.cancel() }
 
     /// The file is complete at `size`: waits for the digest (on the caller's thread).
     public func finish(size: Int64) -> Result<String, SystemError> {
-        available.store(size, ordering: .sequentiallyConsistent)
-        ended.store(true, ordering: .sequentiallyConsistent)
-        wake()
-        done.wait(timeoutMs: -1)
-        return result.withLock { $0 } ?? .failure(SystemError("sha256", path, errno: ECANCELED))
-    }
-
-    private func wake() { wakeUp.signal() }
-
-    private func run() {
-        let r = hash()
-        result.withLock { $0 = r }
-        done.signal()
+        follower.end(at: size)
+        return follower.waitForOutcome() ?? .failure(SystemError("sha256", path, errno: ECANCELED))
     }
 
     private func hash() -> Result<String, SystemError> {
@@ -61,9 +32,9 @@ public final class FollowingHasher: Sendable {
         var fd: Int32 = -1
         defer { if fd >= 0 { close(fd) } }
         var pos: Int64 = 0
-        while !cancelled.load(ordering: .sequentiallyConsistent) {
-            let isEnded = ended.load(ordering: .sequentiallyConsistent)
-            let avail = available.load(ordering: .sequentiallyConsistent)
+        while !follower.isCancelled {
+            let isEnded = follower.isEnded
+            let avail = follower.size
             if pos < avail {
                 if fd < 0 {
                     fd = open(path, O_RDONLY | O_CLOEXEC)
@@ -77,7 +48,7 @@ public final class FollowingHasher: Sendable {
                 continue
             }
             if isEnded { return .success(sha.finish()) }
-            wakeUp.wait(timeoutMs: 1000)
+            follower.waitForMore()
         }
         return .failure(SystemError("sha256", path, errno: ECANCELED))
     }

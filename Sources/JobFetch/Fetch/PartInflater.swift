@@ -40,18 +40,13 @@ public final class PartInflater: Sendable {
     /// top-level names its entries must not take.
     let extractInto: String
     let reserved: Set<String>
+    /// The worker following the part.
+    private let follower: FileFollower<Outcome>
     /// Readable once `outcome` is set.
-    public var doneFD: Int32 { done.fd }
-    private let done: EventFD
-    /// Signalled by the engine when there is more to read.
-    private let wakeUp: EventFD
-    private let available = Atomic<Int64>(0)
-    private let ended = Atomic<Bool>(false)
-    private let cancelled = Atomic<Bool>(false)
+    public var doneFD: Int32 { follower.doneFD }
     /// Bumped at each fresh body: the worker starts over.
     private let generation = Atomic<Int>(0)
     private let encoding = Mutex<String?>(nil)
-    private let result = Mutex<Outcome?>(nil)
 
     /// `job` (`kind/id`): a crash on the worker threads is held against it (`CrashGuard`).
     public init(part: String, output: String, limit: Int64, maxRatio: Double,
@@ -63,24 +58,20 @@ public final class PartInflater: Sendable {
         self.maxRatio = maxRatio
         self.extractInto = extractInto ?? FileIO.parent(part)
         self.reserved = reserved
-        wakeUp = try EventFD(nonblocking: true, for: part)
-        done = try EventFD(nonblocking: true, for: part)
+        follower = try FileFollower(path: part, blockingDone: false)
         // The thread holds the inflater until it returns, so the eventfds outlive it.
-        // Named from inside: a name set before start() is not applied on Linux.
-        Thread { [self] in
-            Thread.current.name = "jf-inflate"
-            CrashGuard.attributeThread(to: self.job)
+        follower.start(name: "jf-inflate", job: job) { [self] in
             #if DEBUG
             // Fault injection for the crash-guard test: a trap on this job's worker.
             if let job = self.job, getenv("JOBFETCH_FAULT_CRASH_WORKER").map({ String(cString: $0) }) == job {
                 preconditionFailure("JOBFETCH_FAULT_CRASH_WORKER \(job)")
             }
             #endif
-            self.run()
-        }.start()
+            return self.decode()
+        }
     }
 
-    public var outcome: Outcome? { result.withLock { $0 } }
+    public var outcome: Outcome? { follower.outcome }
 
     // MARK: called by the engine thread
 
@@ -88,36 +79,21 @@ public final class PartInflater: Sendable {
         switch event {
         case .fresh(let enc):
             encoding.withLock { $0 = enc }
-            available.store(0, ordering: .sequentiallyConsistent)
+            follower.advance(to: 0, wake: false)
             generation.add(1, ordering: .sequentiallyConsistent)
         case .size(let n):
-            available.store(n, ordering: .sequentiallyConsistent)
+            follower.advance(to: n, wake: false)
         }
-        wake()
+        follower.wake()
     }
 
     /// The download is whole at `size` bytes: drain and finish.
-    public func finish(size: Int64) {
-        available.store(size, ordering: .sequentiallyConsistent)
-        ended.store(true, ordering: .sequentiallyConsistent)
-        wake()
-    }
+    public func finish(size: Int64) { follower.end(at: size) }
 
     /// The download stopped: the worker stops too and its output is dropped.
-    public func cancel() {
-        cancelled.store(true, ordering: .sequentiallyConsistent)
-        wake()
-    }
-
-    private func wake() { wakeUp.signal() }
+    public func cancel() { follower.cancel() }
 
     // MARK: the worker
-
-    private func run() {
-        let outcome = decode()
-        result.withLock { $0 = outcome }
-        done.signal()
-    }
 
     private enum Restart: Error { case again }
 
@@ -148,10 +124,10 @@ public final class PartInflater: Sendable {
         var pos: Int64 = 0
         var isZip = false
         while true {
-            if cancelled.load(ordering: .sequentiallyConsistent) { return .failed("cancelled") }
+            if follower.isCancelled { return .failed("cancelled") }
             if generation.load(ordering: .sequentiallyConsistent) != gen { throw .again }
-            let isEnded = ended.load(ordering: .sequentiallyConsistent)
-            let avail = available.load(ordering: .sequentiallyConsistent)
+            let isEnded = follower.isEnded
+            let avail = follower.size
             if fd < 0 && avail > 0 {
                 fd = open(part, O_RDONLY | O_CLOEXEC)
                 if fd < 0 { return .writeFailed(SystemError("open", part).description) }
@@ -224,7 +200,7 @@ public final class PartInflater: Sendable {
                 }
             }
             // Nothing to read yet: sleep until the engine reports more.
-            wakeUp.wait(timeoutMs: 1000)
+            follower.waitForMore()
         }
     }
 }
