@@ -8,7 +8,7 @@ import Synchronization
 /// up to there and sleeps on an eventfd for more. Its outcome is kept, and
 /// `doneFD` becomes readable when it is (the engine polls it with libcurl's
 /// sockets). The decompressor and the hasher both run on one of these.
-public final class FileFollower<Outcome: Sendable>: Sendable {
+final class FileFollower<Outcome: Sendable>: Sendable {
     public let path: String
     private let available = Atomic<Int64>(0)
     private let ended = Atomic<Bool>(false)
@@ -17,14 +17,16 @@ public final class FileFollower<Outcome: Sendable>: Sendable {
     private let done: EventFD
     private let result = Mutex<Outcome?>(nil)
 
-    /// `blockingDone`: `waitForOutcome` may block on it (else it is only polled).
+    /// `blockingDone`: the owner waits for the outcome with `waitForOutcome`
+    /// (the hasher); otherwise `doneFD` is polled (the decompressor), and
+    /// `waitForOutcome`, which clears it, must not be called.
     public init(path: String, blockingDone: Bool) throws(SystemError) {
         self.path = path
         wakeUp = try EventFD(nonblocking: true, for: path)
         done = try EventFD(nonblocking: !blockingDone, for: path)
     }
 
-    /// Runs `work` on a thread named `name` (from inside: a name set before
+    /// Runs `work` on a thread named `name`, once per follower (from inside: a name set before
     /// start() is not applied on Linux); a crash on it is held against `job`
     /// (`CrashGuard`). The thread holds what `work` captures until it returns.
     public func start(name: String, job: String?, _ work: @escaping @Sendable () -> Outcome) {
