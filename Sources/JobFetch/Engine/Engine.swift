@@ -72,7 +72,8 @@ public final class Engine {
         while !stopping {
             intake.recheck(now: clock.now())
             // Due work in one transaction, opened only when something is due.
-            if let due = driver.nextDue(now: clock.now()), due <= clock.now() { driver.batch { driver.startDueWork() } }
+            let turn = clock.now()
+            if let due = driver.nextDue(now: turn), due <= turn { driver.batch { driver.startDueWork() } }
             let wake = nextWake(now: clock.now())
             let decoding = world.decodeFDs(among: driver.decodingKeys)
             let done = http.wait(extraFDs: [inotify.fd, control.wakeup.fd] + decoding, timeout: max(0, wake - clock.now()))

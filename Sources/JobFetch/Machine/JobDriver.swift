@@ -63,12 +63,14 @@ public final class JobDriver {
 
     // MARK: stepping
 
-    /// Steps the machine for `record` and carries out the effects.
-    public func step(_ record: JobRecord, _ event: JobEvent) {
+    /// Steps the machine for `record` and carries out the effects; returns the record the machine made.
+    @discardableResult
+    public func step(_ record: JobRecord, _ event: JobEvent) -> JobRecord {
         let context = MachineContext(now: clock.now(), kind: config.kind(record.key.kind), daemon: config.daemon, jitter: random())
         let t = JobMachine.step(record, event, context)
         observer?(record, event, t)
         carryOut(t.effects, key: record.key)
+        return t.record
     }
 
     private func carryOut(_ effects: [PlannedEffect], key: JobKey) {
@@ -308,22 +310,24 @@ public final class JobDriver {
     /// download past its job's `timeout` is stopped.
     public func recordProgress() {
         let now = clock.now()
-        // Downloads and pages: a server that trickles cannot hold a slot past the job's timeout.
-        for (tag, request) in inFlight where request.usesDownloadSlot {
-            guard let r = record(request.key), let kind = config.kind(request.key.kind), now - r.clockStart > kind.timeout else { continue }
-            world.handling(request.key) { step(r, .deadlinePassed(bytesDone: world.progress(tag)?.bytes ?? r.bytesDone)) }
-        }
         var seen = Set<JobKey>()
         var total = 0.0
-        for (tag, request) in inFlight where request.purpose == .transfer {
+        // Downloads and pages: a server that trickles cannot hold a slot past the job's timeout.
+        // In the order the requests started: a run replays the same (a dictionary's order differs from process to process).
+        for (tag, request) in inFlight.sorted(by: { $0.key < $1.key }) where request.usesDownloadSlot {
             let key = request.key
-            guard let p = world.progress(tag), let r = record(key) else { continue }
+            guard let r = record(key) else { continue }
+            let progress = world.progress(tag)
+            if let kind = config.kind(key.kind), now - r.clockStart > kind.timeout {
+                world.handling(key) { step(r, .deadlinePassed(bytesDone: progress?.bytes ?? r.bytesDone)) }
+                continue
+            }
+            guard request.purpose == .transfer, let p = progress else { continue }
             seen.insert(key)
             var rate: Double?
             if let last = progressSamples[key], now > last.at, p.bytes >= last.bytes { rate = Double(p.bytes - last.bytes) / (now - last.at) }
             progressSamples[key] = (now, p.bytes)
-            step(r, .progressed(bytes: p.bytes, total: p.total, rate: rate))
-            total += record(key)?.rate ?? 0
+            total += step(r, .progressed(bytes: p.bytes, total: p.total, rate: rate)).rate ?? 0
         }
         for key in progressSamples.keys where !seen.contains(key) { progressSamples[key] = nil }
         downloadRate = total

@@ -29,7 +29,7 @@ public enum JobEvent: Sendable {
     /// An operator's `retry`.
     case retryRequested
     /// Once a second while a download runs: bytes so far, the expected
-    /// length, the smoothed rate; and whether its `timeout` has passed.
+    /// length, and the rate since the last sample (the machine smooths it).
     case progressed(bytes: Int64, total: Int64?, rate: Double?)
     /// The job's `timeout` passed while its result was transferring.
     case deadlinePassed(bytesDone: Int64)

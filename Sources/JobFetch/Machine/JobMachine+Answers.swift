@@ -6,7 +6,6 @@ extension Step {
     static let maxRedirects = 5
     /// The largest status document or page read.
     static let statusBodyLimit = 16 << 20
-    static let partName = ".artifact.part"
 
     // MARK: starting
 

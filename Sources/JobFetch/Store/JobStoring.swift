@@ -125,13 +125,9 @@ public final class MemoryStore: JobStoring {
     public func unclaim(_ key: JobKey) { schedule.unclaim(key) }
 
     public func counts() throws(StoreError) -> [(kind: String, state: JobState, count: Int)] {
-        var by: [String: Int] = [:]
-        for r in rows.values { by[r.key.kind + "\u{0}" + r.state.rawValue, default: 0] += 1 }
-        return by.keys.sorted().compactMap { k in
-            let parts = k.split(separator: "\u{0}", omittingEmptySubsequences: false)
-            guard parts.count == 2, let state = JobState(rawValue: String(parts[1])) else { return nil }
-            return (String(parts[0]), state, by[k] ?? 0)
-        }
+        struct Group: Hashable { let kind: String; let state: JobState }
+        let by = Dictionary(grouping: rows.values) { Group(kind: $0.key.kind, state: $0.state) }
+        return by.keys.sorted { ($0.kind, $0.state.rawValue) < ($1.kind, $1.state.rawValue) }.map { ($0.kind, $0.state, by[$0]?.count ?? 0) }
     }
 
     public func events(_ key: JobKey, limit: Int) throws(StoreError) -> [(at: Double, message: String)] {

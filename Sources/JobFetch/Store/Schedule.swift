@@ -14,7 +14,11 @@ struct Schedule {
     struct Entry: Comparable {
         let at: Double
         let key: JobKey
-        static func < (a: Entry, b: Entry) -> Bool { a.at < b.at }
+        /// Soonest first; jobs due at the same time by key, so the order never
+        /// depends on how the heap was filled (a replayed run starts them alike).
+        static func < (a: Entry, b: Entry) -> Bool {
+            a.at != b.at ? a.at < b.at : (a.key.kind, a.key.id.rawValue) < (b.key.kind, b.key.id.rawValue)
+        }
         static func == (a: Entry, b: Entry) -> Bool { a.at == b.at && a.key == b.key }
     }
 
