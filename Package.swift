@@ -8,7 +8,7 @@ let package = Package(
         .executable(name: "jobfetchd", targets: ["jobfetchd"]),
         .executable(name: "jobfetchctl", targets: ["jobfetchctl"]),
         // For the fuzz targets in Fuzz/, a package of their own built with -sanitize=fuzzer.
-        .library(name: "JobFetch", targets: ["JobFetch"]),
+        .library(name: "JobFetch", targets: ["JobFetchCore", "JobFetchStore", "JobFetchTransfer", "JobFetchArtifacts", "JobFetchEngine"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -27,19 +27,32 @@ let package = Package(
         .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
         .systemLibrary(name: "COpenSSL", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
         .systemLibrary(name: "CLinux"),
+        // The modules, each depending only on those above it (README "Architecture"):
+        // the core is pure Swift over Glibc; only the transfer layer links libcurl,
+        // only the artifacts layer ISA-L, OpenSSL and ZIPFoundation.
         .target(
-            name: "JobFetch",
-            dependencies: [
-                "CCurl", "CIsal", "CSQLite", "COpenSSL", "CLinux",
-                .product(name: "Logging", package: "swift-log"),
-                .product(name: "ZIPFoundation", package: "ZIPFoundation"),
-                .product(name: "HeapModule", package: "swift-collections"),
-            ]
+            name: "JobFetchCore",
+            dependencies: ["CCurl", "CLinux", .product(name: "Logging", package: "swift-log")]
+        ),
+        .target(
+            name: "JobFetchStore",
+            dependencies: ["JobFetchCore", "CSQLite", .product(name: "HeapModule", package: "swift-collections")]
+        ),
+        .target(name: "JobFetchTransfer", dependencies: ["JobFetchCore", "CCurl"]),
+        .target(
+            name: "JobFetchArtifacts",
+            dependencies: ["JobFetchCore", "CIsal", "COpenSSL", "CLinux",
+                           .product(name: "ZIPFoundation", package: "ZIPFoundation")]
+        ),
+        .target(
+            name: "JobFetchEngine",
+            dependencies: ["JobFetchCore", "JobFetchStore", "JobFetchTransfer", "JobFetchArtifacts", "CLinux",
+                           .product(name: "Logging", package: "swift-log")]
         ),
         .executableTarget(
             name: "jobfetchd",
             dependencies: [
-                "JobFetch",
+                "JobFetchEngine",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
@@ -47,22 +60,24 @@ let package = Package(
         ),
         .executableTarget(
             name: "jobfetchctl",
-            dependencies: ["JobFetch", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: ["JobFetchCore", "JobFetchStore", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         // Helpers both test targets use.
         .target(name: "TestSupport", path: "Tests/TestSupport"),
         .testTarget(
             name: "JobFetchTests",
-            dependencies: ["JobFetch", "TestSupport"]
+            dependencies: ["JobFetchCore", "JobFetchStore", "JobFetchArtifacts", "TestSupport"]
         ),
         // The deterministic simulator: the daemon's machine and driver against simulated APIs.
         .testTarget(
             name: "SimulatorTests",
-            dependencies: ["JobFetch", .product(name: "Logging", package: "swift-log")]
+            dependencies: ["JobFetchCore", "JobFetchStore", "JobFetchArtifacts", "JobFetchEngine",
+                           .product(name: "Logging", package: "swift-log")]
         ),
         .testTarget(
             name: "EndToEndTests",
-            dependencies: ["JobFetch", "TestSupport", "jobfetchd", "jobfetchctl"]
+            dependencies: ["JobFetchCore", "JobFetchStore", "JobFetchArtifacts", "JobFetchEngine", "TestSupport",
+                           "jobfetchd", "jobfetchctl"]
         ),
     ],
     swiftLanguageModes: [.v6]

@@ -1,5 +1,6 @@
 import ArgumentParser
-import JobFetch
+import JobFetchCore
+import JobFetchStore
 
 struct Add: ParsableCommand {
     static let configuration = CommandConfiguration(

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Glibc
-import JobFetch
+import JobFetchCore
+import JobFetchStore
 
 struct List: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "List jobs with their state and progress.")

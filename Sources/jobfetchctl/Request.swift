@@ -1,5 +1,6 @@
 import ArgumentParser
-import JobFetch
+import JobFetchCore
+import JobFetchStore
 
 struct Cancel: RequestCommand {
     static let configuration = CommandConfiguration(

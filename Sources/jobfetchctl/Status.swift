@@ -1,5 +1,6 @@
 import ArgumentParser
-import JobFetch
+import JobFetchCore
+import JobFetchStore
 
 struct Status: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Show one job in detail, with its history.")

@@ -1,6 +1,8 @@
 import ArgumentParser
 import Glibc
-import JobFetch
+import JobFetchCore
+import JobFetchEngine
+import JobFetchStore
 import Logging
 import ServiceLifecycle
 import UnixSignals

@@ -1,7 +1,9 @@
 import Dispatch
 import Foundation
 import Glibc
-import JobFetch
+import JobFetchCore
+import JobFetchEngine
+import JobFetchStore
 import ServiceLifecycle
 import Synchronization
 import UnixSignals

@@ -1,6 +1,8 @@
 import Foundation
 import Glibc
-import JobFetch
+import JobFetchArtifacts
+import JobFetchCore
+import JobFetchStore
 import Testing
 import TestSupport
 

@@ -1,7 +1,8 @@
 import CLinux
 import Foundation
 import Glibc
-import JobFetch
+import JobFetchArtifacts
+import JobFetchCore
 
 /// A child process started with posix_spawn: stdout to a pipe read line by
 /// line with a deadline (to wait on the fake API's events), stderr to a file.

@@ -1,6 +1,6 @@
 import Foundation
 import Glibc
-import JobFetch
+import JobFetchCore
 import Testing
 import TestSupport
 

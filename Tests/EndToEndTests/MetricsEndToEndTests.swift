@@ -1,6 +1,6 @@
 import Foundation
 import Glibc
-import JobFetch
+import JobFetchCore
 import Testing
 
 /// The Prometheus textfile, as node_exporter's textfile collector reads it.

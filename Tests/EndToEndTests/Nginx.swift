@@ -1,6 +1,6 @@
 import Foundation
 import Glibc
-import JobFetch
+import JobFetchCore
 
 /// A real nginx on a free loopback port, serving `<root>/www`, for the
 /// download tests. Single process (`master_process off`) so a kill ends it.

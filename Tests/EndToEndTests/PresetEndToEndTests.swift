@@ -1,6 +1,6 @@
 import Foundation
 import Glibc
-import JobFetch
+import JobFetchCore
 import Testing
 
 /// Every preset through the real binaries against the fake APIs: one

@@ -1,6 +1,6 @@
 import Foundation
 import Glibc
-import JobFetch
+import JobFetchCore
 import Testing
 
 /// SIGHUP against the real daemon: new and changed kinds take effect, a

@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
-import JobFetch
+import JobFetchCore
+import JobFetchEngine
 import Testing
 import TestSupport
 

@@ -1,6 +1,6 @@
 import Foundation
 import Glibc
-import JobFetch
+import JobFetchCore
 import Testing
 
 /// The shipped unit, checked by systemd's own tools (installed by `make test`).

@@ -1,5 +1,5 @@
 import Testing
-@testable import JobFetch
+@testable import JobFetchCore
 
 @Suite struct BackoffTests {
     @Test func pollDelayGrowsToTheCap() {

@@ -1,7 +1,7 @@
 import Foundation
 import Glibc
 import Testing
-@testable import JobFetch
+@testable import JobFetchCore
 
 @Suite struct ConfigParserTests {
     let env = ConfigParser.Environment(["API_HOST": "api.qoery.com", "CREDENTIALS_DIRECTORY": "/nonexistent-creds"])

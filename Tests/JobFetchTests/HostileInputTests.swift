@@ -2,7 +2,9 @@ import Foundation
 import Glibc
 import Testing
 import ZIPFoundation
-@testable import JobFetch
+@testable import JobFetchArtifacts
+@testable import JobFetchCore
+@testable import JobFetchStore
 
 /// The units behind SPEC "Hostile input": every conversion of a number from
 /// outside is total, server text is bounded and escaped, the store keeps a

@@ -1,7 +1,8 @@
 import Glibc
 import Testing
 import TestSupport
-@testable import JobFetch
+@testable import JobFetchArtifacts
+@testable import JobFetchCore
 
 @Suite struct InflaterTests {
     let dir = makeTempDir()

@@ -1,5 +1,5 @@
 import Testing
-@testable import JobFetch
+@testable import JobFetchCore
 
 @Suite struct JobIDTests {
     @Test(arguments: ["abc123", "A.b_c:d-e", "0", "ds_8f2c1a", String(repeating: "x", count: 200)])

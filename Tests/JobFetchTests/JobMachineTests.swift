@@ -1,5 +1,5 @@
 import Testing
-@testable import JobFetch
+@testable import JobFetchCore
 
 /// The machine is a pure function: each test is a record, an event and a
 /// context in, a record and effects out. No process, server or file.

@@ -1,5 +1,6 @@
 import Testing
-@testable import JobFetch
+@testable import JobFetchCore
+@testable import JobFetchStore
 
 @Suite struct JobStoreTests {
     @Test func registerIsIdempotentAndOneTransaction() throws {

@@ -1,7 +1,8 @@
 import Glibc
 import Testing
 import TestSupport
-@testable import JobFetch
+@testable import JobFetchArtifacts
+@testable import JobFetchCore
 
 /// The decompressor that follows a growing `.part` on its own thread.
 @Suite struct PartInflaterTests {

@@ -1,5 +1,6 @@
 import Testing
-@testable import JobFetch
+@testable import JobFetchArtifacts
+@testable import JobFetchCore
 
 @Suite struct PartSidecarTests {
     @Test func resumableOnlyWithAValidatorAndNoEncoding() {

@@ -1,5 +1,5 @@
 import Testing
-@testable import JobFetch
+@testable import JobFetchCore
 
 /// Each preset against realistic status documents for every state
 /// (Tests/Fixtures/<preset>/), as the APIs send them.

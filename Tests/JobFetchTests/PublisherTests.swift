@@ -1,6 +1,7 @@
 import Glibc
 import Testing
-@testable import JobFetch
+@testable import JobFetchArtifacts
+@testable import JobFetchCore
 import CLinux
 
 @Suite struct PublisherTests {

@@ -1,6 +1,6 @@
 import Glibc
 import Testing
-@testable import JobFetch
+@testable import JobFetchCore
 
 @Suite struct SpoolFileTests {
     /// Spool directories stay writable by their group whatever the umask,

@@ -1,6 +1,6 @@
 import Foundation
 import Glibc
-@testable import JobFetch
+@testable import JobFetchCore
 
 /// A fresh temporary directory, removed by the caller's `defer`.
 func makeTempDir(_ label: String = "jobfetch") -> String {

@@ -1,5 +1,5 @@
 import Testing
-@testable import JobFetch
+@testable import JobFetchArtifacts
 
 @Suite struct ZipExtractorTests {
     func safe(_ p: String) -> String? { try? ZipExtractor.safePath(p, reserved: ["status.json"]).get() }

@@ -1,4 +1,6 @@
-@testable import JobFetch
+@testable import JobFetchArtifacts
+@testable import JobFetchCore
+@testable import JobFetchEngine
 
 /// One seed, one run.
 struct SimRandom {

@@ -1,6 +1,9 @@
 import Glibc
 import Logging
-@testable import JobFetch
+@testable import JobFetchArtifacts
+@testable import JobFetchCore
+@testable import JobFetchEngine
+@testable import JobFetchStore
 
 /// One seeded run: a few kinds and jobs, simulated APIs for their presets
 /// with scripted and random faults, an operator who adds, cancels and

@@ -1,6 +1,6 @@
 import Glibc
 import Testing
-@testable import JobFetch
+@testable import JobFetchCore
 
 /// The deterministic simulator (README "Architecture"): every seed is one
 /// reproducible run of the daemon's machine and driver against simulated

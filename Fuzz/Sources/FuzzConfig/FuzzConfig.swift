@@ -3,7 +3,7 @@
 // are reported, never a crash. An empty environment and `.syntaxOnly`, the
 // mode that checks `${file:}`/`${credential:}` references without reading
 // the secret files (as jobfetchctl does).
-import JobFetch
+import JobFetchCore
 import CLibFuzzer
 
 /// The program's entry point (SwiftPM links `main` to `FuzzConfig_main`; see

@@ -4,7 +4,7 @@
 // dates. Input: the first line is the download's URL; every later line is
 // fed to each parser as a header value, and also read as a `Name: value`
 // line as Transfer.receiveHeader reads one.
-@testable import JobFetch
+@testable import JobFetchCore
 import CLibFuzzer
 
 /// The program's entry point (SwiftPM links `main` to `FuzzHTTPHeaders_main`; see

@@ -4,7 +4,7 @@
 // many of the following bytes are piece sizes (0: the whole body at once);
 // the rest is the compressed body, fed in pieces of those sizes, cycling.
 // Output is bounded (1 MiB): errors are fine, crashes and hangs are not.
-import JobFetch
+import JobFetchArtifacts
 import CLibFuzzer
 
 /// The program's entry point (SwiftPM links `main` to `FuzzInflate_main`; see

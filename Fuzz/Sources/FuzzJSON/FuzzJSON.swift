@@ -2,7 +2,8 @@
 // come from servers or disk). When a document parses, what JSONWriter makes
 // of it (compact and pretty) must parse again to an equal value: job.json and
 // the published documents are written with JSONWriter and read back later.
-import JobFetch
+import JobFetchArtifacts
+import JobFetchCore
 import CLibFuzzer
 
 /// The program's entry point (SwiftPM links `main` to `FuzzJSON_main`; see

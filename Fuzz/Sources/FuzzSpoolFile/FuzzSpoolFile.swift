@@ -1,7 +1,7 @@
 // SpoolFile.parse: anyone in the spool's group drops files there, so both
 // the file's name (the ID of an empty file) and its bytes are untrusted.
 // Input: byte 0 = length of the name, then the name, then the contents.
-import JobFetch
+import JobFetchCore
 import CLibFuzzer
 
 /// The program's entry point (SwiftPM links `main` to `FuzzSpoolFile_main`; see

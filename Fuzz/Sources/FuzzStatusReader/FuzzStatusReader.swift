@@ -3,7 +3,7 @@
 // pure steps the engine takes with a reading: the next-poll time is logged
 // with Timestamp.iso8601 (the machine's schedulePoll), a result URL is resolved
 // against the status URL, published documents are written with JSONWriter.
-import JobFetch
+import JobFetchCore
 import CLibFuzzer
 
 /// The program's entry point (SwiftPM links `main` to `FuzzStatusReader_main`; see
@@ -58,7 +58,7 @@ public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     }
     if let summary = reading.summary { _ = JSONWriter.string(summary) }
     if let document = reading.document, let pages = mapping.pages {
-        // Engine+Pages: the items and the total of a page.
+        // What the machine reads of a page: its items and its total.
         _ = document.value(at: pages.itemsField)
         if let total = pages.totalField { _ = document.value(at: total)?.doubleValue }
     }

@@ -1,9 +1,9 @@
 // When a presigned result URL expires (PresignedURL.expiry reads the URL's
 // own query: X-Amz-Date + X-Amz-Expires, X-Goog-*, Expires, se) and the
 // RFC 3339 times APIs write (Timestamp.parse). Whatever a URL or a server
-// says, the engine logs the time with Timestamp.iso8601 (Engine+Fetch logs
-// an expiry that has passed, Engine+Poll a next-poll time): it must not trap.
-@testable import JobFetch
+// says, the job machine logs the time with Timestamp.iso8601 (an expiry
+// that has passed, a next-poll time): it must not trap.
+@testable import JobFetchCore
 import CLibFuzzer
 
 /// The program's entry point (SwiftPM links `main` to `FuzzTimestamp_main`; see

@@ -1,7 +1,7 @@
 // ParsedURL (libcurl's URL API) and redirect/relative resolution: result
 // URLs come from status documents, redirect targets from Location headers.
 // Input: the base URL, a newline, the reference resolved against it.
-import JobFetch
+import JobFetchCore
 import CLibFuzzer
 
 /// The program's entry point (SwiftPM links `main` to `FuzzURL_main`; see

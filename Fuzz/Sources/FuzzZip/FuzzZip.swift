@@ -8,7 +8,8 @@
 //   - no symbolic link left in `out` resolves to a place outside it (the
 //     published directory must not lead a reader out of the job).
 import Glibc
-import JobFetch
+import JobFetchArtifacts
+import JobFetchCore
 import CLibFuzzer
 
 /// The program's entry point (SwiftPM links `main` to `FuzzZip_main`; see

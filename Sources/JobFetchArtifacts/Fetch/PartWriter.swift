@@ -1,0 +1,149 @@
+import CLinux
+import Glibc
+import JobFetchCore
+
+/// Writes a download's body into its `.part` file, resuming where the
+/// sidecar says the file is good, and checkpoints on a bounded schedule:
+/// the bytes are flushed (`sync_file_range`, waited for) and only then is
+/// the sidecar's `synced` advanced, so a crash loses at most the bytes of
+/// one interval. Runs on the engine thread inside libcurl's write callback.
+package final class PartWriter {
+    let path: String
+    let limit: Int64
+    /// The part as it was when this request was made (nil: a fresh download).
+    package let resume: PartSidecar?
+    private(set) var fd: Int32 = -1
+    /// Bytes in the file: the resumed prefix plus what arrived.
+    package private(set) var size: Int64 = 0
+    package private(set) var sidecar: PartSidecar?
+    private var hinted: Int64 = 0
+    /// The end of the range whose writeback the last checkpoint started.
+    private var pending: Int64 = 0
+    private var lastCheckpoint = SystemClock.monotonic()
+    package var error: SystemError?
+    package var tooLarge = false
+    /// Why a 206 could not be appended (another range, another object): the
+    /// transfer stops and the download restarts from zero.
+    package var mismatch: String?
+
+    static let checkpointBytes: Int64 = 16 << 20
+    static let checkpointSeconds = 1.0
+    /// Writeback of what arrived is started every few MiB, so a checkpoint
+    /// rarely has to wait for much.
+    static let hintBytes: Int64 = 4 << 20
+
+    let observer: (@Sendable (PartEvent) -> Void)?
+
+    package init(path: String, limit: Int64, resume: PartSidecar?, observer: (@Sendable (PartEvent) -> Void)?) {
+        self.path = path
+        self.limit = limit
+        self.resume = resume
+        self.observer = observer
+    }
+
+    deinit { if fd >= 0 { close(fd) } }
+
+    var sidecarPath: String { PartSidecar.path(for: path) }
+
+    /// At the first body byte of a 2xx answer: append to the resumed part
+    /// (a 206 that continues exactly where it stopped, for the same object)
+    /// or start over (anything else). False stops the transfer.
+    package func begin(status: Int, headers: [String: String], url: ParsedURL) -> Bool {
+        let etag = headers["etag"], lastModified = headers["last-modified"], encoding = headers["content-encoding"]
+        var length: Int64?
+        if status == 206 {
+            guard let resume else { mismatch = "a 206 answered a request without a range"; return false }
+            guard let range = ContentRange.parse(headers["content-range"]), range.start == resume.synced else {
+                mismatch = "asked for bytes from \(resume.synced), the server sent \(headers["content-range"] ?? "no Content-Range")"
+                return false
+            }
+            if let e = etag, let old = resume.etag, e != old { mismatch = "the ETag changed (\(old) → \(e))"; return false }
+            if let t = range.total, let old = resume.length, t != old { mismatch = "the length changed (\(old) → \(t))"; return false }
+            if encoding != nil { mismatch = "the resumed answer has a Content-Encoding"; return false }
+            length = range.total ?? resume.length
+            fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0o644)
+            guard fd >= 0 else { error = SystemError("open", path); return false }
+            // Whatever lies past the synced offset may be garbage: cut it, then append.
+            guard ftruncate(fd, off_t(resume.synced)) == 0, lseek(fd, off_t(resume.synced), SEEK_SET) >= 0 else {
+                error = SystemError("truncate", path); return false
+            }
+            size = resume.synced
+            sidecar = PartSidecar(url: url.redacted, etag: etag ?? resume.etag, lastModified: lastModified ?? resume.lastModified,
+                                  length: length, synced: resume.synced, encoding: nil)
+        } else {
+            length = headers["content-length"].flatMap { Int64($0) }
+            // Told before the file is cut, so a reader of the old bytes starts over.
+            observer?(.fresh(encoding: encoding))
+            fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+            guard fd >= 0 else { error = SystemError("open", path); return false }
+            size = 0
+            sidecar = PartSidecar(url: url.redacted, etag: etag, lastModified: lastModified, length: length, synced: 0, encoding: encoding)
+            do { try sidecar?.save(part: path) } catch { self.error = error; return false }
+        }
+        hinted = size
+        pending = size
+        // max_artifact_size is checked against the announced length before anything is written.
+        if let length, length > limit { tooLarge = true; return false }
+        lastCheckpoint = SystemClock.monotonic()
+        return true
+    }
+
+    package func write(_ data: UnsafeRawBufferPointer) -> Bool {
+        if size + Int64(data.count) > limit { tooLarge = true; return false }
+        do { try FileIO.writeAll(fd: fd, data, path: path) } catch { self.error = error; return false }
+        size += Int64(data.count)
+        observer?(.size(size))
+        if size - hinted >= Self.hintBytes {
+            _ = jf_sync_file_range(fd, hinted, size - hinted, UInt32(SYNC_FILE_RANGE_WRITE))
+            hinted = size
+        }
+        if size - pending >= Self.checkpointBytes || SystemClock.monotonic() - lastCheckpoint >= Self.checkpointSeconds {
+            checkpoint()
+        }
+        return error == nil
+    }
+
+    /// Records progress without stalling the transfer: the range written
+    /// since the last checkpoint has had one interval to reach the disk (its
+    /// writeback was started then); wait for it, advance `synced` to its end
+    /// in the sidecar, and start the writeback of what came since. A crash
+    /// re-sends at most two intervals.
+    func checkpoint() {
+        guard fd >= 0, var s = sidecar else { return }
+        lastCheckpoint = SystemClock.monotonic()
+        if pending > s.synced {
+            if jf_sync_file_range(fd, s.synced, pending - s.synced,
+                                  UInt32(SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER)) != 0 {
+                guard fdatasync(fd) == 0 else { error = SystemError("fdatasync", path); return }
+            }
+            s.synced = pending
+            do { try s.save(part: path) } catch { self.error = error; return }
+            sidecar = s
+        }
+        if size > pending {
+            _ = jf_sync_file_range(fd, pending, size - pending, UInt32(SYNC_FILE_RANGE_WRITE))
+            pending = size
+            hinted = size
+        }
+    }
+
+    /// The end of the transfer, whatever it was: what arrived is kept, and
+    /// recorded as far as it is known to be on disk. (A whole download is
+    /// fsynced when it is published.)
+    package func finish(durably: Bool) {
+        guard fd >= 0 else { return }
+        if durably, var s = sidecar, size > s.synced {
+            // Everything that arrived, on disk and recorded.
+            if fdatasync(fd) == 0 {
+                s.synced = size
+                do { try s.save(part: path); sidecar = s } catch { self.error = error }
+            } else {
+                error = SystemError("fdatasync", path)
+            }
+        } else {
+            checkpoint()
+        }
+        close(fd)
+        fd = -1
+    }
+}

@@ -1,0 +1,264 @@
+import Glibc
+import Logging
+import JobFetchArtifacts
+import JobFetchCore
+import JobFetchTransfer
+
+/// The daemon's world: the machine's effects carried out with libcurl and
+/// files. Requests go to a `CurlMulti`; results are staged under
+/// `<output>/.incoming/<kind>/<id>/` and published by the `Publisher`.
+final class SystemWorld: JobWorld {
+    static let partName = ".artifact.part"
+    /// Where the decompressor writes, beside the part.
+    static let inflatedName = ".artifact.out"
+    static let statusTimeout = 60.0
+
+    let daemon: DaemonSettings
+    let http: CurlMulti
+    let publisher: Publisher
+    let crashGuard: CrashGuard
+    let logger: Logger
+    let secrets = SecretFileCache()
+    /// Decompressors following downloads in progress, by job.
+    var decoders: [JobKey: PartInflater] = [:]
+    /// Digests computed while downloading, by job: publishing need not read the artifact again.
+    var knownDigests: [JobKey: [PublishedFile]] = [:]
+
+    init(daemon: DaemonSettings, http: CurlMulti, publisher: Publisher, crashGuard: CrashGuard, logger: Logger) {
+        self.daemon = daemon
+        self.http = http
+        self.publisher = publisher
+        self.crashGuard = crashGuard
+        self.logger = logger
+    }
+
+    func partPath(_ key: JobKey) -> String { publisher.stagingDirectory(key) + "/" + Self.partName }
+
+    func handling(_ key: JobKey, _ body: () -> Void) { crashGuard.handling(key, body) }
+
+    // MARK: requests
+
+    /// The kind's headers, resolved (secrets read) only for a request that carries them.
+    func headers(_ kind: KindConfig, _ request: JobRequest) throws(JobFetchError) -> [String] {
+        guard request.credentials else { return [] }
+        var out: [String] = []
+        for t in kind.headers { out.append(try t.resolve(secrets)) }
+        return out
+    }
+
+    func start(_ request: JobRequest, record: JobRecord, kind: KindConfig) throws(JobFetchError) -> Int {
+        let key = record.key
+        let http: HTTPRequest
+        switch request.purpose {
+        case .poll, .page:
+            let hdrs: [String]
+            do { hdrs = try headers(kind, request) } catch { throw JobFetchError("cannot build the \(request.what): \(error.message)") }
+            var r = HTTPRequest(url: request.url, headers: hdrs + ["Accept: application/json"],
+                                body: .memory(limit: JobMachine.statusBodyLimit), timeout: Self.statusTimeout)
+            r.acceptEncoding = true
+            r.connectTimeout = daemon.connectTimeout
+            logger.debug("\(request.what): \(request.url.redacted)", metadata: Logger.job(key))
+            http = r
+        case .transfer:
+            do { http = try transferRequest(request, key: key, kind: kind) } catch {
+                throw JobFetchError("cannot start the download: \(error)")
+            }
+        }
+        do { return try self.http.start(http) } catch {
+            if request.purpose == .transfer { dropDecoder(key) }
+            throw JobFetchError("cannot start a request: \(error)")
+        }
+    }
+
+    /// A download into the staging directory's `.part`, resumed from what
+    /// its sidecar recorded as flushed, with a decompressor following it.
+    func transferRequest(_ request: JobRequest, key: JobKey, kind: KindConfig) throws -> HTTPRequest {
+        let hdrs = try headers(kind, request)
+        // The staging directory may already hold documents published with the result.
+        try FileIO.makeDirectories(publisher.stagingDirectory(key))
+        let part = partPath(key)
+        var resume = PartSidecar.load(part: part)
+        if var found = resume {
+            // Only what the sidecar recorded as flushed, and no more than the file holds.
+            found.synced = min(found.synced, FileIO.size(part) ?? 0)
+            resume = found.isResumable ? found : nil
+        }
+        if resume == nil { PartSidecar.discard(part: part) }
+        // Decompression follows the download on a worker; after a resume it first
+        // catches up over the bytes already on disk.
+        dropDecoder(key)
+        let decoder = try PartInflater(part: part, output: publisher.stagingDirectory(key) + "/" + Self.inflatedName,
+                                       limit: daemon.maxOutputSize, maxRatio: daemon.maxCompressionRatio,
+                                       reserved: kind.mapping.documentNames, job: key.description)
+        decoders[key] = decoder
+        if let resume { decoder.observe(.size(resume.synced)) }
+        var http = HTTPRequest(url: request.url, headers: hdrs, body: .file(limit: daemon.maxArtifactSize) { [limit = daemon.maxArtifactSize, resume] in
+            PartWriter(path: part, limit: limit, resume: resume, observer: { decoder.observe($0) })
+        }, timeout: nil)
+        http.connectTimeout = daemon.connectTimeout
+        http.lowSpeedLimit = Int(daemon.lowSpeedLimit)
+        http.lowSpeedTime = daemon.lowSpeedTime
+        let credentials = hdrs.isEmpty ? " (no credentials: another origin)" : ""
+        if let resume {
+            logger.info("resuming \(request.url.redacted) from \(Units.formatBytes(resume.synced))\(credentials)", metadata: Logger.job(key))
+        } else {
+            logger.debug("downloading \(request.url.redacted)\(credentials)", metadata: Logger.job(key))
+        }
+        return http
+    }
+
+    @discardableResult
+    func cancel(_ tag: Int, checkpoint: Bool) -> Int64? { http.cancel(tag, checkpoint: checkpoint) }
+
+    func progress(_ tag: Int) -> (bytes: Int64, total: Int64?)? { http.progress(tag) }
+
+    func facts(for record: JobRecord, kind: KindConfig?) -> DueFacts {
+        var facts = DueFacts()
+        switch record.state {
+        case .publishing:
+            if publisher.isPublished(record.key, finishedAt: record.finishedAt) { facts.alreadyPublished = publisher.finalDirectory(record.key) }
+        case .fetching:
+            if record.pageNext != nil, let file = kind?.mapping.pages?.file {
+                facts.pagesFileSize = FileIO.size(publisher.stagingDirectory(record.key) + "/" + file)
+            } else if record.pageNext == nil {
+                facts.freeSpace = FileIO.freeSpace(daemon.outputDir)
+            }
+        default: break
+        }
+        return facts
+    }
+
+    // MARK: staging
+
+    func stage(_ key: JobKey, documents: [PublishedDocument], inline: String?) throws(JobFetchError) {
+        do {
+            // A partial download of an earlier URL stays: a fresh URL to the same object resumes it.
+            let dir = try publisher.freshStaging(key, keeping: [Self.partName, PartSidecar.path(for: Self.partName)])
+            for doc in documents {
+                try FileIO.writeAtomically(dir + "/" + doc.name, Array((JSONWriter.string(doc.value, pretty: true) + "\n").utf8))
+            }
+            if let inline { try FileIO.writeAtomically(dir + "/result", Array(inline.utf8)) }
+        } catch {
+            throw JobFetchError("\(error)")
+        }
+    }
+
+    func clearStaging(_ key: JobKey) {
+        knownDigests[key] = nil
+        do { _ = try publisher.freshStaging(key) } catch {
+            logger.error("cannot clear the staging directory: \(error)", metadata: Logger.job(key))
+        }
+    }
+
+    func removeStaging(_ key: JobKey) {
+        do { try FileIO.removeTree(publisher.stagingDirectory(key)) } catch {
+            logger.error("cannot clear the staging directory: \(error)", metadata: Logger.job(key))
+        }
+    }
+
+    func truncatePages(_ key: JobKey, file: String, bytes: Int64) throws(JobFetchError) {
+        do {
+            let staging = publisher.stagingDirectory(key)
+            try FileIO.makeDirectories(staging)
+            try FileIO.truncate(staging + "/" + file, to: bytes)
+        } catch { throw JobFetchError("\(error)") }
+    }
+
+    func appendPage(_ key: JobKey, file: String, bytes: [UInt8]) throws(JobFetchError) {
+        do { try FileIO.appendDurably(publisher.stagingDirectory(key) + "/" + file, bytes) } catch { throw JobFetchError("\(error)") }
+    }
+
+    func discardPart(_ key: JobKey) { PartSidecar.discard(part: partPath(key)) }
+
+    // MARK: decompression
+
+    func awaitDecode(_ key: JobKey, bytes: Int64) -> Bool {
+        guard let decoder = decoders[key] else { return false }
+        decoder.finish(size: bytes)
+        return true
+    }
+
+    /// The descriptors that become readable when a decompressor drains.
+    func decodeFDs(among keys: [JobKey]) -> [Int32] { keys.compactMap { decoders[$0]?.doneFD } }
+
+    func finishedDecodes(among keys: Set<JobKey>) -> [(JobKey, DecodeOutcome)] {
+        var done: [(JobKey, DecodeOutcome)] = []
+        for key in keys {
+            guard let outcome = decoders[key]?.outcome else { continue }
+            // What the decompressor wrote goes unless it becomes the artifact.
+            if case .inflated = outcome {} else if let d = decoders[key] { FileIO.unlinkIfPresent(d.output) }
+            decoders[key] = nil
+            done.append((key, outcome))
+        }
+        return done
+    }
+
+    func dropDecoder(_ key: JobKey) {
+        guard let d = decoders.removeValue(forKey: key) else { return }
+        d.cancel()
+        FileIO.unlinkIfPresent(d.output)
+    }
+
+    func nameArtifact(_ key: JobKey, _ artifact: NamedArtifact) throws(JobFetchError) {
+        let staging = publisher.stagingDirectory(key)
+        let part = partPath(key)
+        let inflated = staging + "/" + Self.inflatedName
+        switch artifact.source {
+        case .inflated:
+            guard rename(inflated, staging + "/" + artifact.name) == 0 else { throw JobFetchError("\(SystemError("rename", inflated))") }
+            PartSidecar.discard(part: part)
+        case .extracted:
+            FileIO.unlinkIfPresent(inflated)
+            PartSidecar.discard(part: part)
+        case .part:
+            FileIO.unlinkIfPresent(inflated)
+            guard rename(part, staging + "/" + artifact.name) == 0 else { throw JobFetchError("\(SystemError("rename", part))") }
+            FileIO.unlinkIfPresent(PartSidecar.path(for: part))
+        }
+        knownDigests[key] = artifact.files
+    }
+
+    // MARK: publishing
+
+    func publish(_ r: JobRecord, kind: KindConfig?) -> PublishAnswer {
+        let outcome = r.outcome ?? .failed
+        let staging = publisher.stagingDirectory(r.key)
+        do {
+            var files: [PublishedFile] = []
+            let documents = kind?.mapping.documentNames ?? ["result"]
+            if outcome == .succeeded, FileIO.exists(staging) {
+                let known = Dictionary((knownDigests.removeValue(forKey: r.key) ?? []).map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
+                for name in try FileIO.regularFiles(under: staging) where name != "job.json" {
+                    let source = documents.contains(name) ? nil : r.resultURL.map(ParsedURL.redact)
+                    if let known = known[name], FileIO.size(staging + "/" + name) == known.bytes {
+                        // Hashed while it downloaded.
+                        files.append(PublishedFile(name: name, bytes: known.bytes, sha256: known.sha256, source: source))
+                        continue
+                    }
+                    let digest = try FileDigest.sha256(staging + "/" + name)
+                    files.append(PublishedFile(name: name, bytes: digest.bytes, sha256: digest.hex, source: source))
+                }
+            }
+            if outcome == .succeeded && r.resultURL != nil && !files.contains(where: { !documents.contains($0.name) }) {
+                return .resultMissing
+            }
+            return .published(path: try publisher.publish(Publisher.Manifest(record: r, outcome: outcome, files: files, finishedAt: r.finishedAt ?? r.updatedAt)))
+        } catch {
+            return .failed("\(error)")
+        }
+    }
+
+    func shutdown() {
+        for key in Array(decoders.keys) { dropDecoder(key) }
+    }
+}
+
+/// A download's body goes to its `.part` through the transfer layer's sink.
+extension PartWriter: BodySink {
+    public var resumeFrom: (offset: Int64, validator: String)? {
+        guard let resume, let validator = resume.validator else { return nil }
+        return (resume.synced, validator)
+    }
+
+    public var expectedLength: Int64? { sidecar?.length }
+}

@@ -1,0 +1,160 @@
+import CCurl
+import Glibc
+import JobFetchCore
+
+/// One request in flight: the easy handle and everything libcurl's callbacks
+/// write into. Owned by the thread that runs the `CurlMulti` (not Sendable).
+final class Transfer {
+    let easy: UnsafeMutableRawPointer
+    let request: HTTPRequest
+    let tag: Int
+    let started = SystemClock.monotonic()
+    var headerList: UnsafeMutablePointer<curl_slist>?
+    var errorBuffer = [CChar](repeating: 0, count: Int(CURL_ERROR_SIZE) + 1)
+
+    var headers: [String: String] = [:]
+    var body: [UInt8] = []
+    var bodyLimit: Int
+    var bodyTooLarge = false
+    /// For file requests: where a 2xx body goes.
+    let part: (any BodySink)?
+    /// Decided at the first body byte: does this body go to the file?
+    var toFile: Bool?
+
+    init(easy: UnsafeMutableRawPointer, request: HTTPRequest, tag: Int) {
+        self.easy = easy
+        self.request = request
+        self.tag = tag
+        switch request.body {
+        case .memory(let limit):
+            bodyLimit = limit
+            part = nil
+        case .file(_, let makeSink):
+            bodyLimit = 64 * 1024
+            part = makeSink()
+        }
+    }
+
+    deinit {
+        if let headerList { curl_slist_free_all(headerList) }
+        curl_easy_cleanup(easy)
+    }
+
+    func configure() throws(CurlError) {
+        let h = easy
+        func set(_ o: CURLoption, _ v: Int, _ n: String) throws(CurlError) {
+            try CurlError.check(jf_easy_setopt_long(h, o, v), n)
+        }
+        func set(_ o: CURLoption, _ v: String, _ n: String) throws(CurlError) {
+            try CurlError.check(jf_easy_setopt_string(h, o, v), n)
+        }
+        try set(CURLOPT_URL, request.url.text, "URL")
+        try set(CURLOPT_PROTOCOLS_STR, "http,https", "PROTOCOLS_STR")
+        // Redirects are followed by the engine, which decides what credentials the next origin gets.
+        try set(CURLOPT_FOLLOWLOCATION, 0, "FOLLOWLOCATION")
+        try set(CURLOPT_NOSIGNAL, 1, "NOSIGNAL")
+        try set(CURLOPT_TCP_KEEPALIVE, 1, "TCP_KEEPALIVE")
+        try set(CURLOPT_USERAGENT, "jobfetchd/\(Version.string)", "USERAGENT")
+        try set(CURLOPT_CONNECTTIMEOUT_MS, Int(request.connectTimeout * 1000), "CONNECTTIMEOUT_MS")
+        if let t = request.timeout { try set(CURLOPT_TIMEOUT_MS, Int(t * 1000), "TIMEOUT_MS") }
+        try set(CURLOPT_LOW_SPEED_LIMIT, max(1, request.lowSpeedLimit), "LOW_SPEED_LIMIT")
+        try set(CURLOPT_LOW_SPEED_TIME, max(1, Int(request.lowSpeedTime)), "LOW_SPEED_TIME")
+        if request.acceptEncoding { try set(CURLOPT_ACCEPT_ENCODING, "", "ACCEPT_ENCODING") }
+        try CurlError.check(jf_easy_setopt_ptr(h, CURLOPT_ERRORBUFFER, &errorBuffer), "ERRORBUFFER")
+
+        var lines = request.headers
+        if let resume = part?.resumeFrom {
+            // The rest of the same object, or (If-Range) all of it if it changed.
+            // libcurl sends no Accept-Encoding here: a resumed body is never encoded.
+            try set(CURLOPT_RANGE, "\(resume.offset)-", "RANGE")
+            lines.append("If-Range: \(resume.validator)")
+        }
+        for line in lines {
+            guard let next = curl_slist_append(headerList, line) else { throw CurlError(CURLE_OUT_OF_MEMORY) }
+            headerList = next
+        }
+        // libcurl keeps the pointer, not a copy: the list lives as long as this Transfer.
+        try CurlError.check(jf_easy_setopt_slist(h, CURLOPT_HTTPHEADER, headerList), "HTTPHEADER")
+
+        let me = Unmanaged.passUnretained(self).toOpaque()
+        try CurlError.check(jf_easy_setopt_datacb(h, CURLOPT_WRITEFUNCTION, transferWriteCallback), "WRITEFUNCTION")
+        try CurlError.check(jf_easy_setopt_ptr(h, CURLOPT_WRITEDATA, me), "WRITEDATA")
+        try CurlError.check(jf_easy_setopt_datacb(h, CURLOPT_HEADERFUNCTION, transferHeaderCallback), "HEADERFUNCTION")
+        try CurlError.check(jf_easy_setopt_ptr(h, CURLOPT_HEADERDATA, me), "HEADERDATA")
+
+        if case .file(let limit, _) = request.body {
+            // Large reads keep a fast transfer at libcurl's own speed.
+            try set(CURLOPT_BUFFERSIZE, 256 * 1024, "BUFFERSIZE")
+            try CurlError.check(jf_easy_setopt_off(h, CURLOPT_MAXFILESIZE_LARGE, Int(limit)), "MAXFILESIZE_LARGE")
+        }
+    }
+
+    func responseCode() -> Int {
+        var code = 0
+        _ = jf_easy_getinfo_long(easy, CURLINFO_RESPONSE_CODE, &code)
+        return code
+    }
+
+    /// Body bytes from libcurl: to the file for a 2xx answer to a file
+    /// request, else to memory up to the limit. Returning less than `count`
+    /// makes libcurl stop with CURLE_WRITE_ERROR.
+    func receive(_ data: UnsafeRawBufferPointer) -> Int {
+        if toFile == nil {
+            let code = responseCode()
+            if let part, (200..<300).contains(code) {
+                guard part.begin(status: code, headers: headers, url: request.url) else { return 0 }
+                toFile = true
+            } else {
+                toFile = false
+            }
+        }
+        if toFile == true, let part {
+            return part.write(data) ? data.count : 0
+        }
+        if body.count + data.count > bodyLimit {
+            if part != nil { return data.count }  // an error page: its start is enough
+            bodyTooLarge = true
+            return 0
+        }
+        body.append(contentsOf: data)
+        return data.count
+    }
+
+    func receiveHeader(_ line: UnsafeRawBufferPointer) {
+        var text = String(decoding: line, as: UTF8.self)
+        while let l = text.last, l == "\n" || l == "\r" || l == "\r\n" { text.removeLast() }
+        if text.hasPrefix("HTTP/") { headers = [:]; return }  // a new response (after 100, or a redirect)
+        guard let colon = text.firstIndex(of: ":") else { return }
+        let name = text[..<colon].lowercased()
+        headers[name] = text[text.index(after: colon)...].trimmingWhitespace()
+    }
+
+    /// Checkpoints and closes the part (what arrived stays for a resume) and builds the response.
+    func finish(_ rc: CURLcode) -> HTTPResponse {
+        part?.finish(durably: false)
+        var error: CurlError?
+        if rc != CURLE_OK {
+            let detail = errorBuffer.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+            error = CurlError(rc, detail: detail)
+        }
+        var response = HTTPResponse(status: responseCode(), headers: headers, body: body, bytesWritten: part?.size ?? 0,
+                                    error: error, writeError: part?.error, bodyTooLarge: bodyTooLarge || part?.tooLarge == true,
+                                    seconds: SystemClock.monotonic() - started)
+        response.resumedFrom = part?.resumeFrom?.offset ?? 0
+        response.rangeMismatch = part?.mismatch
+        return response
+    }
+}
+
+// C callbacks: they capture nothing and find their Transfer through the user pointer.
+
+func transferWriteCallback(_ ptr: UnsafeMutablePointer<CChar>, _ size: Int, _ count: Int, _ user: UnsafeMutableRawPointer) -> Int {
+    let t = Unmanaged<Transfer>.fromOpaque(user).takeUnretainedValue()
+    return t.receive(UnsafeRawBufferPointer(start: ptr, count: size * count))
+}
+
+func transferHeaderCallback(_ ptr: UnsafeMutablePointer<CChar>, _ size: Int, _ count: Int, _ user: UnsafeMutableRawPointer) -> Int {
+    let t = Unmanaged<Transfer>.fromOpaque(user).takeUnretainedValue()
+    t.receiveHeader(UnsafeRawBufferPointer(start: ptr, count: size * count))
+    return size * count
+}
