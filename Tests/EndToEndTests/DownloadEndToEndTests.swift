@@ -55,6 +55,61 @@ import TestSupport
         #expect(!FileIO.exists("\(inst.output)/dataset/ext-big/.artifact.part.json"))
     }
 
+    /// Starts `id` on the slow location, lets it run until its part holds
+    /// `margin` bytes more than its last checkpoint recorded, and kills the
+    /// daemon; returns the sidecar and the part's length as the kill left them.
+    func killPastTheCheckpoint(_ inst: Installation, _ nginx: Nginx, _ id: String, _ data: [UInt8],
+                               margin: Int64) throws -> (part: PartSidecar, kept: Int64) {
+        try FileIO.writeAtomically(nginx.www + "/slow/\(id).bin", data)
+        try inst.startDaemon()
+        try add(inst, nginx, id, "/slow/\(id).bin")
+        let checkpoint = try #require(try inst.waitForPart(id))
+        let staging = inst.output + "/.incoming/dataset/" + id
+        _ = try Inotify.wait(until: { (FileIO.size(staging + "/.artifact.part") ?? 0) >= checkpoint.synced + margin },
+                             in: staging, mask: UInt32(IN_MODIFY), timeout: 30)
+        inst.killDaemon()
+        let part = try #require(PartSidecar.load(part: staging + "/.artifact.part"))
+        return (part, FileIO.size(staging + "/.artifact.part") ?? 0)
+    }
+
+    /// SPEC "Resume cost": after a kill -9 on the same boot, nothing the
+    /// daemon wrote is fetched again: the resume asks for the part's length
+    /// as the kill left it. (What nginx had sent that the daemon had not yet
+    /// read, in libcurl's buffer and the sockets', is fetched again: nginx
+    /// sends `limit_rate` in bursts of up to 2 MiB, so its count of re-sent
+    /// bytes is not asserted here.)
+    @Test func aKillOnTheSameBootFetchesNothingWrittenAgain() throws {
+        let (inst, nginx) = try setUp()
+        let data = pseudoRandomBytes(12 << 20, seed: 11)
+        // Past the checkpoint by 1.5 MiB, so a resume from the checkpoint would be seen.
+        let (part, kept) = try killPastTheCheckpoint(inst, nginx, "ext-kill", data, margin: 3 << 19)
+        #expect(kept >= part.synced + (3 << 19), "the part holds \(kept), the checkpoint \(part.synced)")
+        try inst.startDaemon()
+        #expect(try inst.waitForResult("ext-kill"), "log:\n\(inst.daemonLog)")
+        #expect(try FileIO.readAll("\(inst.output)/dataset/ext-kill/ext-kill.bin", limit: 64 << 20) == data)
+        let lines = nginx.accessLog.filter { request($0, "/slow/ext-kill.bin") }
+        let resumed = try #require(lines.last)
+        #expect(field(resumed, "range") == "bytes=\(kept)-" && field(resumed, "status") == "206", "\(lines)")
+        #expect(field(resumed, "sent") == String(Int64(data.count) - kept), "\(resumed)")
+    }
+
+    /// After a reboot the page cache is gone: bytes past the last checkpoint
+    /// may be garbage, and the download resumes from the checkpoint. (A
+    /// reboot is a sidecar written in another boot.)
+    @Test func afterARebootTheDownloadResumesFromTheLastCheckpoint() throws {
+        let (inst, nginx) = try setUp()
+        let data = pseudoRandomBytes(12 << 20, seed: 12)
+        var (part, kept) = try killPastTheCheckpoint(inst, nginx, "ext-reboot", data, margin: 1 << 20)
+        #expect(kept > part.synced && part.synced > 0)
+        part.boot = "00000000-0000-0000-0000-000000000000"
+        try part.save(part: inst.output + "/.incoming/dataset/ext-reboot/.artifact.part")
+        try inst.startDaemon()
+        #expect(try inst.waitForResult("ext-reboot"), "log:\n\(inst.daemonLog)")
+        #expect(try FileIO.readAll("\(inst.output)/dataset/ext-reboot/ext-reboot.bin", limit: 64 << 20) == data)
+        let resumed = try #require(nginx.accessLog.filter { request($0, "/slow/ext-reboot.bin") }.last)
+        #expect(field(resumed, "range") == "bytes=\(part.synced)-" && field(resumed, "status") == "206", "\(resumed)")
+    }
+
     @Test func aServerThatIgnoresRangeRestartsFromZero() throws {
         let (inst, nginx) = try setUp()
         let data = pseudoRandomBytes(12 << 20, seed: 2)

@@ -4,17 +4,42 @@ import Testing
 
 @Suite struct PartSidecarTests {
     @Test func resumableOnlyWithAValidatorAndNoEncoding() {
-        var s = PartSidecar(url: "https://h/x", etag: "\"abc\"", lastModified: nil, length: 10, synced: 5, encoding: nil)
-        #expect(s.isResumable && s.validator == "\"abc\"")
+        var s = PartSidecar(url: "https://h/x", etag: "\"abc\"", lastModified: nil, length: 10, synced: 5, encoding: nil, boot: "b1")
+        #expect(s.resume(partSize: 8, boot: "b2")?.offset == 5 && s.validator == "\"abc\"")
         s.etag = "W/\"weak\""
-        #expect(!s.isResumable, "a weak ETag cannot be used in If-Range")
+        #expect(s.resume(partSize: 8, boot: "b1") == nil, "a weak ETag cannot be used in If-Range")
         s.lastModified = "Sun, 22 Nov 2026 10:00:00 GMT"
         #expect(s.validator == "Sun, 22 Nov 2026 10:00:00 GMT")
         s.encoding = "gzip"
-        #expect(!s.isResumable, "a body that had a Content-Encoding is never resumed")
+        #expect(s.resume(partSize: 8, boot: "b1") == nil, "a body that had a Content-Encoding is never resumed")
         s.encoding = nil
+        #expect(s.resume(partSize: 0, boot: "b1") == nil, "nothing to keep")
         s.synced = 0
-        #expect(!s.isResumable)
+        #expect(s.resume(partSize: 8, boot: "b2") == nil, "after a reboot nothing is known to be on disk")
+    }
+
+    /// SPEC "Resume cost": on the boot that wrote the part, every byte in it
+    /// counts (the page cache has what the daemon wrote before it died);
+    /// after a reboot, only what a checkpoint flushed; never past the file.
+    @Test func theSameBootResumesFromThePartsEndAnotherFromTheCheckpoint() throws {
+        let s = PartSidecar(url: "https://h/x", etag: "\"e\"", lastModified: nil, length: 100, synced: 40, encoding: nil, boot: "b1")
+        #expect(s.resume(partSize: 70, boot: "b1") == PartSidecar.Resume(sidecar: s, offset: 70))
+        #expect(s.resume(partSize: 70, boot: "b2") == PartSidecar.Resume(sidecar: s, offset: 40))
+        #expect(s.resume(partSize: 70, boot: nil)?.offset == 40, "an unknown boot is not the same boot")
+        var unknown = s
+        unknown.boot = nil
+        #expect(unknown.resume(partSize: 70, boot: nil)?.offset == 40)
+        // The file is shorter than the checkpoint said (it was cut): what is there.
+        let cut = try #require(s.resume(partSize: 30, boot: "b2"))
+        #expect(cut.offset == 30 && cut.sidecar.synced == 30)
+        // A fresh sidecar (synced 0) killed before its first checkpoint: on the same boot, what was written.
+        let fresh = PartSidecar(url: "https://h/x", etag: "\"e\"", lastModified: nil, length: 100, synced: 0, encoding: nil, boot: "b1")
+        #expect(fresh.resume(partSize: 12, boot: "b1")?.offset == 12)
+        #expect(fresh.resume(partSize: 12, boot: "b2") == nil)
+        // The boot is kept in the sidecar's file, and a new sidecar records this boot.
+        #expect(PartSidecar(json: s.json) == s)
+        #expect(PartSidecar(url: "u", etag: nil, lastModified: nil, length: nil, synced: 0, encoding: nil).boot == PartSidecar.currentBoot)
+        #expect(PartSidecar.currentBoot?.count == 36, "boot_id is a UUID: \(PartSidecar.currentBoot ?? "nil")")
     }
 
     @Test func sidecarRoundTripsThroughItsFile() throws {

@@ -3,8 +3,10 @@ import JobFetchCore
 /// What is known about a `.part` file, kept beside it as `<part>.json`:
 /// where it came from (without secrets), the validators that let a resume
 /// ask for "the same object, from byte N", and how much of it is known to
-/// be on disk. A resume starts from `synced`, never from the file's end,
-/// which after a power cut may be garbage.
+/// be on disk, and the boot it was written in. After the daemon alone died
+/// (same boot) a resume starts from the file's end: the page cache holds
+/// every byte the daemon wrote. After a reboot it starts from `synced`,
+/// never from the file's end, which after a power cut may be garbage.
 public struct PartSidecar: Equatable, Sendable {
     /// The URL without its query string (no signatures).
     public var url: String
@@ -16,14 +18,47 @@ public struct PartSidecar: Equatable, Sendable {
     public var synced: Int64
     /// The response's `Content-Encoding`; a body that had one is never resumed.
     public var encoding: String?
+    /// The boot (`/proc/sys/kernel/random/boot_id`) the sidecar was written
+    /// in, with the bytes it describes; nil when unknown.
+    public var boot: String?
 
-    public init(url: String, etag: String?, lastModified: String?, length: Int64?, synced: Int64, encoding: String?) {
+    public init(url: String, etag: String?, lastModified: String?, length: Int64?, synced: Int64, encoding: String?,
+                boot: String? = PartSidecar.currentBoot) {
         self.url = url
         self.etag = etag
         self.lastModified = lastModified
         self.length = length
         self.synced = synced
         self.encoding = encoding
+        self.boot = boot
+    }
+
+    /// This boot's identity, read once; nil if the kernel does not say.
+    public static let currentBoot: String? = {
+        guard let bytes = try? FileIO.readAll("/proc/sys/kernel/random/boot_id", limit: 64) else { return nil }
+        let id = String(decoding: bytes, as: UTF8.self).trimmingWhitespace()
+        return id.isEmpty ? nil : id
+    }()
+
+    /// How a download continues a part: the sidecar, with `synced` no more
+    /// than the file holds (what is known to be durable), and the offset the
+    /// request asks for (`Range: bytes=offset-`).
+    public struct Resume: Equatable, Sendable {
+        public var sidecar: PartSidecar
+        public var offset: Int64
+    }
+
+    /// Where a download of this part resumes, given the part's length and
+    /// the boot now; nil when it cannot (no validator, an encoded body,
+    /// nothing to keep). On the boot that wrote the bytes, from the part's
+    /// end: a kill -9, a crash or the OOM killer lose nothing the daemon
+    /// wrote. After a reboot, from the last durable checkpoint.
+    public func resume(partSize: Int64, boot now: String?) -> Resume? {
+        var s = self
+        s.synced = min(synced, partSize)
+        let offset = now != nil && boot == now ? partSize : s.synced
+        guard encoding == nil, validator != nil, offset > 0 else { return nil }
+        return Resume(sidecar: s, offset: offset)
     }
 
     public static func path(for part: String) -> String { part + ".json" }
@@ -35,8 +70,6 @@ public struct PartSidecar: Equatable, Sendable {
         return lastModified
     }
 
-    public var isResumable: Bool { encoding == nil && validator != nil && synced > 0 }
-
     public var json: JSONValue {
         .object([
             JSONMember("url", .string(url)),
@@ -45,13 +78,15 @@ public struct PartSidecar: Equatable, Sendable {
             JSONMember("length", length.map { .int($0) } ?? .null),
             JSONMember("synced", .int(synced)),
             JSONMember("encoding", encoding.map { .string($0) } ?? .null),
+            JSONMember("boot", boot.map { .string($0) } ?? .null),
         ])
     }
 
     public init?(json v: JSONValue) {
         guard let url = v["url"]?.scalarText, let synced = v["synced"]?.doubleValue.flatMap({ Int64(exactly: $0) }), synced >= 0 else { return nil }
         self.init(url: url, etag: v["etag"]?.scalarText, lastModified: v["last_modified"]?.scalarText,
-                  length: v["length"]?.doubleValue.flatMap { Int64(exactly: $0) }, synced: synced, encoding: v["encoding"]?.scalarText)
+                  length: v["length"]?.doubleValue.flatMap { Int64(exactly: $0) }, synced: synced, encoding: v["encoding"]?.scalarText,
+                  boot: v["boot"]?.scalarText)
     }
 
     /// The sidecar of `part`, if there is a readable one.

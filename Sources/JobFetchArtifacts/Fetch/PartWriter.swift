@@ -2,16 +2,18 @@ import CLinux
 import Glibc
 import JobFetchCore
 
-/// Writes a download's body into its `.part` file, resuming where the
-/// sidecar says the file is good, and checkpoints on a bounded schedule:
-/// the bytes are flushed (`sync_file_range`, waited for) and only then is
-/// the sidecar's `synced` advanced, so a crash loses at most the bytes of
-/// one interval. Runs on the engine thread inside libcurl's write callback.
+/// Writes a download's body into its `.part` file, continuing where
+/// `PartSidecar.resume` says the file is good, and checkpoints on a bounded
+/// schedule: the bytes are flushed (`sync_file_range`, waited for) and only
+/// then is the sidecar's `synced` advanced, so a power cut loses at most the
+/// bytes of two intervals (a kill on the same boot loses nothing that was
+/// written). Runs on the engine thread inside libcurl's write callback.
 package final class PartWriter {
     let path: String
     let limit: Int64
-    /// The part as it was when this request was made (nil: a fresh download).
-    package let resume: PartSidecar?
+    /// The part as it was when this request was made and the offset the
+    /// request continues it from (nil: a fresh download).
+    package let resume: PartSidecar.Resume?
     private(set) var fd: Int32 = -1
     /// Bytes in the file: the resumed prefix plus what arrived.
     package private(set) var size: Int64 = 0
@@ -34,7 +36,7 @@ package final class PartWriter {
 
     let observer: (@Sendable (PartEvent) -> Void)?
 
-    package init(path: String, limit: Int64, resume: PartSidecar?, observer: (@Sendable (PartEvent) -> Void)?) {
+    package init(path: String, limit: Int64, resume: PartSidecar.Resume?, observer: (@Sendable (PartEvent) -> Void)?) {
         self.path = path
         self.limit = limit
         self.resume = resume
@@ -53,23 +55,27 @@ package final class PartWriter {
         var length: Int64?
         if status == 206 {
             guard let resume else { mismatch = "a 206 answered a request without a range"; return false }
-            guard let range = ContentRange.parse(headers["content-range"]), range.start == resume.synced else {
-                mismatch = "asked for bytes from \(resume.synced), the server sent \(headers["content-range"] ?? "no Content-Range")"
+            let old = resume.sidecar
+            guard let range = ContentRange.parse(headers["content-range"]), range.start == resume.offset else {
+                mismatch = "asked for bytes from \(resume.offset), the server sent \(headers["content-range"] ?? "no Content-Range")"
                 return false
             }
-            if let e = etag, let old = resume.etag, e != old { mismatch = "the ETag changed (\(old) → \(e))"; return false }
-            if let t = range.total, let old = resume.length, t != old { mismatch = "the length changed (\(old) → \(t))"; return false }
+            if let e = etag, let was = old.etag, e != was { mismatch = "the ETag changed (\(was) → \(e))"; return false }
+            if let t = range.total, let was = old.length, t != was { mismatch = "the length changed (\(was) → \(t))"; return false }
             if encoding != nil { mismatch = "the resumed answer has a Content-Encoding"; return false }
-            length = range.total ?? resume.length
+            length = range.total ?? old.length
             fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0o644)
             guard fd >= 0 else { error = SystemError("open", path); return false }
-            // Whatever lies past the synced offset may be garbage: cut it, then append.
-            guard ftruncate(fd, off_t(resume.synced)) == 0, lseek(fd, off_t(resume.synced), SEEK_SET) >= 0 else {
+            // Whatever lies past the offset may be garbage (after a reboot, past
+            // the last checkpoint): cut it, then append.
+            guard ftruncate(fd, off_t(resume.offset)) == 0, lseek(fd, off_t(resume.offset), SEEK_SET) >= 0 else {
                 error = SystemError("truncate", path); return false
             }
-            size = resume.synced
-            sidecar = PartSidecar(url: url.redacted, etag: etag ?? resume.etag, lastModified: lastModified ?? resume.lastModified,
-                                  length: length, synced: resume.synced, encoding: nil)
+            size = resume.offset
+            // Still only `synced` is known to be durable: the first checkpoint
+            // flushes from there, the bytes kept from before the restart included.
+            sidecar = PartSidecar(url: url.redacted, etag: etag ?? old.etag, lastModified: lastModified ?? old.lastModified,
+                                  length: length, synced: old.synced, encoding: nil)
         } else {
             length = headers["content-length"].flatMap { Int64($0) }
             // Told before the file is cut, so a reader of the old bytes starts over.

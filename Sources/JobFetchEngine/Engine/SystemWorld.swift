@@ -70,19 +70,16 @@ final class SystemWorld: JobWorld {
         }
     }
 
-    /// A download into the staging directory's `.part`, resumed from what
-    /// its sidecar recorded as flushed, with a decompressor following it.
+    /// A download into the staging directory's `.part`, continuing what is
+    /// there (`PartSidecar.resume`), with a decompressor following it.
     func transferRequest(_ request: JobRequest, key: JobKey, kind: KindConfig) throws -> HTTPRequest {
         let hdrs = try headers(kind, request)
         // The staging directory may already hold documents published with the result.
         try FileIO.makeDirectories(publisher.stagingDirectory(key))
         let part = partPath(key)
-        var resume = PartSidecar.load(part: part)
-        if var found = resume {
-            // Only what the sidecar recorded as flushed, and no more than the file holds.
-            found.synced = min(found.synced, FileIO.size(part) ?? 0)
-            resume = found.isResumable ? found : nil
-        }
+        // On the boot that wrote it, all of the part; after a reboot, what the
+        // sidecar recorded as flushed; never more than the file holds.
+        let resume = PartSidecar.load(part: part)?.resume(partSize: FileIO.size(part) ?? 0, boot: PartSidecar.currentBoot)
         if resume == nil { PartSidecar.discard(part: part) }
         // Decompression follows the download on a worker; after a resume it first
         // catches up over the bytes already on disk.
@@ -91,7 +88,7 @@ final class SystemWorld: JobWorld {
                                        limit: daemon.maxOutputSize, maxRatio: daemon.maxCompressionRatio,
                                        reserved: kind.mapping.documentNames, job: key.description)
         decoders[key] = decoder
-        if let resume { decoder.observe(.size(resume.synced)) }
+        if let resume { decoder.observe(.size(resume.offset)) }
         var http = HTTPRequest(url: request.url, headers: hdrs, body: .file(limit: daemon.maxArtifactSize) { [limit = daemon.maxArtifactSize, resume] in
             PartWriter(path: part, limit: limit, resume: resume, observer: { decoder.observe($0) })
         }, timeout: nil)
@@ -100,7 +97,7 @@ final class SystemWorld: JobWorld {
         http.lowSpeedTime = daemon.lowSpeedTime
         let credentials = hdrs.isEmpty ? " (no credentials: another origin)" : ""
         if let resume {
-            logger.info("resuming \(request.url.redacted) from \(Units.formatBytes(resume.synced))\(credentials)", metadata: Logger.job(key))
+            logger.info("resuming \(request.url.redacted) from \(Units.formatBytes(resume.offset))\(credentials)", metadata: Logger.job(key))
         } else {
             logger.debug("downloading \(request.url.redacted)\(credentials)", metadata: Logger.job(key))
         }
@@ -256,8 +253,8 @@ final class SystemWorld: JobWorld {
 /// A download's body goes to its `.part` through the transfer layer's sink.
 extension PartWriter: BodySink {
     public var resumeFrom: (offset: Int64, validator: String)? {
-        guard let resume, let validator = resume.validator else { return nil }
-        return (resume.synced, validator)
+        guard let resume, let validator = resume.sidecar.validator else { return nil }
+        return (resume.offset, validator)
     }
 
     public var expectedLength: Int64? { sidecar?.length }
