@@ -32,7 +32,7 @@ let package = Package(
         // only the artifacts layer ISA-L, OpenSSL and ZIPFoundation.
         .target(
             name: "JobFetchCore",
-            dependencies: ["CCurl", "CLinux", .product(name: "Logging", package: "swift-log")]
+            dependencies: ["CLinux", .product(name: "Logging", package: "swift-log")]
         ),
         .target(
             name: "JobFetchStore",

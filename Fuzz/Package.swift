@@ -20,6 +20,7 @@ let targets = [
     "FuzzSpoolFile",     // SpoolFile.parse, JobID
     "FuzzStatusReader",  // StatusReader.read under every preset
     "FuzzURL",           // ParsedURL, relative resolution, redaction
+    "FuzzURLAgreement",  // ParsedURL against libcurl's URL API: the same origin whenever ours accepts
     "FuzzTimestamp",     // PresignedURL.expiry, Timestamp.parse/iso8601
     "FuzzHTTPHeaders",   // ContentRange, ArtifactName, Retry-After, HTTP dates
     "FuzzInflate",       // InflateStream (ISA-L), fed in pieces
@@ -33,10 +34,12 @@ let package = Package(
     targets: [
         // libFuzzer's driver entry point, declared for Swift (header only).
         .systemLibrary(name: "CLibFuzzer", path: "Sources/CLibFuzzer"),
+        // libcurl, for FuzzURLAgreement to compare with (the daemon's shim under another module name).
+        .systemLibrary(name: "CCurlReference", path: "Sources/CCurlReference", pkgConfig: "libcurl"),
     ] + targets.map { name in
         .executableTarget(
             name: name,
-            dependencies: ["CLibFuzzer", .product(name: "JobFetch", package: "jobfetch")],
+            dependencies: ["CLibFuzzer", .product(name: "JobFetch", package: "jobfetch")] + (name == "FuzzURLAgreement" ? ["CCurlReference"] : []),
             path: "Sources/\(name)"
         )
     },

@@ -48,6 +48,8 @@ final class Transfer {
         func set(_ o: CURLoption, _ v: String, _ n: String) throws(CurlError) {
             try CurlError.check(jf_easy_setopt_string(h, o, v), n)
         }
+        // Credentials were chosen for the origin the core read; libcurl must read the same one.
+        try CurlURL.checkAgreement(request.url)
         try set(CURLOPT_URL, request.url.text, "URL")
         try set(CURLOPT_PROTOCOLS_STR, "http,https", "PROTOCOLS_STR")
         // Redirects are followed by the engine, which decides what credentials the next origin gets.

@@ -1,0 +1,45 @@
+import Foundation
+import Testing
+
+/// jobfetchctl runs beside the service, often as another user: it reads the
+/// config and the store and writes the spool. The module split keeps the
+/// transfer layer (libcurl) and the artifacts layer (ISA-L, OpenSSL,
+/// ZIPFoundation) out of it; this checks the binaries as built, with the
+/// daemon as the control that shows each check can see what it looks for.
+@Suite struct LinkageTests {
+    /// The shared libraries `ldd` resolves for a binary (sonames).
+    func sharedLibraries(_ binary: String) throws -> [String] {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/ldd")
+        p.arguments = [binary]
+        let out = Pipe()
+        p.standardOutput = out
+        try p.run()
+        let data = out.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        #expect(p.terminationStatus == 0)
+        return String(decoding: data, as: UTF8.self).split(separator: "\n")
+            .compactMap { $0.split(separator: " ").first.map { String($0.trimmingCharacters(in: .whitespaces)) } }
+    }
+
+    /// Whether a Swift module is linked into a binary: its mangled name
+    /// ("13ZIPFoundation") is in the symbols and the type metadata.
+    func containsModule(_ binary: String, _ module: String) throws -> Bool {
+        let bytes = try Data(contentsOf: URL(fileURLWithPath: binary))
+        return bytes.range(of: Data("\(module.utf8.count)\(module)".utf8)) != nil
+    }
+
+    @Test func jobfetchctlLinksNoTransferOrArtifactLibrary() throws {
+        let ctl = Installation.binDir + "/jobfetchctl", daemon = Installation.binDir + "/jobfetchd"
+        let ctlLibraries = try sharedLibraries(ctl), daemonLibraries = try sharedLibraries(daemon)
+        for library in ["libcurl.so", "libisal.so", "libcrypto.so"] {
+            #expect(daemonLibraries.contains { $0.hasPrefix(library) }, "jobfetchd should link \(library): \(daemonLibraries)")
+            #expect(!ctlLibraries.contains { $0.hasPrefix(library) }, "jobfetchctl links \(library): \(ctlLibraries)")
+        }
+        #expect(ctlLibraries.contains { $0.hasPrefix("libsqlite3.so") }, "\(ctlLibraries)")
+        for module in ["ZIPFoundation", "JobFetchTransfer", "JobFetchArtifacts", "JobFetchEngine"] {
+            #expect(try containsModule(daemon, module), "jobfetchd should contain \(module)")
+            #expect(try !containsModule(ctl, module), "jobfetchctl contains \(module)")
+        }
+    }
+}
