@@ -28,7 +28,7 @@ let package = Package(
         .systemLibrary(name: "COpenSSL", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
         .systemLibrary(name: "CLinux"),
         // The modules, each depending only on those above it (README "Architecture"):
-        // the core is pure Swift over Glibc; only the transfer layer links libcurl,
+        // the core is Swift over Glibc, Foundation and swift-log; only the transfer layer links libcurl,
         // only the artifacts layer ISA-L, OpenSSL and ZIPFoundation.
         .target(
             name: "JobFetchCore",

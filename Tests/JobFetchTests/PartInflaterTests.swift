@@ -13,7 +13,7 @@ import TestSupport
     }
 
     /// Waits (on its eventfd, not a sleep) for the worker's outcome.
-    func outcome(_ d: PartInflater) -> PartInflater.Outcome? {
+    func outcome(_ d: PartInflater) -> DecodeOutcome? {
         var p = pollfd(fd: d.doneFD, events: Int16(POLLIN), revents: 0)
         _ = poll(&p, 1, 30_000)
         return d.outcome

@@ -1,3 +1,4 @@
+import Glibc
 import Testing
 @testable import JobFetchArtifacts
 @testable import JobFetchCore
@@ -39,7 +40,30 @@ import Testing
         // The boot is kept in the sidecar's file, and a new sidecar records this boot.
         #expect(PartSidecar(json: s.json) == s)
         #expect(PartSidecar(url: "u", etag: nil, lastModified: nil, length: nil, synced: 0, encoding: nil).boot == PartSidecar.currentBoot)
-        #expect(PartSidecar.currentBoot?.count == 36, "boot_id is a UUID: \(PartSidecar.currentBoot ?? "nil")")
+        if FileIO.exists("/proc/sys/kernel/random/boot_id") {
+            #expect(PartSidecar.currentBoot?.count == 36, "boot_id is a UUID: \(PartSidecar.currentBoot ?? "nil")")
+        }
+    }
+
+    /// A writer that ended with an error (a failed write or flush) leaves a
+    /// sidecar without a boot: the next resume, even on this boot, starts
+    /// from the last flush that succeeded, not from the file's length.
+    @Test func aWriterThatFailedDistrustsWhatItWrote() throws {
+        let dir = makeTempDir()
+        defer { try? FileIO.removeTree(dir) }
+        let url = try ParsedURL("https://files.example/x.bin")
+        func written(failing: Bool) throws -> PartSidecar.Resume? {
+            let part = dir + "/\(failing).part"
+            let w = PartWriter(path: part, limit: 1 << 20, resume: nil, observer: nil)
+            #expect(w.begin(status: 200, headers: ["etag": "\"e\"", "content-length": "4096"], url: url))
+            let bytes = [UInt8](repeating: 7, count: 1000)
+            #expect(bytes.withUnsafeBytes { w.write($0) })
+            if failing { w.error = SystemError("fdatasync", part, errno: EIO) }
+            w.finish(durably: false)
+            return PartSidecar.load(part: part)?.resume(partSize: FileIO.size(part) ?? 0, boot: PartSidecar.currentBoot)
+        }
+        #expect(try written(failing: false)?.offset == 1000, "the same boot keeps what was written")
+        #expect(try written(failing: true) == nil, "nothing was flushed: a fresh start")
     }
 
     @Test func sidecarRoundTripsThroughItsFile() throws {

@@ -50,7 +50,7 @@ final class SimWorld: JobWorld {
     /// Set once the process has "died": nothing more reaches the disk or the network.
     var dead = false
     var nextTag = 1
-    var decoding: [JobKey: PartInflater.Outcome] = [:]
+    var decoding: [JobKey: DecodeOutcome] = [:]
 
     init(sim: Simulation) { self.sim = sim }
 
@@ -138,8 +138,8 @@ final class SimWorld: JobWorld {
         return true
     }
 
-    func finishedDecodes(among keys: Set<JobKey>) -> [(JobKey, PartInflater.Outcome)] {
-        var out: [(JobKey, PartInflater.Outcome)] = []
+    func finishedDecodes(among keys: Set<JobKey>) -> [(JobKey, DecodeOutcome)] {
+        var out: [(JobKey, DecodeOutcome)] = []
         for key in keys.sorted(by: { $0.description < $1.description }) {
             if let o = decoding.removeValue(forKey: key) { out.append((key, o)) }
         }

@@ -1,4 +1,5 @@
-// ParsedURL (libcurl's URL API) and redirect/relative resolution: result
+// ParsedURL (the core's RFC 3986 parser; FuzzURLAgreement holds it to
+// libcurl's) and redirect/relative resolution: result
 // URLs come from status documents, redirect targets from Location headers.
 // Input: the base URL, a newline, the reference resolved against it.
 import JobFetchCore

@@ -72,6 +72,11 @@ package final class PartWriter {
                 error = SystemError("truncate", path); return false
             }
             size = resume.offset
+            // The kept bytes past the checkpoint start their writeback now, so the
+            // first checkpoint does not wait for all of them at once.
+            if resume.offset > old.synced {
+                _ = jf_sync_file_range(fd, old.synced, resume.offset - old.synced, UInt32(SYNC_FILE_RANGE_WRITE))
+            }
             // Still only `synced` is known to be durable: the first checkpoint
             // flushes from there, the bytes kept from before the restart included.
             sidecar = PartSidecar(url: url.redacted, etag: etag ?? old.etag, lastModified: lastModified ?? old.lastModified,
@@ -149,7 +154,19 @@ package final class PartWriter {
         } else {
             checkpoint()
         }
+        if error != nil { distrustUnsyncedBytes() }
         close(fd)
         fd = -1
+    }
+
+    /// After a failed write or flush the file's length proves nothing: pages
+    /// whose writeback failed are dropped clean, and a later read may return
+    /// what was on disk before. The sidecar forgets its boot, so the next
+    /// resume starts from `synced`, the last flush that succeeded; if even
+    /// that cannot be recorded, the part starts over.
+    private func distrustUnsyncedBytes() {
+        guard var s = sidecar ?? PartSidecar.load(part: path), s.boot != nil else { return }
+        s.boot = nil
+        do { try s.save(part: path); sidecar = s } catch { PartSidecar.discard(part: path) }
     }
 }

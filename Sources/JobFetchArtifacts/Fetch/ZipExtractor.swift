@@ -50,7 +50,6 @@ public enum ZipExtractor {
 
     /// What an archive gave: the files written, and a warning for each entry
     /// left out (a link: none is ever created).
-    public typealias Extracted = ExtractedFiles
 
     /// Opens (creating as needed) the directory `relative` below `root`, one
     /// component at a time, each resolved by the kernel beneath its parent
@@ -78,7 +77,7 @@ public enum ZipExtractor {
     }
 
     public static func extract(_ archivePath: String, into dir: String, limit: Int64, maxRatio: Double,
-                               reserved: Set<String>) throws(Failure) -> Extracted {
+                               reserved: Set<String>) throws(Failure) -> ExtractedFiles {
         let archive: Archive
         do { archive = try Archive(url: URL(fileURLWithPath: archivePath), accessMode: .read) } catch {
             throw .bad("the zip archive cannot be read: \(error)")
@@ -88,7 +87,7 @@ public enum ZipExtractor {
         defer { close(root) }
         let archiveSize = FileIO.size(archivePath) ?? 1
         var total: Int64 = 0
-        var out = Extracted()
+        var out = ExtractedFiles()
         for entry in archive {
             let relative: String
             switch safePath(entry.path, reserved: reserved) {

@@ -22,7 +22,3 @@ public struct CurlError: Error, CustomStringConvertible, Equatable, Sendable {
     /// The transfer stopped at `max_artifact_size`.
     public var isFileSizeExceeded: Bool { code == CurlError.fileSizeExceeded }
 }
-
-public enum Version {
-    public static let string = "0.1.0"
-}

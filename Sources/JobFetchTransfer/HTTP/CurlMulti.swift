@@ -48,23 +48,23 @@ public final class CurlMulti {
     }
 
     /// Stops a request in flight; nothing is reported for it.
-    /// With `checkpoint`, a download's part is flushed and its sidecar
-    /// records every byte (a shutdown: the next start re-sends nothing);
-    /// returns the bytes in the part.
+    /// With `checkpoint`, a download's sink makes every byte that arrived
+    /// durable and recorded (a shutdown: the next start re-sends nothing);
+    /// returns the bytes it holds.
     @discardableResult
     public func cancel(_ tag: Int, checkpoint: Bool = false) -> Int64? {
         guard let t = byTag.removeValue(forKey: tag) else { return nil }
         curl_multi_remove_handle(multi, t.easy)
         transfers[t.easy] = nil
-        guard checkpoint, let part = t.part else { return nil }
-        part.finish(durably: true)
-        return part.size
+        guard checkpoint, let sink = t.sink else { return nil }
+        sink.finish(durably: true)
+        return sink.size
     }
 
     /// A download's bytes on disk so far and its expected length.
     public func progress(_ tag: Int) -> (bytes: Int64, total: Int64?)? {
-        guard let part = byTag[tag]?.part else { return nil }
-        return (part.size, part.expectedLength)
+        guard let sink = byTag[tag]?.sink else { return nil }
+        return (sink.size, sink.expectedLength)
     }
 
     /// Drives the transfers and sleeps until something happens or `timeout`

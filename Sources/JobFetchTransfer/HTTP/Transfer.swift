@@ -17,7 +17,7 @@ final class Transfer {
     var bodyLimit: Int
     var bodyTooLarge = false
     /// For file requests: where a 2xx body goes.
-    let part: (any BodySink)?
+    let sink: (any BodySink)?
     /// Decided at the first body byte: does this body go to the file?
     var toFile: Bool?
 
@@ -28,10 +28,10 @@ final class Transfer {
         switch request.body {
         case .memory(let limit):
             bodyLimit = limit
-            part = nil
+            sink = nil
         case .file(_, let makeSink):
             bodyLimit = 64 * 1024
-            part = makeSink()
+            sink = makeSink()
         }
     }
 
@@ -65,7 +65,7 @@ final class Transfer {
         try CurlError.check(jf_easy_setopt_ptr(h, CURLOPT_ERRORBUFFER, &errorBuffer), "ERRORBUFFER")
 
         var lines = request.headers
-        if let resume = part?.resumeFrom {
+        if let resume = sink?.resumeFrom {
             // The rest of the same object, or (If-Range) all of it if it changed.
             // libcurl sends no Accept-Encoding here: a resumed body is never encoded.
             try set(CURLOPT_RANGE, "\(resume.offset)-", "RANGE")
@@ -103,18 +103,18 @@ final class Transfer {
     func receive(_ data: UnsafeRawBufferPointer) -> Int {
         if toFile == nil {
             let code = responseCode()
-            if let part, (200..<300).contains(code) {
-                guard part.begin(status: code, headers: headers, url: request.url) else { return 0 }
+            if let sink, (200..<300).contains(code) {
+                guard sink.begin(status: code, headers: headers, url: request.url) else { return 0 }
                 toFile = true
             } else {
                 toFile = false
             }
         }
-        if toFile == true, let part {
-            return part.write(data) ? data.count : 0
+        if toFile == true, let sink {
+            return sink.write(data) ? data.count : 0
         }
         if body.count + data.count > bodyLimit {
-            if part != nil { return data.count }  // an error page: its start is enough
+            if sink != nil { return data.count }  // an error page: its start is enough
             bodyTooLarge = true
             return 0
         }
@@ -131,19 +131,19 @@ final class Transfer {
         headers[name] = text[text.index(after: colon)...].trimmingWhitespace()
     }
 
-    /// Checkpoints and closes the part (what arrived stays for a resume) and builds the response.
+    /// Ends the sink (what arrived stays for a resume) and builds the response.
     func finish(_ rc: CURLcode) -> HTTPResponse {
-        part?.finish(durably: false)
+        sink?.finish(durably: false)
         var error: CurlError?
         if rc != CURLE_OK {
             let detail = errorBuffer.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
             error = CurlError(rc, detail: detail)
         }
-        var response = HTTPResponse(status: responseCode(), headers: headers, body: body, bytesWritten: part?.size ?? 0,
-                                    error: error, writeError: part?.error, bodyTooLarge: bodyTooLarge || part?.tooLarge == true,
+        var response = HTTPResponse(status: responseCode(), headers: headers, body: body, bytesWritten: sink?.size ?? 0,
+                                    error: error, writeError: sink?.error, bodyTooLarge: bodyTooLarge || sink?.tooLarge == true,
                                     seconds: SystemClock.monotonic() - started)
-        response.resumedFrom = part?.resumeFrom?.offset ?? 0
-        response.rangeMismatch = part?.mismatch
+        response.resumedFrom = sink?.resumeFrom?.offset ?? 0
+        response.rangeMismatch = sink?.mismatch
         return response
     }
 }
