@@ -10,7 +10,7 @@ import JobFetchCore
 /// written). Runs on the engine thread inside libcurl's write callback.
 package final class PartWriter {
     let path: String
-    let limit: Int64
+    package let limit: Int64
     /// The part as it was when this request was made and the offset the
     /// request continues it from (nil: a fresh download).
     package let resume: PartSidecar.Resume?

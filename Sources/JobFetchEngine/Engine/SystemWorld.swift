@@ -89,7 +89,7 @@ final class SystemWorld: JobWorld {
                                        reserved: kind.mapping.documentNames, job: key.description)
         decoders[key] = decoder
         if let resume { decoder.observe(.size(resume.offset)) }
-        var http = HTTPRequest(url: request.url, headers: hdrs, body: .file(limit: daemon.maxArtifactSize) { [limit = daemon.maxArtifactSize, resume] in
+        var http = HTTPRequest(url: request.url, headers: hdrs, body: .file { [limit = daemon.maxArtifactSize, resume] in
             PartWriter(path: part, limit: limit, resume: resume, observer: { decoder.observe($0) })
         }, timeout: nil)
         http.connectTimeout = daemon.connectTimeout

@@ -7,10 +7,10 @@ public struct HTTPRequest: Sendable {
         /// Keep the body in memory, up to `limit` bytes (a status document).
         case memory(limit: Int)
         /// A 2xx body goes to the sink `makeSink` builds when the request
-        /// starts, up to `limit` bytes; with the sink's `resumeFrom`, the
-        /// request asks for the rest (`Range` + `If-Range`). Other bodies
-        /// stay in memory for messages.
-        case file(limit: Int64, makeSink: @Sendable () -> any BodySink)
+        /// starts, up to the sink's `limit`; with the sink's `resumeFrom`,
+        /// the request asks for the rest (`Range` + `If-Range`). Other
+        /// bodies stay in memory for messages.
+        case file(makeSink: @Sendable () -> any BodySink)
     }
 
     public var url: ParsedURL
@@ -48,6 +48,8 @@ public protocol BodySink: AnyObject {
     /// The transfer ended, whatever the reason: keep what arrived, and
     /// `durably` (a shutdown) make all of it count for the next resume.
     func finish(durably: Bool)
+    /// The most bytes the body may have (libcurl stops the transfer beyond it).
+    var limit: Int64 { get }
     /// Bytes in the file, a resumed prefix included.
     var size: Int64 { get }
     /// The whole object's length, when the server said.

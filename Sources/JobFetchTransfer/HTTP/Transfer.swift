@@ -29,7 +29,7 @@ final class Transfer {
         case .memory(let limit):
             bodyLimit = limit
             sink = nil
-        case .file(_, let makeSink):
+        case .file(let makeSink):
             bodyLimit = 64 * 1024
             sink = makeSink()
         }
@@ -84,10 +84,10 @@ final class Transfer {
         try CurlError.check(jf_easy_setopt_datacb(h, CURLOPT_HEADERFUNCTION, transferHeaderCallback), "HEADERFUNCTION")
         try CurlError.check(jf_easy_setopt_ptr(h, CURLOPT_HEADERDATA, me), "HEADERDATA")
 
-        if case .file(let limit, _) = request.body {
+        if let sink {
             // Large reads keep a fast transfer at libcurl's own speed.
             try set(CURLOPT_BUFFERSIZE, 256 * 1024, "BUFFERSIZE")
-            try CurlError.check(jf_easy_setopt_off(h, CURLOPT_MAXFILESIZE_LARGE, Int(limit)), "MAXFILESIZE_LARGE")
+            try CurlError.check(jf_easy_setopt_off(h, CURLOPT_MAXFILESIZE_LARGE, Int(sink.limit)), "MAXFILESIZE_LARGE")
         }
     }
 
@@ -139,12 +139,10 @@ final class Transfer {
             let detail = errorBuffer.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
             error = CurlError(rc, detail: detail)
         }
-        var response = HTTPResponse(status: responseCode(), headers: headers, body: body, bytesWritten: sink?.size ?? 0,
-                                    error: error, writeError: sink?.error, bodyTooLarge: bodyTooLarge || sink?.tooLarge == true,
-                                    seconds: SystemClock.monotonic() - started)
-        response.resumedFrom = sink?.resumeFrom?.offset ?? 0
-        response.rangeMismatch = sink?.mismatch
-        return response
+        return HTTPResponse(status: responseCode(), headers: headers, body: body, bytesWritten: sink?.size ?? 0,
+                            resumedFrom: sink?.resumeFrom?.offset ?? 0, rangeMismatch: sink?.mismatch, error: error,
+                            writeError: sink?.error, bodyTooLarge: bodyTooLarge || sink?.tooLarge == true,
+                            seconds: SystemClock.monotonic() - started)
     }
 }
 
