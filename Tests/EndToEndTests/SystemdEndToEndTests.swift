@@ -84,7 +84,7 @@ import TestSupport
         let mib = figure.hasSuffix(" MiB") ? Double(figure.dropLast(4)) : nil
         #expect(mib.map { (0.5...10).contains($0) } == true, "about nginx's 2 MB/s: \(status)")
         #expect(try inst.waitForResult("ext-rate"))
-        #expect(sock.wait { $0.contains("STATUS=") && $0.contains("0 download(s) in flight;") } != nil)
+        #expect(sock.wait { $0.contains("STATUS=") && $0.contains("0 download(s) in flight over 0 connection(s);") } != nil)
     }
 
     @Test func withoutNotifySocketNothingIsSent() throws {

@@ -54,7 +54,7 @@ import Testing
         let url = try ParsedURL("https://files.example/x.bin")
         func written(failing: Bool) throws -> PartSidecar.Resume? {
             let part = dir + "/\(failing).part"
-            let w = PartWriter(path: part, limit: 1 << 20, resume: nil, observer: nil)
+            let w = Part(path: part, limit: 1 << 20, resume: nil, observer: nil).firstWriter()
             #expect(w.begin(status: 200, headers: ["etag": "\"e\"", "content-length": "4096"], url: url))
             let bytes = [UInt8](repeating: 7, count: 1000)
             #expect(bytes.withUnsafeBytes { w.write($0) })

@@ -21,9 +21,27 @@ public struct PartSidecar: Equatable, Sendable {
     /// The boot (`/proc/sys/kernel/random/boot_id`) the sidecar was written
     /// in, with the bytes it describes; nil when unknown.
     public var boot: String?
+    /// A segmented download: every segment's range and how far it is known
+    /// to be on disk (`synced` above is then unused); nil: one stream from 0.
+    public var segments: [Segment]?
+
+    /// Bytes `start..<end` of the object, fetched over a connection of their
+    /// own; `start..<synced` are known to be on disk.
+    public struct Segment: Equatable, Sendable {
+        public var start: Int64
+        public var end: Int64
+        public var synced: Int64
+
+        public init(start: Int64, end: Int64, synced: Int64) {
+            self.start = start
+            self.end = end
+            self.synced = synced
+        }
+    }
 
     public init(url: String, etag: String?, lastModified: String?, length: Int64?, synced: Int64, encoding: String?,
-                boot: String? = PartSidecar.currentBoot) {
+                boot: String? = PartSidecar.currentBoot, segments: [Segment]? = nil) {
+        self.segments = segments
         self.url = url
         self.etag = etag
         self.lastModified = lastModified
@@ -46,6 +64,15 @@ public struct PartSidecar: Equatable, Sendable {
     public struct Resume: Equatable, Sendable {
         public var sidecar: PartSidecar
         public var offset: Int64
+        /// A segmented part: where each of `sidecar.segments` continues (its
+        /// `end` when it is whole); nil for one stream.
+        public var segmentFrom: [Int64]?
+
+        public init(sidecar: PartSidecar, offset: Int64, segmentFrom: [Int64]? = nil) {
+            self.sidecar = sidecar
+            self.offset = offset
+            self.segmentFrom = segmentFrom
+        }
     }
 
     /// Where a download of this part resumes, given the part's length and
@@ -53,7 +80,8 @@ public struct PartSidecar: Equatable, Sendable {
     /// nothing to keep). On the boot that wrote the bytes, from the part's
     /// end: a kill -9, a crash or the OOM killer lose nothing the daemon
     /// wrote. After a reboot, from the last durable checkpoint.
-    public func resume(partSize: Int64, boot now: String?) -> Resume? {
+    public func resume(partSize: Int64, boot now: String?, written: [Int64: Int64] = [:]) -> Resume? {
+        if let segments { return resumeSegments(segments, partSize: partSize, boot: now, written: written) }
         var s = self
         s.synced = min(synced, partSize)
         let offset = now != nil && boot == now ? partSize : s.synced
@@ -61,7 +89,74 @@ public struct PartSidecar: Equatable, Sendable {
         return Resume(sidecar: s, offset: offset)
     }
 
+    /// A segmented part: on the boot that wrote it, each segment continues
+    /// from what the progress file says was written (`written`, by segment
+    /// start), else from its checkpoint; never past the file. When every
+    /// segment is whole, the part is one stream again, resumed at its end.
+    func resumeSegments(_ segments: [Segment], partSize: Int64, boot now: String?, written: [Int64: Int64]) -> Resume? {
+        guard encoding == nil, validator != nil, let length, segments.first?.start == 0, segments.last?.end == length,
+              zip(segments, segments.dropFirst()).allSatisfy({ $0.end == $1.start }),
+              segments.allSatisfy({ $0.start < $0.end && ($0.start...$0.end).contains($0.synced) }) else { return nil }
+        let sameBoot = now != nil && boot == now
+        var s = self
+        var from: [Int64] = []
+        for (i, seg) in segments.enumerated() {
+            var f = seg.synced
+            if sameBoot, let w = written[seg.start], w > f { f = min(w, seg.end) }
+            f = max(seg.start, min(f, partSize))
+            s.segments?[i].synced = min(seg.synced, f)
+            from.append(f)
+        }
+        if zip(segments, from).allSatisfy({ $0.end == $1 }) {
+            // Whole: one stream again, whose next request finds nothing left (416).
+            let durable = zip(segments, s.segments ?? []).prefix { $0.end == $1.synced }.last?.0.end ?? 0
+            s.segments = nil
+            s.synced = durable
+            return Resume(sidecar: s, offset: length)
+        }
+        guard zip(segments, from).contains(where: { $0.start < $1 }) else { return nil }
+        return Resume(sidecar: s, offset: from[0], segmentFrom: from)
+    }
+
+    /// How an object of `length` bytes is split over `count` connections:
+    /// nil (one stream) below `minSize`, for one connection, or when the
+    /// segments would be under 1 MiB; boundaries fall on 64 KiB.
+    public static func layout(length: Int64, count: Int, minSize: Int64) -> [Segment]? {
+        let n = min(Int64(count), length >> 20)
+        guard n > 1, length >= minSize else { return nil }
+        var starts: [Int64] = [0]
+        for i in 1..<n { starts.append((length / n * i) & ~0xFFFF) }
+        return starts.enumerated().map { i, start in
+            Segment(start: start, end: i + 1 < starts.count ? starts[i + 1] : length, synced: start)
+        }
+    }
+
     public static func path(for part: String) -> String { part + ".json" }
+    /// Where a segmented part's writers note how far each segment was written
+    /// (not flushed: it counts on the boot that wrote it).
+    public static func progressPath(for part: String) -> String { part + ".progress" }
+
+    /// The progress file's contents: a count, then `start written` per segment.
+    public static func progressRecord(_ segments: [(start: Int64, written: Int64)]) -> [UInt8] {
+        var text = "\(segments.count)\n"
+        for s in segments { text += "\(s.start) \(s.written)\n" }
+        return Array(text.utf8)
+    }
+
+    /// How far each segment was written, by its start; empty when the file
+    /// is missing or unreadable (then only the checkpoints count).
+    public static func loadProgress(part: String) -> [Int64: Int64] {
+        guard let bytes = try? FileIO.readAll(progressPath(for: part), limit: 4096) else { return [:] }
+        let lines = String(decoding: bytes, as: UTF8.self).split(separator: "\n")
+        guard let count = lines.first.flatMap({ Int($0) }), count > 0, lines.count > count else { return [:] }
+        var out: [Int64: Int64] = [:]
+        for line in lines[1...count] {
+            let f = line.split(separator: " ")
+            guard f.count == 2, let start = Int64(f[0]), let w = Int64(f[1]), start >= 0, w >= start else { return [:] }
+            out[start] = w
+        }
+        return out
+    }
 
     /// The `If-Range` value: a strong ETag, else `Last-Modified`; nil when
     /// the object cannot be identified (then there is no resume).
@@ -79,7 +174,9 @@ public struct PartSidecar: Equatable, Sendable {
             JSONMember("synced", .int(synced)),
             JSONMember("encoding", encoding.map { .string($0) } ?? .null),
             JSONMember("boot", boot.map { .string($0) } ?? .null),
-        ])
+        ] + (segments.map { list in
+            [JSONMember("segments", .array(list.map { .array([.int($0.start), .int($0.end), .int($0.synced)]) }))]
+        } ?? []))
     }
 
     public init?(json v: JSONValue) {
@@ -87,6 +184,17 @@ public struct PartSidecar: Equatable, Sendable {
         self.init(url: url, etag: v["etag"]?.scalarText, lastModified: v["last_modified"]?.scalarText,
                   length: v["length"]?.doubleValue.flatMap { Int64(exactly: $0) }, synced: synced, encoding: v["encoding"]?.scalarText,
                   boot: v["boot"]?.scalarText)
+        if let list = v["segments"] {
+            guard case .array(let items) = list, !items.isEmpty, items.count <= 64 else { return nil }
+            var segs: [Segment] = []
+            for item in items {
+                guard case .array(let f) = item, f.count == 3,
+                      let a = f[0].doubleValue.flatMap({ Int64(exactly: $0) }), let b = f[1].doubleValue.flatMap({ Int64(exactly: $0) }),
+                      let c = f[2].doubleValue.flatMap({ Int64(exactly: $0) }) else { return nil }
+                segs.append(Segment(start: a, end: b, synced: c))
+            }
+            segments = segs
+        }
     }
 
     /// The sidecar of `part`, if there is a readable one.
@@ -104,5 +212,6 @@ public struct PartSidecar: Equatable, Sendable {
     public static func discard(part: String) {
         FileIO.unlinkIfPresent(part)
         FileIO.unlinkIfPresent(path(for: part))
+        FileIO.unlinkIfPresent(progressPath(for: part))
     }
 }

@@ -2,171 +2,459 @@ import CLinux
 import Glibc
 import JobFetchCore
 
-/// Writes a download's body into its `.part` file, continuing where
-/// `PartSidecar.resume` says the file is good, and checkpoints on a bounded
-/// schedule: the bytes are flushed (`sync_file_range`, waited for) and only
-/// then is the sidecar's `synced` advanced, so a power cut loses at most the
-/// bytes of two intervals (a kill on the same boot loses nothing that was
-/// written). Runs on the engine thread inside libcurl's write callback.
-package final class PartWriter {
+/// A download's `.part` file and everything its connections share: the
+/// segments (one open-ended stream, or the ranges of a segmented download),
+/// how far each is written and flushed, the sidecar and the progress file.
+/// Each connection writes through a `PartWriter` of its own. Checkpoints
+/// run on a bounded schedule: the bytes are flushed (`sync_file_range`,
+/// waited for) and only then is the sidecar's `synced` advanced, so a power
+/// cut loses at most the bytes of two intervals; a kill on the same boot
+/// loses nothing that was written (one stream: the file's length says how
+/// far; segments: the progress file, noted every 256 KiB). The decompressor
+/// is told the contiguous prefix. Runs on the engine thread, inside
+/// libcurl's callbacks.
+package final class Part {
     let path: String
     package let limit: Int64
-    /// The part as it was when this request was made and the offset the
-    /// request continues it from (nil: a fresh download).
+    /// The part as it was when the download started, and where it continues (nil: fresh).
     package let resume: PartSidecar.Resume?
+    /// `segments` and `segment_min_size`: how a fresh body may be split.
+    let split: (count: Int, minSize: Int64)
+    let observer: (@Sendable (PartEvent) -> Void)?
+
+    struct Segment {
+        var start: Int64
+        /// nil: an open-ended stream (one connection for the whole body).
+        var end: Int64?
+        /// Bytes `start..<written` are in the file.
+        var written: Int64
+        /// `start..<synced` are on disk and recorded.
+        var synced: Int64
+        /// The end of the range whose writeback the last checkpoint started.
+        var pending: Int64
+        var hinted: Int64
+        /// The connection fetching it; nil when none is (another may take it over).
+        var owner: ObjectIdentifier?
+        /// Its connection's answer was accepted.
+        var live = false
+
+        var isWhole: Bool { end.map { written >= $0 } ?? false }
+    }
+
+    var segments: [Segment] = []
     private(set) var fd: Int32 = -1
-    /// Bytes in the file: the resumed prefix plus what arrived.
-    package private(set) var size: Int64 = 0
+    private var progressFD: Int32 = -1
     package private(set) var sidecar: PartSidecar?
-    private var hinted: Int64 = 0
-    /// The end of the range whose writeback the last checkpoint started.
-    private var pending: Int64 = 0
-    private var lastCheckpoint = SystemClock.monotonic()
     package var error: SystemError?
     package var tooLarge = false
-    /// Why a 206 could not be appended (another range, another object): the
-    /// transfer stops and the download restarts from zero.
+    /// Why an answer could not be placed in the part (another range, another
+    /// object): every connection stops and the download restarts from zero.
     package var mismatch: String?
+    /// Connections the part wants beside the ones running (segments), for the transfer layer to start.
+    var queued: [PartWriter] = []
+    /// Bytes of the object in the file before this download started.
+    package private(set) var resumedBytes: Int64 = 0
+    private var lastCheckpoint = SystemClock.monotonic()
+    private var sinceCheckpoint: Int64 = 0
+    private var unrecorded: Int64 = 0
 
     static let checkpointBytes: Int64 = 16 << 20
     static let checkpointSeconds = 1.0
-    /// Writeback of what arrived is started every few MiB, so a checkpoint
-    /// rarely has to wait for much.
+    /// Writeback of what arrived is started every few MiB, so a checkpoint rarely has to wait for much.
     static let hintBytes: Int64 = 4 << 20
+    /// A segmented part notes how far each segment was written this often (bytes, all segments).
+    static let progressBytes: Int64 = 256 << 10
 
-    let observer: (@Sendable (PartEvent) -> Void)?
-
-    package init(path: String, limit: Int64, resume: PartSidecar.Resume?, observer: (@Sendable (PartEvent) -> Void)?) {
+    package init(path: String, limit: Int64, resume: PartSidecar.Resume?, segments: Int = 1, segmentMinSize: Int64 = .max,
+                 observer: (@Sendable (PartEvent) -> Void)?) {
         self.path = path
         self.limit = limit
         self.resume = resume
+        self.split = (segments, segmentMinSize)
         self.observer = observer
     }
 
-    deinit { if fd >= 0 { close(fd) } }
+    deinit {
+        if fd >= 0 { close(fd) }
+        if progressFD >= 0 { close(progressFD) }
+    }
 
-    var sidecarPath: String { PartSidecar.path(for: path) }
+    var aborted: Bool { error != nil || tooLarge || mismatch != nil }
+    var isSegmented: Bool { segments.count > 1 || segments.first?.end != nil }
 
-    /// At the first body byte of a 2xx answer: append to the resumed part
-    /// (a 206 that continues exactly where it stopped, for the same object)
-    /// or start over (anything else). False stops the transfer.
-    package func begin(status: Int, headers: [String: String], url: ParsedURL) -> Bool {
-        let etag = headers["etag"], lastModified = headers["last-modified"], encoding = headers["content-encoding"]
-        var length: Int64?
-        if status == 206 {
-            guard let resume else { mismatch = "a 206 answered a request without a range"; return false }
-            let old = resume.sidecar
-            guard let range = ContentRange.parse(headers["content-range"]), range.start == resume.offset else {
-                mismatch = "asked for bytes from \(resume.offset), the server sent \(headers["content-range"] ?? "no Content-Range")"
-                return false
+    /// The first connection's writer. A resumed segmented part queues one
+    /// for every other segment that is not whole.
+    package func firstWriter() -> PartWriter {
+        guard let resume else {
+            let w = PartWriter(part: self, start: 0, range: nil, stream: true)
+            segments = [Segment(start: 0, end: nil, written: 0, synced: 0, pending: 0, hinted: 0, owner: ObjectIdentifier(w))]
+            return w
+        }
+        resumedBytes = resume.offset
+        guard let from = resume.segmentFrom, let layout = resume.sidecar.segments, let validator = resume.sidecar.validator else {
+            let w = PartWriter(part: self, start: 0, range: (resume.offset, nil, resume.sidecar.validator ?? ""), stream: true)
+            let synced = resume.sidecar.synced
+            segments = [Segment(start: 0, end: nil, written: resume.offset, synced: synced, pending: synced, hinted: synced,
+                                owner: ObjectIdentifier(w))]
+            return w
+        }
+        var writers: [PartWriter] = []
+        for (seg, f) in zip(layout, from) {
+            var s = Segment(start: seg.start, end: seg.end, written: f, synced: seg.synced, pending: seg.synced, hinted: seg.synced)
+            if f < seg.end {
+                let w = PartWriter(part: self, start: seg.start, range: (f, seg.end - 1, validator), stream: false)
+                s.owner = ObjectIdentifier(w)
+                writers.append(w)
             }
-            if let e = etag, let was = old.etag, e != was { mismatch = "the ETag changed (\(was) → \(e))"; return false }
-            if let t = range.total, let was = old.length, t != was { mismatch = "the length changed (\(was) → \(t))"; return false }
-            if encoding != nil { mismatch = "the resumed answer has a Content-Encoding"; return false }
-            length = range.total ?? old.length
-            fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0o644)
-            guard fd >= 0 else { error = SystemError("open", path); return false }
+            segments.append(s)
+        }
+        resumedBytes = zip(layout, from).reduce(0) { $0 + $1.1 - $1.0.start }
+        sidecar = resume.sidecar
+        sidecar?.boot = PartSidecar.currentBoot
+        queued = Array(writers.dropFirst())
+        return writers[0]
+    }
+
+    /// Writers for the connections to start beside the running ones; taken once.
+    package func takeQueued() -> [PartWriter] {
+        defer { queued = [] }
+        return queued
+    }
+
+    func index(_ start: Int64) -> Int? { segments.firstIndex { $0.start == start } }
+
+    func owns(_ w: PartWriter) -> Bool {
+        guard let i = index(w.start) else { return false }
+        return segments[i].owner == ObjectIdentifier(w)
+    }
+
+    /// Bytes of the object in the file.
+    package var size: Int64 { segments.reduce(0) { $0 + $1.written - $1.start } }
+
+    package var isComplete: Bool { !segments.isEmpty && segments.allSatisfy(\.isWhole) }
+
+    /// How far the file is good from byte 0: what the decompressor may read.
+    var prefix: Int64 {
+        var p: Int64 = 0
+        for s in segments {
+            guard s.start <= p else { break }
+            p = s.written
+            if !s.isWhole { break }
+        }
+        return p
+    }
+
+    // MARK: answers
+
+    func openFile(truncating: Bool) -> Bool {
+        if fd >= 0 && !truncating { return true }
+        if fd >= 0 { close(fd) }
+        fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC | (truncating ? O_TRUNC : 0), 0o644)
+        guard fd >= 0 else { error = SystemError("open", path); return false }
+        return true
+    }
+
+    /// A 206 for `w`'s range: the same object, exactly the bytes asked for.
+    func accept206(_ w: PartWriter, headers: [String: String], url: ParsedURL) -> Bool {
+        guard let asked = w.ask, let old = sidecar ?? resume?.sidecar else {
+            mismatch = "a 206 answered a request without a range"; return false
+        }
+        let etag = headers["etag"]
+        guard let range = ContentRange.parse(headers["content-range"]), range.start == asked.from,
+              asked.through == nil || range.end == asked.through else {
+            let want = "\(asked.from)-" + (asked.through.map(String.init) ?? "")
+            mismatch = "asked for bytes \(want), the server sent \(headers["content-range"] ?? "no Content-Range")"
+            return false
+        }
+        if let e = etag, let was = old.etag, e != was { mismatch = "the ETag changed (\(was) → \(e))"; return false }
+        if let t = range.total, let was = old.length, t != was { mismatch = "the length changed (\(was) → \(t))"; return false }
+        if headers["content-encoding"] != nil { mismatch = "the resumed answer has a Content-Encoding"; return false }
+        guard let i = index(w.start) else { return false }
+        if !isSegmented {
+            guard openFile(truncating: false) else { return false }
             // Whatever lies past the offset may be garbage (after a reboot, past
             // the last checkpoint): cut it, then append.
-            guard ftruncate(fd, off_t(resume.offset)) == 0, lseek(fd, off_t(resume.offset), SEEK_SET) >= 0 else {
-                error = SystemError("truncate", path); return false
-            }
-            size = resume.offset
+            guard ftruncate(fd, off_t(asked.from)) == 0 else { error = SystemError("truncate", path); return false }
             // The kept bytes past the checkpoint start their writeback now, so the
             // first checkpoint does not wait for all of them at once.
-            if resume.offset > old.synced {
-                _ = jf_sync_file_range(fd, old.synced, resume.offset - old.synced, UInt32(SYNC_FILE_RANGE_WRITE))
+            if asked.from > old.synced {
+                _ = jf_sync_file_range(fd, old.synced, asked.from - old.synced, UInt32(SYNC_FILE_RANGE_WRITE))
             }
             // Still only `synced` is known to be durable: the first checkpoint
             // flushes from there, the bytes kept from before the restart included.
-            sidecar = PartSidecar(url: url.redacted, etag: etag ?? old.etag, lastModified: lastModified ?? old.lastModified,
-                                  length: length, synced: old.synced, encoding: nil)
+            sidecar = PartSidecar(url: url.redacted, etag: etag ?? old.etag, lastModified: headers["last-modified"] ?? old.lastModified,
+                                  length: range.total ?? old.length, synced: old.synced, encoding: nil)
         } else {
-            length = headers["content-length"].flatMap { Int64($0) }
-            // Told before the file is cut, so a reader of the old bytes starts over.
-            observer?(.fresh(encoding: encoding))
-            fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-            guard fd >= 0 else { error = SystemError("open", path); return false }
-            size = 0
-            sidecar = PartSidecar(url: url.redacted, etag: etag, lastModified: lastModified, length: length, synced: 0, encoding: encoding)
-            do { try sidecar?.save(part: path) } catch { self.error = error; return false }
+            guard openFile(truncating: false) else { return false }
+            if progressFD < 0 { recordProgress() }
         }
-        hinted = size
-        pending = size
-        // max_artifact_size is checked against the announced length before anything is written.
-        if let length, length > limit { tooLarge = true; return false }
+        segments[i].live = true
+        if let length = sidecar?.length, length > limit { tooLarge = true; return false }
         lastCheckpoint = SystemClock.monotonic()
         return true
     }
 
-    package func write(_ data: UnsafeRawBufferPointer) -> Bool {
-        if size + Int64(data.count) > limit { tooLarge = true; return false }
-        do { try FileIO.writeAll(fd: fd, data, path: path) } catch { self.error = error; return false }
-        size += Int64(data.count)
-        observer?(.size(size))
-        if size - hinted >= Self.hintBytes {
-            _ = jf_sync_file_range(fd, hinted, size - hinted, UInt32(SYNC_FILE_RANGE_WRITE))
-            hinted = size
+    /// A whole body from byte 0 on `w`'s connection (a fresh request, or a
+    /// range the server answered with all of the object). Returns false to
+    /// stop `w`: with `w.stop` set when another connection carries on.
+    func acceptWhole(_ w: PartWriter, headers: [String: String], url: ParsedURL) -> Bool {
+        if w.ask != nil && streamRunning {
+            // A stream from byte 0 is running (the first 200 wins): this
+            // connection's segment is left to it.
+            if let i = index(w.start) { segments[i].live = false }
+            w.stopped = .superseded
+            return false
         }
-        if size - pending >= Self.checkpointBytes || SystemClock.monotonic() - lastCheckpoint >= Self.checkpointSeconds {
+        let encoding = headers["content-encoding"]
+        let length = headers["content-length"].flatMap { Int64($0) }
+        // Told before the file is cut, so a reader of the old bytes starts over.
+        observer?(.fresh(encoding: encoding))
+        guard openFile(truncating: true) else { return false }
+        for q in queued { q.stopped = .superseded }
+        queued = []
+        resumedBytes = 0
+        w.start = 0
+        w.stream = true
+        w.position = 0
+        segments = [Segment(start: 0, end: nil, written: 0, synced: 0, pending: 0, hinted: 0, owner: ObjectIdentifier(w), live: true)]
+        streamRunning = true
+        if progressFD >= 0 { close(progressFD); progressFD = -1 }
+        FileIO.unlinkIfPresent(PartSidecar.progressPath(for: path))
+        var s = PartSidecar(url: url.redacted, etag: headers["etag"], lastModified: headers["last-modified"], length: length,
+                            synced: 0, encoding: encoding)
+        // max_artifact_size is checked against the announced length before anything is written.
+        if let length, length > limit { tooLarge = true; return false }
+        // A fresh answer from a server that serves ranges of a large, identified
+        // object: the rest is fetched over more connections (never after a
+        // range was answered with the whole object: that server does not split).
+        if w.ask == nil, let length, encoding == nil, s.validator != nil,
+           headers["accept-ranges"]?.lowercased().split(separator: ",").contains(where: { $0.trimmingWhitespace() == "bytes" }) == true,
+           let layout = PartSidecar.layout(length: length, count: split.count, minSize: split.minSize), let validator = s.validator {
+            segments = layout.map { Segment(start: $0.start, end: $0.end, written: $0.start, synced: $0.start, pending: $0.start, hinted: $0.start) }
+            segments[0].owner = ObjectIdentifier(w)
+            segments[0].live = true
+            for i in 1..<segments.count {
+                let h = PartWriter(part: self, start: segments[i].start, range: (segments[i].start, segments[i].end! - 1, validator), stream: false)
+                segments[i].owner = ObjectIdentifier(h)
+                queued.append(h)
+            }
+            s.segments = layout
+            recordProgress()
+        }
+        sidecar = s
+        do { try s.save(part: path) } catch { self.error = error; return false }
+        lastCheckpoint = SystemClock.monotonic()
+        return true
+    }
+
+    /// The fresh stream (segment 0's connection from byte 0) is still receiving.
+    var streamRunning = false
+
+    // MARK: bytes
+
+    /// `data` at `w`'s position. False stops `w` (`w.stop` says when that is no fault).
+    func write(_ w: PartWriter, _ data: UnsafeRawBufferPointer) -> Bool {
+        var rest = data
+        while !rest.isEmpty {
+            guard !aborted else { return false }
+            guard let i = index(w.start), segments[i].owner == ObjectIdentifier(w) else { return false }
+            var room = Int64(rest.count)
+            if let end = segments[i].end {
+                room = min(room, end - w.position)
+                if room <= 0 {
+                    guard w.stream, advanceStream(w, from: i) else {
+                        if !w.stream { mismatch = "the server sent more than the range asked for (bytes \(segments[i].start)-\(end - 1))" }
+                        return false
+                    }
+                    continue
+                }
+            } else if w.position + room > limit {
+                tooLarge = true
+                return false
+            }
+            let chunk = UnsafeRawBufferPointer(rebasing: rest[..<Int(room)])
+            do { try FileIO.writeAll(fd: fd, chunk, at: w.position, path: path) } catch { self.error = error; return false }
+            w.position += room
+            segments[i].written = w.position
+            rest = UnsafeRawBufferPointer(rebasing: rest[Int(room)...])
+            sinceCheckpoint += room
+            unrecorded += room
+            if w.position - segments[i].hinted >= Self.hintBytes {
+                _ = jf_sync_file_range(fd, segments[i].hinted, w.position - segments[i].hinted, UInt32(SYNC_FILE_RANGE_WRITE))
+                segments[i].hinted = w.position
+            }
+        }
+        observer?(.size(prefix))
+        if isSegmented && unrecorded >= Self.progressBytes { recordProgress() }
+        if sinceCheckpoint >= Self.checkpointBytes * Int64(max(1, segments.count)) || SystemClock.monotonic() - lastCheckpoint >= Self.checkpointSeconds {
             checkpoint()
         }
         return error == nil
     }
 
-    /// Records progress without stalling the transfer: the range written
-    /// since the last checkpoint has had one interval to reach the disk (its
-    /// writeback was started then); wait for it, advance `synced` to its end
-    /// in the sidecar, and start the writeback of what came since. A crash
-    /// re-sends at most two intervals.
+    /// The stream reached the end of segment `i`: it takes the next segment
+    /// over when no connection is fetching it, else stops (its range is whole).
+    private func advanceStream(_ w: PartWriter, from i: Int) -> Bool {
+        guard i + 1 < segments.count else { w.stopped = .rangeDone; streamRunning = false; return false }
+        let next = segments[i + 1]
+        if next.live || next.isWhole { w.stopped = .rangeDone; streamRunning = false; return false }
+        // Its connection never got going (queued behind max_host_connections, or it
+        // failed): the stream carries on through it, writing its bytes again.
+        queued.removeAll { $0.start == next.start }
+        segments[i].end = next.end
+        segments[i].written = w.position
+        segments.remove(at: i + 1)
+        return true
+    }
+
+    /// A connection ended: its segment is free for a stream to take over.
+    func release(_ w: PartWriter) {
+        if let i = index(w.start), segments[i].owner == ObjectIdentifier(w) { segments[i].live = false }
+        if w.stream { streamRunning = false }
+    }
+
+    // MARK: durability
+
+    /// Notes how far every segment was written (not flushed: the page cache
+    /// keeps it across a kill, and it only counts on this boot).
+    private func recordProgress() {
+        unrecorded = 0
+        if progressFD < 0 {
+            let p = PartSidecar.progressPath(for: path)
+            progressFD = open(p, O_WRONLY | O_CREAT | O_CLOEXEC, 0o644)
+            guard progressFD >= 0 else { return }
+        }
+        let record = PartSidecar.progressRecord(segments.map { ($0.start, $0.written) })
+        _ = record.withUnsafeBytes { pwrite(progressFD, $0.baseAddress, $0.count, 0) }
+    }
+
+    private func recordedSidecar() -> PartSidecar? {
+        guard var s = sidecar else { return nil }
+        if isSegmented {
+            s.segments = segments.map { PartSidecar.Segment(start: $0.start, end: $0.end ?? $0.written, synced: $0.synced) }
+        } else {
+            s.synced = segments.first?.synced ?? 0
+        }
+        return s
+    }
+
+    /// Records progress without stalling the transfer: the ranges written
+    /// since the last checkpoint have had one interval to reach the disk
+    /// (their writeback was started then); wait for them, advance `synced`
+    /// to their ends in the sidecar, and start the writeback of what came
+    /// since. A power cut re-sends at most two intervals.
     func checkpoint() {
-        guard fd >= 0, var s = sidecar else { return }
+        guard fd >= 0, sidecar != nil else { return }
         lastCheckpoint = SystemClock.monotonic()
-        if pending > s.synced {
-            if jf_sync_file_range(fd, s.synced, pending - s.synced,
+        sinceCheckpoint = 0
+        if isSegmented { recordProgress() }
+        var advanced = false
+        for i in segments.indices where segments[i].pending > segments[i].synced {
+            let s = segments[i]
+            if jf_sync_file_range(fd, s.synced, s.pending - s.synced,
                                   UInt32(SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER)) != 0 {
                 guard fdatasync(fd) == 0 else { error = SystemError("fdatasync", path); return }
             }
-            s.synced = pending
-            do { try s.save(part: path) } catch { self.error = error; return }
-            sidecar = s
+            segments[i].synced = s.pending
+            advanced = true
         }
-        if size > pending {
-            _ = jf_sync_file_range(fd, pending, size - pending, UInt32(SYNC_FILE_RANGE_WRITE))
-            pending = size
-            hinted = size
+        if advanced, let s = recordedSidecar() {
+            do { try s.save(part: path); sidecar = s } catch { self.error = error; return }
+        }
+        for i in segments.indices where segments[i].written > segments[i].pending {
+            let s = segments[i]
+            _ = jf_sync_file_range(fd, s.pending, s.written - s.pending, UInt32(SYNC_FILE_RANGE_WRITE))
+            segments[i].pending = s.written
+            segments[i].hinted = s.written
         }
     }
 
-    /// The end of the transfer, whatever it was: what arrived is kept, and
-    /// recorded as far as it is known to be on disk. (A whole download is
-    /// fsynced when it is published.)
-    package func finish(durably: Bool) {
+    /// A connection ended, whatever the reason: what arrived is kept, and
+    /// recorded as far as it is known to be on disk; `durably` (a shutdown)
+    /// flushes all of it first. (A whole download is fsynced when published.)
+    func finish(durably: Bool) {
         guard fd >= 0 else { return }
-        if durably, var s = sidecar, size > s.synced {
-            // Everything that arrived, on disk and recorded.
+        if durably, sidecar != nil, segments.contains(where: { $0.written > $0.synced }) {
             if fdatasync(fd) == 0 {
-                s.synced = size
-                do { try s.save(part: path); sidecar = s } catch { self.error = error }
+                for i in segments.indices { segments[i].synced = segments[i].written; segments[i].pending = segments[i].written }
+                if let s = recordedSidecar() {
+                    do { try s.save(part: path); sidecar = s } catch { self.error = error }
+                }
             } else {
                 error = SystemError("fdatasync", path)
             }
         } else {
             checkpoint()
         }
+        if isSegmented { recordProgress() }
         if error != nil { distrustUnsyncedBytes() }
-        close(fd)
-        fd = -1
     }
 
     /// After a failed write or flush the file's length proves nothing: pages
     /// whose writeback failed are dropped clean, and a later read may return
     /// what was on disk before. The sidecar forgets its boot, so the next
-    /// resume starts from `synced`, the last flush that succeeded; if even
-    /// that cannot be recorded, the part starts over.
+    /// resume starts from the checkpoints, the last flushes that succeeded;
+    /// if even that cannot be recorded, the part starts over.
     private func distrustUnsyncedBytes() {
-        guard var s = sidecar ?? PartSidecar.load(part: path), s.boot != nil else { return }
+        guard var s = recordedSidecar() ?? PartSidecar.load(part: path), s.boot != nil else { return }
         s.boot = nil
         do { try s.save(part: path); sidecar = s } catch { PartSidecar.discard(part: path) }
+    }
+}
+
+/// One connection's view of a `Part`: where its bytes go, and why it stopped.
+package final class PartWriter {
+    package let part: Part
+    /// The segment it fetches (by its start); 0 for a stream.
+    var start: Int64
+    /// What it asks for: from, through (inclusive; nil: to the end), If-Range.
+    package let ask: (from: Int64, through: Int64?, validator: String)?
+    /// Open-ended: it may run on into segments nobody is fetching.
+    var stream: Bool
+    /// Where its next byte goes.
+    var position: Int64
+    var stopped: Stop?
+    /// Why it ended its connection on purpose: as it said, or because its
+    /// segment is another connection's now.
+    package var ended: Stop? { stopped ?? (part.owns(self) || part.aborted ? nil : .superseded) }
+
+    /// It ended its connection on purpose; no fault.
+    package enum Stop: Sendable {
+        /// Its range is whole (a stream that reached a segment another connection has).
+        case rangeDone
+        /// Another connection took its segment or the whole download over.
+        case superseded
+    }
+
+    init(part: Part, start: Int64, range: (from: Int64, through: Int64?, validator: String)?, stream: Bool) {
+        self.part = part
+        self.start = start
+        self.ask = range
+        self.stream = stream
+        self.position = range?.from ?? 0
+    }
+
+    package var limit: Int64 { part.limit }
+    package var size: Int64 { part.size }
+    package var sidecar: PartSidecar? { part.sidecar }
+    package var error: SystemError? {
+        get { part.error }
+        set { part.error = newValue }
+    }
+    package var tooLarge: Bool { part.tooLarge }
+    package var mismatch: String? { part.mismatch }
+
+    /// At the first body byte of a 2xx answer. False stops the transfer.
+    package func begin(status: Int, headers: [String: String], url: ParsedURL) -> Bool {
+        guard !part.aborted else { return false }
+        guard part.owns(self) else { return false }
+        return status == 206 ? part.accept206(self, headers: headers, url: url) : part.acceptWhole(self, headers: headers, url: url)
+    }
+
+    package func write(_ data: UnsafeRawBufferPointer) -> Bool { part.write(self, data) }
+
+    package func finish(durably: Bool) {
+        part.release(self)
+        part.finish(durably: durably)
     }
 }

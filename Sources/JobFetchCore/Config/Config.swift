@@ -34,6 +34,10 @@ public struct DaemonSettings: Sendable, Equatable {
     /// A download slower than `lowSpeedLimit` bytes/s for `lowSpeedTime` stops (and resumes later).
     public var lowSpeedLimit: Int64 = 1024
     public var lowSpeedTime: Double = 60
+    /// Connections one artifact is fetched over (1: one stream); a kind may override.
+    public var segments = 4
+    /// Artifacts smaller than this are fetched over one connection.
+    public var segmentMinSize: Int64 = 64 << 20
 
     public init() {}
 
@@ -59,6 +63,8 @@ public struct KindConfig: Sendable {
     public var notFoundGrace: Double
     public var allowInsecureHTTP: Bool
     public var mapping: StatusMapping
+    /// `segments` for this kind's downloads; nil: the daemon's.
+    public var segments: Int?
     /// Where in the file the section starts, for messages.
     public var line: Int
 

@@ -23,9 +23,10 @@ public struct ConfigParser {
 
     static let daemonKeys = ["spool_dir", "state_dir", "output_dir", "max_downloads", "max_polls", "log_level",
                              "max_artifact_size", "max_output_size", "max_compression_ratio", "min_free_space", "metrics_file",
-                             "max_host_connections", "connect_timeout", "low_speed_limit", "low_speed_time"]
+                             "max_host_connections", "connect_timeout", "low_speed_limit", "low_speed_time",
+                             "segments", "segment_min_size"]
     static let kindKeys = ["preset", "status_url", "header", "poll_interval", "max_poll_interval", "timeout",
-                           "rate_limit", "not_found_grace", "allow_insecure_http"] + StatusMapping.keys
+                           "rate_limit", "not_found_grace", "allow_insecure_http", "segments"] + StatusMapping.keys
     static let repeatable: Set<String> = ["header"]
 
     /// Whether `${…}` references are resolved while checking. The daemon
@@ -173,6 +174,8 @@ public struct ConfigParser {
             case "connect_timeout": if let t = duration(e, value) { d.connectTimeout = t }
             case "low_speed_limit": if let n = size(e, value) { d.lowSpeedLimit = n }
             case "low_speed_time": if let t = duration(e, value) { d.lowSpeedTime = t }
+            case "segments": if let n = integer(e, value, 1...16) { d.segments = n }
+            case "segment_min_size": if let n = size(e, value) { d.segmentMinSize = n }
             case "max_compression_ratio": if let n = integer(e, value, 10...100_000) { d.maxCompressionRatio = Double(n) }
             case "min_free_space": if let n = size(e, value, allowZero: true) { d.minFreeSpace = n }
             default: break
@@ -229,6 +232,7 @@ public struct ConfigParser {
         if let e = one("timeout"), let v = expand(e), let d = duration(e, v) { kind.timeout = d }
         if let e = one("not_found_grace"), let v = expand(e), let d = duration(e, v, allowZero: true) { kind.notFoundGrace = d }
         if let e = one("rate_limit"), let v = expand(e) { kind.rateLimit = rateLimit(e, v) }
+        if let e = one("segments"), let v = expand(e), let n = integer(e, v, 1...16) { kind.segments = n }
         if kind.maxPollInterval < kind.pollInterval {
             problem(one("max_poll_interval")?.line ?? section.line, "max_poll_interval",
                     "is shorter than poll_interval (\(Units.formatDuration(kind.pollInterval)))")

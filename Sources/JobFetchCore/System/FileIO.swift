@@ -31,6 +31,15 @@ public enum FileIO {
         }
     }
 
+    /// Writes all of `bytes` at `offset` (pwrite), for writers that share a descriptor.
+    public static func writeAll(fd: Int32, _ bytes: UnsafeRawBufferPointer, at offset: Int64, path: String) throws(SystemError) {
+        var done = 0
+        while done < bytes.count {
+            let n = try Syscall.retrying("write", path) { pwrite(fd, bytes.baseAddress! + done, bytes.count - done, off_t(offset) + off_t(done)) }
+            done += n
+        }
+    }
+
     /// Writes `bytes` to `path` durably: a temp file beside it, fsync,
     /// rename over, fsync of the directory. Readers see old or new, never half.
     public static func writeAtomically(_ path: String, _ bytes: [UInt8], mode: mode_t = 0o644) throws(SystemError) {

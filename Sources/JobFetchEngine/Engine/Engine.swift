@@ -50,7 +50,7 @@ public final class Engine {
         try FileIO.makeDirectories(d.outputDir)
         try FileIO.makeDirectories(d.outputDir + "/.incoming")
         store = try JobStore(path: d.databasePath)
-        http = try CurlMulti(maxPerHost: d.maxHostConnections, maxTotal: d.maxPolls + d.maxDownloads)
+        http = try CurlMulti(maxPerHost: d.maxHostConnections, maxTotal: d.maxPolls + d.maxDownloads * 16)
         inotify = try Inotify()
         control = try EngineControl()
         publisher = Publisher(outputDir: d.outputDir)
@@ -215,7 +215,7 @@ public final class Engine {
         if let counts = try? store.counts() { for c in counts { by[c.state, default: 0] += c.count } }
         let waiting = (by[.registered] ?? 0) + (by[.polling] ?? 0)
         let rate = driver.fetchesInFlight > 0 && driver.downloadRate > 0 ? " at \(Units.formatBytes(Int64(driver.downloadRate)))/s" : ""
-        return "\(waiting) job(s) polling, \(by[.fetching] ?? 0) fetching; \(driver.pollsInFlight) status request(s) and \(driver.fetchesInFlight) download(s) in flight\(rate); \(by[.succeeded] ?? 0) succeeded, \(by[.failed] ?? 0) failed"
+        return "\(waiting) job(s) polling, \(by[.fetching] ?? 0) fetching; \(driver.pollsInFlight) status request(s) and \(driver.fetchesInFlight) download(s) in flight over \(max(0, http.inFlight - driver.pollsInFlight)) connection(s)\(rate); \(by[.succeeded] ?? 0) succeeded, \(by[.failed] ?? 0) failed"
     }
 
     func shutdown() {

@@ -79,7 +79,9 @@ final class SystemWorld: JobWorld {
         let part = partPath(key)
         // On the boot that wrote it, all of the part; after a reboot, what the
         // sidecar recorded as flushed; never more than the file holds.
-        let resume = PartSidecar.load(part: part)?.resume(partSize: FileIO.size(part) ?? 0, boot: PartSidecar.currentBoot)
+        // A segmented part: each segment from what the progress file says (this boot) or its checkpoint.
+        let resume = PartSidecar.load(part: part)?.resume(partSize: FileIO.size(part) ?? 0, boot: PartSidecar.currentBoot,
+                                                          written: PartSidecar.loadProgress(part: part))
         if resume == nil { PartSidecar.discard(part: part) }
         // Decompression follows the download on a worker; after a resume it first
         // catches up over the bytes already on disk.
@@ -88,15 +90,22 @@ final class SystemWorld: JobWorld {
                                        limit: daemon.maxOutputSize, maxRatio: daemon.maxCompressionRatio,
                                        reserved: kind.mapping.documentNames, job: key.description)
         decoders[key] = decoder
-        if let resume { decoder.observe(.size(resume.offset)) }
+        if let resume { decoder.observe(.size(resume.segmentFrom?.first ?? resume.offset)) }
+        let split = (count: kind.segments ?? daemon.segments, minSize: daemon.segmentMinSize)
         var http = HTTPRequest(url: request.url, headers: hdrs, body: .file { [limit = daemon.maxArtifactSize, resume] in
-            PartWriter(path: part, limit: limit, resume: resume, observer: { decoder.observe($0) })
+            Part(path: part, limit: limit, resume: resume, segments: split.count, segmentMinSize: split.minSize,
+                 observer: { decoder.observe($0) }).firstWriter()
         }, timeout: nil)
         http.connectTimeout = daemon.connectTimeout
         http.lowSpeedLimit = Int(daemon.lowSpeedLimit)
         http.lowSpeedTime = daemon.lowSpeedTime
         let credentials = hdrs.isEmpty ? " (no credentials: another origin)" : ""
-        if let resume {
+        if let resume, let from = resume.segmentFrom, let segments = resume.sidecar.segments {
+            let left = zip(segments, from).filter { $0.end > $1 }.count
+            let have = zip(segments, from).reduce(0) { $0 + $1.1 - $1.0.start }
+            logger.info("resuming \(request.url.redacted): \(Units.formatBytes(have)) there, \(left) of \(segments.count) segments to fetch\(credentials)",
+                        metadata: Logger.job(key))
+        } else if let resume {
             logger.info("resuming \(request.url.redacted) from \(Units.formatBytes(resume.offset))\(credentials)", metadata: Logger.job(key))
         } else {
             logger.debug("downloading \(request.url.redacted)\(credentials)", metadata: Logger.job(key))
@@ -130,7 +139,8 @@ final class SystemWorld: JobWorld {
     func stage(_ key: JobKey, documents: [PublishedDocument], inline: String?) throws(JobFetchError) {
         do {
             // A partial download of an earlier URL stays: a fresh URL to the same object resumes it.
-            let dir = try publisher.freshStaging(key, keeping: [Self.partName, PartSidecar.path(for: Self.partName)])
+            let dir = try publisher.freshStaging(key, keeping: [Self.partName, PartSidecar.path(for: Self.partName),
+                                                                PartSidecar.progressPath(for: Self.partName)])
             for doc in documents {
                 try FileIO.writeAtomically(dir + "/" + doc.name, Array((JSONWriter.string(doc.value, pretty: true) + "\n").utf8))
             }
@@ -211,6 +221,7 @@ final class SystemWorld: JobWorld {
             FileIO.unlinkIfPresent(inflated)
             guard rename(part, staging + "/" + artifact.name) == 0 else { throw JobFetchError("\(SystemError("rename", part))") }
             FileIO.unlinkIfPresent(PartSidecar.path(for: part))
+            FileIO.unlinkIfPresent(PartSidecar.progressPath(for: part))
         }
         knownDigests[key] = artifact.files
     }
@@ -250,12 +261,19 @@ final class SystemWorld: JobWorld {
     }
 }
 
-/// A download's body goes to its `.part` through the transfer layer's sink.
+/// A download's body goes to its `.part` through the transfer layer's sink,
+/// one writer per connection.
 extension PartWriter: BodySink {
-    public var resumeFrom: (offset: Int64, validator: String)? {
-        guard let resume, let validator = resume.sidecar.validator else { return nil }
-        return (resume.offset, validator)
+    public var range: RangeRequest? { ask.map { RangeRequest(from: $0.from, through: $0.through, validator: $0.validator) } }
+    public var expectedLength: Int64? { part.sidecar?.length }
+    public var resumedBytes: Int64 { part.resumedBytes }
+    public var isComplete: Bool { part.isComplete }
+    public var stop: SinkStop? {
+        switch ended {
+        case .rangeDone: .rangeDone
+        case .superseded: .superseded
+        case nil: nil
+        }
     }
-
-    public var expectedLength: Int64? { sidecar?.length }
+    public func takeConnections() -> [any BodySink] { part.takeQueued() }
 }

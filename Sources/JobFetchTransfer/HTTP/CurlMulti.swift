@@ -8,7 +8,15 @@ import JobFetchCore
 public final class CurlMulti {
     private let multi: UnsafeMutableRawPointer
     private var transfers: [UnsafeMutableRawPointer: Transfer] = [:]
-    private var byTag: [Int: Transfer] = [:]
+    /// A request's connections, by its tag: one, or a file request's segments.
+    private final class Group {
+        var running: [Transfer]
+        var ended: [Transfer] = []
+        var responses: [HTTPResponse] = []
+        init(_ first: Transfer) { running = [first] }
+        var sinks: [any BodySink] { (running + ended).compactMap(\.sink) }
+    }
+    private var groups: [Int: Group] = [:]
     private var nextTag = 1
 
     private static let globalInit: Int32 = Int32(curl_global_init(Int(CURL_GLOBAL_ALL)).rawValue)
@@ -25,45 +33,76 @@ public final class CurlMulti {
     deinit {
         for (easy, _) in transfers { curl_multi_remove_handle(multi, easy) }
         transfers.removeAll()
-        byTag.removeAll()
+        groups.removeAll()
         curl_multi_cleanup(multi)
     }
 
+    /// Connections in flight (a segmented download counts each of its segments).
     public var inFlight: Int { transfers.count }
+
+    /// The connections of the request `tag` in flight.
+    public func connections(_ tag: Int) -> Int { groups[tag]?.running.count ?? 0 }
 
     /// Starts a request; returns its tag, which `wait` hands back with the response.
     public func start(_ request: HTTPRequest) throws(CurlError) -> Int {
-        guard let easy = curl_easy_init() else { throw CurlError(CURLE_FAILED_INIT, detail: "curl_easy_init") }
         let tag = nextTag
         nextTag += 1
-        let t = Transfer(easy: easy, request: request, tag: tag)
+        let t = try add(request, tag: tag, sink: nil)
+        let group = Group(t)
+        groups[tag] = group
+        spawn(group)
+        return tag
+    }
+
+    private func add(_ request: HTTPRequest, tag: Int, sink: (any BodySink)?) throws(CurlError) -> Transfer {
+        guard let easy = curl_easy_init() else { throw CurlError(CURLE_FAILED_INIT, detail: "curl_easy_init") }
+        let t = Transfer(easy: easy, request: request, tag: tag, sink: sink)
         try t.configure()
         let rc = curl_multi_add_handle(multi, easy)
         guard rc == CURLM_OK else {
             throw CurlError(CURLE_FAILED_INIT, detail: String(cString: curl_multi_strerror(rc)))
         }
         transfers[easy] = t
-        byTag[tag] = t
-        return tag
+        return t
     }
 
-    /// Stops a request in flight; nothing is reported for it.
+    /// Starts the connections a group's sinks ask for, and drops the ones
+    /// whose range another connection took over before they got an answer.
+    private func spawn(_ group: Group) {
+        for t in group.running {
+            for sink in t.sink?.takeConnections() ?? [] {
+                do { group.running.append(try add(t.request, tag: t.tag, sink: sink)) } catch {
+                    // Not started: its segment is left to the stream, or to the next attempt.
+                    sink.finish(durably: false)
+                }
+            }
+        }
+        for t in group.running where t.toFile == nil && t.sink?.stop == .superseded {
+            curl_multi_remove_handle(multi, t.easy)
+            transfers[t.easy] = nil
+            group.running.removeAll { $0 === t }
+        }
+    }
+
+    /// Stops a request in flight, every connection of it; nothing is reported for it.
     /// With `checkpoint`, a download's sink makes every byte that arrived
     /// durable and recorded (a shutdown: the next start re-sends nothing);
     /// returns the bytes it holds.
     @discardableResult
     public func cancel(_ tag: Int, checkpoint: Bool = false) -> Int64? {
-        guard let t = byTag.removeValue(forKey: tag) else { return nil }
-        curl_multi_remove_handle(multi, t.easy)
-        transfers[t.easy] = nil
-        guard checkpoint, let sink = t.sink else { return nil }
-        sink.finish(durably: true)
+        guard let group = groups.removeValue(forKey: tag) else { return nil }
+        for t in group.running {
+            curl_multi_remove_handle(multi, t.easy)
+            transfers[t.easy] = nil
+        }
+        guard checkpoint, let sink = group.sinks.first else { return nil }
+        for t in group.running { t.sink?.finish(durably: true) }
         return sink.size
     }
 
-    /// A download's bytes on disk so far and its expected length.
+    /// A download's bytes on disk so far (every segment) and its expected length.
     public func progress(_ tag: Int) -> (bytes: Int64, total: Int64?)? {
-        guard let sink = byTag[tag]?.sink else { return nil }
+        guard let sink = groups[tag]?.sinks.first else { return nil }
         return (sink.size, sink.expectedLength)
     }
 
@@ -86,16 +125,60 @@ public final class CurlMulti {
     }
 
     private func collect() -> [(tag: Int, response: HTTPResponse)] {
-        var done: [(Int, HTTPResponse)] = []
         var left: Int32 = 0
         while let msg = curl_multi_info_read(multi, &left) {
             guard msg.pointee.msg == CURLMSG_DONE, let easy = msg.pointee.easy_handle else { continue }
             let rc = msg.pointee.data.result
             curl_multi_remove_handle(multi, easy)
-            guard let t = transfers.removeValue(forKey: easy) else { continue }
-            byTag[t.tag] = nil
-            done.append((t.tag, t.finish(rc)))
+            guard let t = transfers.removeValue(forKey: easy), let group = groups[t.tag] else { continue }
+            group.running.removeAll { $0 === t }
+            group.ended.append(t)
+            group.responses.append(t.finish(rc))
+        }
+        var done: [(Int, HTTPResponse)] = []
+        for (tag, group) in groups {
+            spawn(group)
+            guard group.running.isEmpty else { continue }
+            groups[tag] = nil
+            done.append((tag, Self.merge(group.responses, sinks: group.ended.map(\.sink))))
         }
         return done
+    }
+
+    /// One answer for a request from its connections' answers: a single
+    /// connection's as it is; for segments, success when every byte of the
+    /// object is in the file, else the first fault (a mismatch or a write
+    /// error first, then a failed connection).
+    static func merge(_ responses: [HTTPResponse], sinks: [(any BodySink)?]) -> HTTPResponse {
+        guard responses.count > 1, let part = sinks.first ?? nil else {
+            return responses.first ?? HTTPResponse(status: 0, headers: [:], body: [], error: CurlError(CURLE_FAILED_INIT, detail: "no connection was made"))
+        }
+        var pick: HTTPResponse
+        if part.isComplete && part.mismatch == nil && part.error == nil && !part.tooLarge {
+            pick = responses.first { $0.status == 200 } ?? responses.first { (200..<300).contains($0.status) } ?? responses[0]
+            pick.error = nil
+            pick.writeError = nil
+            pick.rangeMismatch = nil
+        } else {
+            var faults: [HTTPResponse] = []
+            for (r, s) in zip(responses, sinks) where s?.stop == nil {
+                var r = r
+                if r.status == 416, let range = s?.range, range.through != nil {
+                    r.rangeMismatch = "HTTP 416 for bytes \(range.text)"
+                }
+                faults.append(r)
+            }
+            pick = faults.first { $0.rangeMismatch != nil || $0.writeError != nil || $0.bodyTooLarge }
+                ?? faults.first { $0.error != nil || !(200..<300).contains($0.status) }
+                ?? {
+                    var r = responses[0]
+                    r.error = CurlError(CURLE_PARTIAL_FILE, detail: "the connections ended with segments not whole")
+                    return r
+                }()
+        }
+        pick.bytesWritten = part.size
+        pick.resumedFrom = part.resumedBytes
+        pick.seconds = responses.map(\.seconds).max() ?? pick.seconds
+        return pick
     }
 }

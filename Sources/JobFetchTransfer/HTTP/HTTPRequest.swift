@@ -32,15 +32,42 @@ public struct HTTPRequest: Sendable {
     }
 }
 
+/// Part of an object, asked for with `Range` and `If-Range`: bytes from
+/// `from` through `through` (inclusive; nil: to the end), or all of the
+/// object if it no longer matches `validator`.
+public struct RangeRequest: Sendable, Equatable {
+    public var from: Int64
+    public var through: Int64?
+    public var validator: String
+
+    public init(from: Int64, through: Int64?, validator: String) {
+        self.from = from
+        self.through = through
+        self.validator = validator
+    }
+
+    /// The `Range` value without its unit: `from-` or `from-through`.
+    public var text: String { "\(from)-" + (through.map(String.init) ?? "") }
+}
+
+/// Why a sink ended its connection on purpose: no fault of the transfer.
+public enum SinkStop: Sendable {
+    /// Its range is whole; the rest of the object is another connection's.
+    case rangeDone
+    /// Another connection took its range, or the whole download, over.
+    case superseded
+}
+
 /// Where the 2xx body of a file request goes (in the daemon: the `.part`
 /// file and its sidecar). The transfer layer asks it where to resume, hands
 /// it the answer's headers at the first body byte and every byte after, and
-/// asks it at the end what became of them. Called on the thread that runs
-/// the `CurlMulti`.
+/// asks it at the end what became of them. A sink may want more connections
+/// beside its own (the segments of a large object): the transfer layer
+/// starts them with the same request, reports them under the same tag, and
+/// answers once all have ended. Called on the thread that runs the `CurlMulti`.
 public protocol BodySink: AnyObject {
-    /// Ask for the rest of the object from `offset`, or (`If-Range`) all of
-    /// it if it no longer matches `validator`; nil for a fresh download.
-    var resumeFrom: (offset: Int64, validator: String)? { get }
+    /// The part of the object to ask for; nil for all of it.
+    var range: RangeRequest? { get }
     /// The first body byte of a 2xx answer. False stops the transfer.
     func begin(status: Int, headers: [String: String], url: ParsedURL) -> Bool
     /// More of the body. False stops the transfer.
@@ -50,14 +77,22 @@ public protocol BodySink: AnyObject {
     func finish(durably: Bool)
     /// The most bytes the body may have (libcurl stops the transfer beyond it).
     var limit: Int64 { get }
-    /// Bytes in the file, a resumed prefix included.
+    /// Bytes of the object in the file, from every connection and a resumed part.
     var size: Int64 { get }
+    /// Bytes of the object that were in the file before the download started.
+    var resumedBytes: Int64 { get }
     /// The whole object's length, when the server said.
     var expectedLength: Int64? { get }
+    /// Every byte of the object is in the file (a segmented download).
+    var isComplete: Bool { get }
     /// Writing failed (disk full…).
     var error: SystemError? { get }
     /// The body is larger than the request's limit.
     var tooLarge: Bool { get }
-    /// Why a 206 could not continue what is there (another range, another object).
+    /// Why an answer could not be placed in the file (another range, another object).
     var mismatch: String? { get }
+    /// Set when the sink ended its connection on purpose.
+    var stop: SinkStop? { get }
+    /// Sinks for connections to start beside this one; each is handed out once.
+    func takeConnections() -> [any BodySink]
 }

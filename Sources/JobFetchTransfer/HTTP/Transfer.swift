@@ -21,17 +21,18 @@ final class Transfer {
     /// Decided at the first body byte: does this body go to the file?
     var toFile: Bool?
 
-    init(easy: UnsafeMutableRawPointer, request: HTTPRequest, tag: Int) {
+    /// `sink`: another connection of a file request (a segment); nil: the request's own.
+    init(easy: UnsafeMutableRawPointer, request: HTTPRequest, tag: Int, sink: (any BodySink)? = nil) {
         self.easy = easy
         self.request = request
         self.tag = tag
         switch request.body {
         case .memory(let limit):
             bodyLimit = limit
-            sink = nil
+            self.sink = nil
         case .file(let makeSink):
             bodyLimit = 64 * 1024
-            sink = makeSink()
+            self.sink = sink ?? makeSink()
         }
     }
 
@@ -65,11 +66,11 @@ final class Transfer {
         try CurlError.check(jf_easy_setopt_ptr(h, CURLOPT_ERRORBUFFER, &errorBuffer), "ERRORBUFFER")
 
         var lines = request.headers
-        if let resume = sink?.resumeFrom {
-            // The rest of the same object, or (If-Range) all of it if it changed.
-            // libcurl sends no Accept-Encoding here: a resumed body is never encoded.
-            try set(CURLOPT_RANGE, "\(resume.offset)-", "RANGE")
-            lines.append("If-Range: \(resume.validator)")
+        if let range = sink?.range {
+            // This part of the same object, or (If-Range) all of it if it changed.
+            // libcurl sends no Accept-Encoding here: a ranged body is never encoded.
+            try set(CURLOPT_RANGE, range.text, "RANGE")
+            lines.append("If-Range: \(range.validator)")
         }
         for line in lines {
             guard let next = curl_slist_append(headerList, line) else { throw CurlError(CURLE_OUT_OF_MEMORY) }
@@ -135,12 +136,14 @@ final class Transfer {
     func finish(_ rc: CURLcode) -> HTTPResponse {
         sink?.finish(durably: false)
         var error: CurlError?
-        if rc != CURLE_OK {
+        // A sink that stopped its connection on purpose (its range is whole,
+        // or another connection took over) made libcurl report a write error.
+        if rc != CURLE_OK && !(rc == CURLE_WRITE_ERROR && sink?.stop != nil) {
             let detail = errorBuffer.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
             error = CurlError(rc, detail: detail)
         }
         return HTTPResponse(status: responseCode(), headers: headers, body: body, bytesWritten: sink?.size ?? 0,
-                            resumedFrom: sink?.resumeFrom?.offset ?? 0, rangeMismatch: sink?.mismatch, error: error,
+                            resumedFrom: sink?.range?.from ?? 0, rangeMismatch: sink?.mismatch, error: error,
                             writeError: sink?.error, bodyTooLarge: bodyTooLarge || sink?.tooLarge == true,
                             seconds: SystemClock.monotonic() - started)
     }
