@@ -66,7 +66,7 @@ let package = Package(
         .target(name: "TestSupport", path: "Tests/TestSupport"),
         .testTarget(
             name: "JobFetchTests",
-            dependencies: ["JobFetchCore", "JobFetchStore", "JobFetchArtifacts", "TestSupport"]
+            dependencies: ["JobFetchCore", "JobFetchStore", "JobFetchTransfer", "JobFetchArtifacts", "TestSupport"]
         ),
         // The deterministic simulator: the daemon's machine and driver against simulated APIs.
         .testTarget(

@@ -255,6 +255,8 @@ package final class Part {
     /// `data` at `w`'s position. False stops `w` (`w.stop` says when that is no fault).
     func write(_ w: PartWriter, _ data: UnsafeRawBufferPointer) -> Bool {
         var rest = data
+        // However the call ends, the decompressor learns how far the file is good.
+        defer { if rest.count < data.count { observer?(.size(prefix)) } }
         while !rest.isEmpty {
             guard !aborted else { return false }
             guard let i = index(w.start), segments[i].owner == ObjectIdentifier(w) else { return false }
@@ -284,7 +286,6 @@ package final class Part {
                 segments[i].hinted = w.position
             }
         }
-        observer?(.size(prefix))
         if isSegmented && unrecorded >= Self.progressBytes { recordProgress() }
         if sinceCheckpoint >= Self.checkpointBytes * Int64(max(1, segments.count)) || SystemClock.monotonic() - lastCheckpoint >= Self.checkpointSeconds {
             checkpoint()

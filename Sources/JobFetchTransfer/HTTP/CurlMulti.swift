@@ -154,7 +154,14 @@ public final class CurlMulti {
             return responses.first ?? HTTPResponse(status: 0, headers: [:], body: [], error: CurlError(CURLE_FAILED_INIT, detail: "no connection was made"))
         }
         var pick: HTTPResponse
-        if part.isComplete && part.mismatch == nil && part.error == nil && !part.tooLarge {
+        // A connection that fell back to one stream (a 200 on a range) and ended
+        // cleanly carried all of the object.
+        let whole = zip(responses, sinks).first {
+            $0.1?.stop == nil && $0.0.status == 200 && $0.0.error == nil && $0.0.writeError == nil && $0.0.rangeMismatch == nil && !$0.0.bodyTooLarge
+        }?.0
+        if part.mismatch == nil && part.error == nil && !part.tooLarge, let whole, !part.isComplete {
+            pick = whole
+        } else if part.isComplete && part.mismatch == nil && part.error == nil && !part.tooLarge {
             pick = responses.first { $0.status == 200 } ?? responses.first { (200..<300).contains($0.status) } ?? responses[0]
             pick.error = nil
             pick.writeError = nil

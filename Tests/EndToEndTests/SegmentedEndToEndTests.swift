@@ -1,0 +1,177 @@
+import Foundation
+import Glibc
+import JobFetchArtifacts
+import JobFetchCore
+import Testing
+import TestSupport
+
+/// Segmented downloads against a real nginx whose `/slow/` location caps
+/// each connection at 2 MB/s (`limit_rate`): an artifact from a server that
+/// serves ranges goes over several connections, each a `Range` with
+/// `If-Range`; `max_ranges 0` falls back to one stream; a kill -9 resumes
+/// every segment where it stopped; a file replaced mid-way is never spliced.
+@Suite(.serialized) struct SegmentedEndToEndTests {
+    static let daemonLines = "segments = 4\nsegment_min_size = 4M"
+
+    func setUp() throws -> (Installation, Nginx) {
+        let inst = try Installation(daemonLines: Self.daemonLines)
+        return (inst, try Nginx(root: inst.root + "/nginx"))
+    }
+
+    func add(_ inst: Installation, _ nginx: Nginx, _ id: String, _ path: String) throws {
+        try FileIO.writeAtomically(inst.dataDir + "/\(id).url", Array((nginx.base + path).utf8))
+        #expect(try inst.ctl(["add", "dataset", id]).status == 0)
+    }
+
+    func lines(_ nginx: Nginx, _ path: String) -> [String] { nginx.accessLog.filter { $0.hasPrefix("GET \(path) ") } }
+    func field(_ line: String, _ name: String) -> String {
+        line.split(separator: " ").first { $0.hasPrefix(name + "=") }.map { String($0.dropFirst(name.count + 1)) } ?? ""
+    }
+    /// `bytes=a-b` → (a, b); nil for no range or an open one.
+    func closedRange(_ line: String) -> (Int64, Int64)? {
+        let r = field(line, "range")
+        guard r.hasPrefix("bytes=") else { return nil }
+        let parts = r.dropFirst(6).split(separator: "-", omittingEmptySubsequences: false)
+        guard parts.count == 2, let a = Int64(parts[0]), let b = Int64(parts[1]) else { return nil }
+        return (a, b)
+    }
+
+    /// Waits until the job's sidecar records segments, each with flushed bytes; returns it.
+    func waitForSegments(_ inst: Installation, _ id: String) throws -> PartSidecar? {
+        let staging = inst.output + "/.incoming/dataset/" + id
+        guard try Inotify.wait(for: ".incoming", in: inst.output, timeout: 30),
+              try Inotify.wait(for: "dataset", in: inst.output + "/.incoming", timeout: 30),
+              try Inotify.wait(for: id, in: inst.output + "/.incoming/dataset", timeout: 30) else { return nil }
+        var found: PartSidecar?
+        _ = try Inotify.wait(until: {
+            found = PartSidecar.load(part: staging + "/.artifact.part").flatMap { s in
+                (s.segments?.count ?? 0) > 1 && s.segments!.allSatisfy { $0.synced > $0.start } ? s : nil
+            }
+            return found != nil
+        }, in: staging, mask: UInt32(IN_MOVED_TO), timeout: 30)
+        return found
+    }
+
+    @Test func aLargeArtifactIsFetchedOverRangedConnectionsEachAskedOnce() throws {
+        let (inst, nginx) = try setUp()
+        let data = pseudoRandomBytes(12 << 20, seed: 31)
+        try FileIO.writeAtomically(nginx.www + "/slow/seg.bin", data)
+        try inst.startDaemon()
+        try add(inst, nginx, "ext-seg-one", "/slow/seg.bin")
+        #expect(try inst.waitForResult("ext-seg-one"), "log:\n\(inst.daemonLog)")
+        #expect(try FileIO.readAll("\(inst.output)/dataset/ext-seg-one/seg.bin", limit: 64 << 20) == data)
+        guard case .array(let files)? = try inst.jobJSON("ext-seg-one")["files"] else { Issue.record("no files"); return }
+        #expect(files.first?["sha256"]?.scalarText == sha256sum("\(inst.output)/dataset/ext-seg-one/seg.bin"))
+        let requests = lines(nginx, "/slow/seg.bin")
+        // The first request asks for the whole object; its answer says the server
+        // serves ranges, and three more connections fetch the other quarters.
+        #expect(requests.count == 4, "\(requests)")
+        let first = try #require(requests.first)
+        #expect(field(first, "range").isEmpty && field(first, "status") == "200")
+        let ranged = requests.dropFirst().compactMap(closedRange).sorted { $0.0 < $1.0 }
+        #expect(ranged.count == 3, "\(requests)")
+        let etag = DownloadEndToEndTests.etag(nginx.base + "/slow/seg.bin")
+        for line in requests.dropFirst() {
+            #expect(field(line, "status") == "206" && field(line, "if_range") == etag, "\(line)")
+            if let (a, b) = closedRange(line) { #expect(field(line, "sent") == String(b - a + 1), "\(line)") }
+        }
+        // The ranges tile the object after the first quarter, which the first connection fetched.
+        #expect(ranged.last?.1 == Int64(data.count - 1))
+        for (x, y) in zip(ranged, ranged.dropFirst()) { #expect(x.1 + 1 == y.0) }
+        let firstSent = Int64(field(first, "sent")) ?? 0
+        #expect(firstSent >= ranged[0].0, "the first connection stopped at \(firstSent), before its quarter's end \(ranged[0].0)")
+        #expect(!FileIO.exists(inst.output + "/dataset/ext-seg-one/.artifact.part.progress"))
+    }
+
+    /// `max_ranges 0`: nginx does not advertise ranges, so one stream fetches all of it.
+    @Test func aServerThatServesNoRangesGetsOneStream() throws {
+        let (inst, nginx) = try setUp()
+        let data = pseudoRandomBytes(6 << 20, seed: 32)
+        try FileIO.writeAtomically(nginx.www + "/noranges/one.bin", data)
+        try inst.startDaemon()
+        try add(inst, nginx, "ext-seg-none", "/noranges/one.bin")
+        #expect(try inst.waitForResult("ext-seg-none"), "log:\n\(inst.daemonLog)")
+        #expect(try FileIO.readAll("\(inst.output)/dataset/ext-seg-none/one.bin", limit: 64 << 20) == data)
+        let requests = lines(nginx, "/noranges/one.bin")
+        #expect(requests.count == 1 && field(requests[0], "status") == "200", "\(requests)")
+    }
+
+    /// A kill -9 with every segment running: each segment resumes on its own,
+    /// with a closed range from where it stopped (this boot: what was written)
+    /// and If-Range; nothing before that is asked for again.
+    @Test func aKillWithSegmentsRunningResumesEverySegmentWhereItStopped() throws {
+        let (inst, nginx) = try setUp()
+        let data = pseudoRandomBytes(32 << 20, seed: 33)
+        try FileIO.writeAtomically(nginx.www + "/slow/kill.bin", data)
+        try inst.startDaemon()
+        try add(inst, nginx, "ext-seg-kill", "/slow/kill.bin")
+        let part = try #require(try waitForSegments(inst, "ext-seg-kill"))
+        inst.killDaemon()
+        let staging = inst.output + "/.incoming/dataset/ext-seg-kill/.artifact.part"
+        let written = PartSidecar.loadProgress(part: staging)
+        let before = lines(nginx, "/slow/kill.bin").count
+        try inst.startDaemon()
+        #expect(try inst.waitForResult("ext-seg-kill"), "log:\n\(inst.daemonLog)")
+        #expect(try FileIO.readAll("\(inst.output)/dataset/ext-seg-kill/kill.bin", limit: 64 << 20) == data)
+        let resumed = Array(lines(nginx, "/slow/kill.bin").dropFirst(before))
+        let segments = try #require(part.segments)
+        #expect(!resumed.isEmpty && resumed.count <= segments.count, "\(resumed)")
+        for line in resumed {
+            let (a, b) = try #require(closedRange(line), "\(line)")
+            #expect(field(line, "status") == "206" && field(line, "if_range") == part.etag, "\(line)")
+            // Each asks for the rest of one segment, from what the progress file recorded.
+            let seg = try #require(segments.first { $0.start <= a && a < $0.end }, "\(line)")
+            #expect(b == seg.end - 1 || b == Int64(data.count - 1), "\(line) \(seg)")
+            #expect(a >= seg.synced && a == (written[seg.start] ?? seg.synced), "\(line): segment \(seg), written \(written)")
+        }
+        #expect(inst.daemonLog.contains("segments to fetch"))
+    }
+
+    /// A gzip artifact in segments: the decompressor follows the contiguous
+    /// prefix, and after a kill catches up over what is on disk.
+    @Test func aCompressedArtifactInSegmentsIsDecompressedAcrossAKill() throws {
+        let (inst, nginx) = try setUp()
+        var text: [UInt8] = []
+        var i = 0
+        while text.count < 30 << 20 { text += Array("row \(i),\(i &* 2654435761 % 1000003),segment\n".utf8); i += 1 }
+        let gz = try DownloadEndToEndTests.gzip(text + pseudoRandomBytes(30 << 20, seed: 34))
+        #expect(gz.count > 32 << 20)
+        try FileIO.writeAtomically(nginx.www + "/slow/rows.csv.gz", gz)
+        try inst.startDaemon()
+        try add(inst, nginx, "ext-seg-gz", "/slow/rows.csv.gz")
+        #expect(try waitForSegments(inst, "ext-seg-gz") != nil)
+        inst.killDaemon()
+        try inst.startDaemon()
+        #expect(try inst.waitForResult("ext-seg-gz", timeout: 90), "log:\n\(inst.daemonLog)")
+        #expect(sha256sum("\(inst.output)/dataset/ext-seg-gz/rows.csv") == sha256Hex(text + pseudoRandomBytes(30 << 20, seed: 34)))
+    }
+
+    /// The file is replaced while segments are in flight, and the connections
+    /// drop: the resumed ranges carry the old ETag, nginx answers with the new
+    /// file whole, and that answer alone makes the result: nothing spliced.
+    @Test func aFileReplacedWithSegmentsInFlightIsNeverSpliced() throws {
+        let (inst, nginx) = try setUp()
+        let old = pseudoRandomBytes(32 << 20, seed: 35)
+        let new = pseudoRandomBytes(9 << 20, seed: 36)
+        try FileIO.writeAtomically(nginx.www + "/slow/moving.bin", old)
+        try inst.startDaemon()
+        try add(inst, nginx, "ext-seg-moving", "/slow/moving.bin")
+        let part = try #require(try waitForSegments(inst, "ext-seg-moving"))
+        try FileIO.writeAtomically(nginx.www + "/slow/moving.bin", new)
+        nginx.kill()
+        try nginx.restart()
+        #expect(try inst.waitForResult("ext-seg-moving", timeout: 90), "log:\n\(inst.daemonLog)")
+        #expect(try FileIO.readAll("\(inst.output)/dataset/ext-seg-moving/moving.bin", limit: 64 << 20) == new)
+        let after = lines(nginx, "/slow/moving.bin").filter { field($0, "if_range") == part.etag }
+        #expect(after.contains { field($0, "status") == "200" && field($0, "sent") == String(new.count) }, "\(lines(nginx, "/slow/moving.bin"))")
+        // The whole answer was the download: no further attempt was needed.
+        #expect(!inst.daemonLog.contains("segments not whole"), "\(inst.daemonLog)")
+    }
+}
+
+func sha256Hex(_ bytes: [UInt8]) -> String {
+    let path = NSTemporaryDirectory() + "/jobfetch-sha-\(getpid())-\(bytes.count)"
+    defer { FileIO.unlinkIfPresent(path) }
+    try? FileIO.writeAtomically(path, bytes)
+    return sha256sum(path)
+}

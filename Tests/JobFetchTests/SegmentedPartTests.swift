@@ -1,0 +1,227 @@
+import Glibc
+import Synchronization
+import Testing
+@testable import JobFetchArtifacts
+@testable import JobFetchCore
+@testable import JobFetchTransfer
+
+/// The segmented part without a network: how an object is split, how each
+/// segment resumes, how connections hand segments over, and how the
+/// transfer layer makes one answer of several.
+@Suite struct SegmentedPartTests {
+    typealias Segment = PartSidecar.Segment
+
+    @Test func anObjectIsSplitOnlyWhenLargeEnoughAndOn64KiBBoundaries() throws {
+        let segs = try #require(PartSidecar.layout(length: 12 << 20 | 12345, count: 4, minSize: 4 << 20))
+        #expect(segs.count == 4 && segs[0].start == 0 && segs.last?.end == 12 << 20 | 12345)
+        for (a, b) in zip(segs, segs.dropFirst()) { #expect(a.end == b.start && b.start % 65536 == 0) }
+        #expect(segs.allSatisfy { $0.synced == $0.start })
+        #expect(PartSidecar.layout(length: 3 << 20, count: 4, minSize: 4 << 20) == nil, "below segment_min_size")
+        #expect(PartSidecar.layout(length: 64 << 20, count: 1, minSize: 1) == nil, "segments = 1 turns it off")
+        #expect(PartSidecar.layout(length: 3 << 20, count: 8, minSize: 1)?.count == 3, "no segment under 1 MiB")
+    }
+
+    func sidecar(_ segs: [Segment], boot: String? = "b1") -> PartSidecar {
+        PartSidecar(url: "https://h/x", etag: "\"e\"", lastModified: nil, length: segs.last?.end, synced: 0, encoding: nil, boot: boot, segments: segs)
+    }
+
+    /// SPEC "Resume cost" with segments: on the same boot each segment goes on
+    /// from what was written, after a reboot from its checkpoint, never past the file.
+    @Test func eachSegmentResumesFromWhatWasWrittenOnThisBootElseItsCheckpoint() throws {
+        let s = sidecar([Segment(start: 0, end: 100, synced: 40), Segment(start: 100, end: 200, synced: 150), Segment(start: 200, end: 300, synced: 200)])
+        let written: [Int64: Int64] = [0: 90, 100: 160, 200: 250]
+        #expect(s.resume(partSize: 300, boot: "b1", written: written)?.segmentFrom == [90, 160, 250])
+        #expect(s.resume(partSize: 300, boot: "b2", written: written)?.segmentFrom == [40, 150, 200])
+        #expect(s.resume(partSize: 300, boot: "b1")?.segmentFrom == [40, 150, 200], "no progress file: the checkpoints")
+        // A cut file: nothing past its end counts.
+        #expect(s.resume(partSize: 120, boot: "b1", written: written)?.segmentFrom == [90, 120, 200])
+        // A progress figure past its segment is bounded by it.
+        #expect(s.resume(partSize: 300, boot: "b1", written: [0: 500])?.segmentFrom?.first == 100)
+        // Nothing anywhere: a fresh start.
+        #expect(sidecar([Segment(start: 0, end: 100, synced: 0), Segment(start: 100, end: 200, synced: 100)]).resume(partSize: 0, boot: "b1") == nil)
+        // Every segment whole: one stream again, asked from the end (the server answers 416).
+        let whole = try #require(s.resume(partSize: 300, boot: "b1", written: [0: 100, 100: 200, 200: 300]))
+        #expect(whole.segmentFrom == nil && whole.offset == 300 && whole.sidecar.segments == nil && whole.sidecar.synced == 0)
+        // A layout with a gap or past the length is not trusted.
+        #expect(sidecar([Segment(start: 0, end: 100, synced: 50), Segment(start: 120, end: 200, synced: 150)]).resume(partSize: 200, boot: "b1") == nil)
+        #expect(PartSidecar(json: s.json) == s)
+        #expect(PartSidecar(json: try JSONParser.parse(Array(#"{"url":"u","synced":0,"segments":[[0,"x",1]]}"#.utf8))) == nil)
+    }
+
+    @Test func theProgressRecordRoundTripsAndGarbageCountsForNothing() throws {
+        let dir = makeTempDir()
+        defer { try? FileIO.removeTree(dir) }
+        let part = dir + "/a.part"
+        try FileIO.writeAtomically(PartSidecar.progressPath(for: part), PartSidecar.progressRecord([(0, 10), (100, 130)]) + Array("9 9\n".utf8))
+        #expect(PartSidecar.loadProgress(part: part) == [0: 10, 100: 130], "a longer stale tail is ignored")
+        for garbage in ["", "2\n0 10\n", "x\n0 1\n", "1\n5 4\n", "1\n-1 4\n"] {
+            try write(PartSidecar.progressPath(for: part), garbage)
+            #expect(PartSidecar.loadProgress(part: part).isEmpty, "\(garbage)")
+        }
+    }
+
+    final class Seen: Sendable {
+        let events = Mutex<[String]>([])
+        func note(_ e: PartEvent) {
+            events.withLock {
+                switch e {
+                case .fresh: $0.append("fresh")
+                case .size(let n): $0.append("size \(n)")
+                }
+            }
+        }
+        var sizes: [Int64] { events.withLock { $0.compactMap { $0.hasPrefix("size ") ? Int64($0.dropFirst(5)) : nil } } }
+    }
+
+    let url = try! ParsedURL("https://files.example/x.bin")
+    static let length: Int64 = 8 << 20
+    let headers = ["etag": "\"e\"", "content-length": "\(length)", "accept-ranges": "bytes"]
+
+    func feed(_ w: PartWriter, _ bytes: [UInt8]) -> Bool { bytes.withUnsafeBytes { w.write($0) } }
+    func range(_ w: PartWriter) -> [String: String] {
+        ["etag": "\"e\"", "content-range": "bytes \(w.ask!.from)-\(w.ask!.through!)/\(Self.length)"]
+    }
+
+    @Test func aFreshAnswerIsSplitAndTheStreamStopsWhereALiveSegmentBegins() throws {
+        let dir = makeTempDir()
+        defer { try? FileIO.removeTree(dir) }
+        let seen = Seen()
+        let part = Part(path: dir + "/p", limit: 1 << 30, resume: nil, segments: 4, segmentMinSize: 1, observer: { seen.note($0) })
+        let stream = part.firstWriter()
+        #expect(stream.ask == nil)
+        #expect(stream.begin(status: 200, headers: headers, url: url))
+        let helpers = part.takeQueued()
+        #expect(helpers.count == 3 && part.takeQueued().isEmpty)
+        #expect(helpers.map { $0.ask!.from } == [2 << 20, 4 << 20, 6 << 20])
+        #expect(helpers.allSatisfy { $0.ask!.validator == "\"e\"" })
+        #expect(PartSidecar.load(part: dir + "/p")?.segments?.count == 4)
+        // Helper 1 is answered; helper 2 is not (queued behind max_host_connections).
+        #expect(helpers[0].begin(status: 206, headers: range(helpers[0]), url: url))
+        #expect(feed(helpers[0], [UInt8](repeating: 1, count: 1000)))
+        #expect(part.prefix == 0 && part.size == 1000)
+        // The stream fills its quarter and stops there: segment 1 is live.
+        let quarter = [UInt8](repeating: 0, count: 2 << 20)
+        #expect(!feed(stream, quarter + [9]))
+        #expect(stream.ended == .rangeDone)
+        #expect(part.prefix == 2 << 20 + 1000 && seen.sizes.last == 2 << 20 + 1000)
+        // Helper 1 finishes its quarter; helper 2 got nothing yet.
+        #expect(feed(helpers[0], [UInt8](repeating: 1, count: (2 << 20) - 1000)))
+        #expect(!feed(helpers[0], [7]), "more than its range")
+        #expect(part.mismatch?.contains("more than the range") == true)
+    }
+
+    @Test func theStreamTakesOverASegmentWhoseConnectionNeverGotAnAnswer() throws {
+        let dir = makeTempDir()
+        defer { try? FileIO.removeTree(dir) }
+        let part = Part(path: dir + "/p", limit: 1 << 30, resume: nil, segments: 4, segmentMinSize: 1, observer: nil)
+        let stream = part.firstWriter()
+        #expect(stream.begin(status: 200, headers: headers, url: url))
+        let helpers = part.takeQueued()
+        // Helpers 2 and 3 are live; helper 1 never got an answer.
+        #expect(helpers[1].begin(status: 206, headers: range(helpers[1]), url: url))
+        #expect(helpers[2].begin(status: 206, headers: range(helpers[2]), url: url))
+        let data = pseudoRandom(Int(Self.length))
+        #expect(feed(stream, Array(data[..<(3 << 20)])), "the stream runs on into segment 1")
+        #expect(helpers[0].ended == .superseded, "its segment is the stream's now")
+        #expect(!helpers[0].begin(status: 206, headers: range(helpers[0]), url: url))
+        #expect(!feed(stream, Array(data[(3 << 20)..<(5 << 20)])) && stream.ended == .rangeDone)
+        #expect(feed(helpers[1], Array(data[(4 << 20)..<(6 << 20)])))
+        #expect(feed(helpers[2], Array(data[(6 << 20)...])))
+        #expect(part.isComplete && part.prefix == Self.length && part.size == Self.length)
+        part.finish(durably: true)
+        #expect(try FileIO.readAll(dir + "/p", limit: 16 << 20) == data)
+        let saved = try #require(PartSidecar.load(part: dir + "/p"))
+        #expect(saved.segments?.count == 3 && saved.segments?.allSatisfy { $0.synced == $0.end } == true)
+    }
+
+    @Test func aWholeBodyOnARangeIsLeftToARunningStreamElseTakesTheDownloadOver() throws {
+        let dir = makeTempDir()
+        defer { try? FileIO.removeTree(dir) }
+        let part = Part(path: dir + "/p", limit: 1 << 30, resume: nil, segments: 4, segmentMinSize: 1, observer: nil)
+        let stream = part.firstWriter()
+        #expect(stream.begin(status: 200, headers: headers, url: url))
+        let helpers = part.takeQueued()
+        // The server ignored the range: the stream is running, the helper steps aside.
+        #expect(!helpers[0].begin(status: 200, headers: headers, url: url) && helpers[0].ended == .superseded)
+        #expect(part.mismatch == nil)
+
+        // A resumed segmented part whose object changed: the first whole body is the download now.
+        let seen = Seen()
+        let s = sidecar([Segment(start: 0, end: 4 << 20, synced: 1 << 20), Segment(start: 4 << 20, end: Self.length, synced: 5 << 20)], boot: nil)
+        let resume = try #require(s.resume(partSize: Self.length, boot: "now"))
+        let again = Part(path: dir + "/q", limit: 1 << 30, resume: resume, segments: 4, segmentMinSize: 1, observer: { seen.note($0) })
+        let first = again.firstWriter()
+        let second = try #require(again.takeQueued().first)
+        #expect(first.ask?.from == 1 << 20 && first.ask?.through == (4 << 20) - 1 && second.ask?.from == 5 << 20)
+        #expect(second.begin(status: 200, headers: ["etag": "\"new\"", "content-length": "100", "accept-ranges": "bytes"], url: url))
+        #expect(seen.events.withLock { $0 } == ["fresh"])
+        #expect(!first.begin(status: 200, headers: headers, url: url) && first.ended == .superseded)
+        #expect(feed(second, [UInt8](repeating: 3, count: 100)))
+        #expect(again.sidecar?.segments == nil && again.sidecar?.etag == "\"new\"", "one stream, never split again")
+        #expect(FileIO.size(dir + "/q") == 100)
+    }
+
+    @Test func a206ForAnotherRangeOrObjectIsAMismatch() throws {
+        let dir = makeTempDir()
+        defer { try? FileIO.removeTree(dir) }
+        for (h, why) in [(["etag": "\"e\"", "content-range": "bytes 0-99/\(Self.length)"], "asked for bytes"),
+                         (["etag": "\"other\"", "content-range": "bytes \(2 << 20)-\((4 << 20) - 1)/\(Self.length)"], "the ETag changed"),
+                         (["etag": "\"e\"", "content-range": "bytes \(2 << 20)-\((4 << 20) - 1)/5"], "the length changed")] {
+            let part = Part(path: dir + "/p", limit: 1 << 30, resume: nil, segments: 4, segmentMinSize: 1, observer: nil)
+            #expect(part.firstWriter().begin(status: 200, headers: headers, url: url))
+            let helper = try #require(part.takeQueued().first)
+            #expect(!helper.begin(status: 206, headers: h, url: url))
+            #expect(part.mismatch?.contains(why) == true, "\(part.mismatch ?? "nil")")
+        }
+    }
+
+    final class FakeSink: BodySink {
+        var range: RangeRequest?
+        var stop: SinkStop?
+        var isComplete: Bool
+        init(range: RangeRequest?, stop: SinkStop?, complete: Bool) { self.range = range; self.stop = stop; isComplete = complete }
+        func begin(status: Int, headers: [String: String], url: ParsedURL) -> Bool { true }
+        func write(_ data: UnsafeRawBufferPointer) -> Bool { true }
+        func finish(durably: Bool) {}
+        var limit: Int64 { 1 << 30 }
+        var size: Int64 { 600 }
+        var resumedBytes: Int64 { 100 }
+        var expectedLength: Int64? { 1000 }
+        var error: SystemError? { nil }
+        var tooLarge: Bool { false }
+        var mismatch: String? { nil }
+        func takeConnections() -> [any BodySink] { [] }
+    }
+
+    @Test func theConnectionsAnswersMakeOne() {
+        let ok = HTTPResponse(status: 206, headers: ["x": "1"], body: [], seconds: 2)
+        var failed = HTTPResponse(status: 0, headers: [:], body: [], seconds: 5)
+        failed.error = CurlError(code: 56, name: "Failure when receiving data from the peer")
+        let stopped = HTTPResponse(status: 200, headers: ["x": "stream"], body: [], error: CurlError(code: 23, name: "write"))
+        let r = RangeRequest(from: 500, through: 999, validator: "\"e\"")
+        // All of the object is there: success, whatever a stopped connection said.
+        let whole = CurlMulti.merge([stopped, ok], sinks: [FakeSink(range: nil, stop: .rangeDone, complete: true), FakeSink(range: r, stop: nil, complete: true)])
+        #expect(whole.error == nil && whole.status == 200 && whole.headers["x"] == "stream" && whole.bytesWritten == 600 && whole.resumedFrom == 100)
+        // Not all of it: the failed connection's error, and the bytes there so far.
+        let part = CurlMulti.merge([ok, failed], sinks: [FakeSink(range: r, stop: nil, complete: false), FakeSink(range: r, stop: nil, complete: false)])
+        #expect(part.error?.code == 56 && part.bytesWritten == 600 && part.seconds == 5)
+        // A 416 on a closed range means the object is not the one split: start over.
+        let shrunk = CurlMulti.merge([ok, HTTPResponse(status: 416, headers: [:], body: [])],
+                                     sinks: [FakeSink(range: r, stop: nil, complete: false), FakeSink(range: r, stop: nil, complete: false)])
+        #expect(shrunk.rangeMismatch == "HTTP 416 for bytes 500-999")
+        // Every connection ended cleanly yet segments are missing: an error, never success.
+        let short = CurlMulti.merge([ok, ok], sinks: [FakeSink(range: r, stop: nil, complete: false), FakeSink(range: r, stop: .superseded, complete: false)])
+        #expect(short.error != nil)
+        // A range answered with the whole object, which arrived cleanly: that answer is the download.
+        let fellBack = CurlMulti.merge([HTTPResponse(status: 200, headers: ["x": "whole"], body: []), stopped],
+                                       sinks: [FakeSink(range: r, stop: nil, complete: false), FakeSink(range: r, stop: .superseded, complete: false)])
+        #expect(fellBack.error == nil && fellBack.headers["x"] == "whole")
+        // One connection: its answer as it is.
+        #expect(CurlMulti.merge([failed], sinks: [FakeSink(range: nil, stop: nil, complete: false)]).bytesWritten == 0)
+    }
+
+    func pseudoRandom(_ n: Int) -> [UInt8] {
+        var x: UInt64 = 0x9E3779B97F4A7C15
+        return (0..<n).map { _ in x ^= x << 13; x ^= x >> 7; x ^= x << 17; return UInt8(truncatingIfNeeded: x) }
+    }
+}
