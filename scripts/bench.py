@@ -1,16 +1,27 @@
 #!/usr/bin/env python3
-"""jobfetchd against curl (and gzip, pigz) on loopback, side by side.
+"""jobfetchd against curl, aria2 and igzip on loopback, side by side.
 
-1. a 1 GiB file: jobfetchd from registration to published file, against
-   `curl -s -o FILE URL`;
-2. a gzip artifact of 1 GiB uncompressed: jobfetchd (download plus
-   decompression), against `curl -o x.gz URL && gzip -d x.gz` and against
-   `pigz -dc x.gz > FILE` alone;
-3. the daemon's peak RSS over all of it (VmHWM).
+A daemon publishes only durable files, so each peer is timed with
+`&& sync FILE` too (the plain figure beside it). Runs alternate between
+jobfetchd and its peers; medians and ratios are printed.
 
-Several runs each; prints medians and ratios. Usage: bench.py BIN_DIR WORK_DIR [RUNS]
+1. 1 GiB, uncapped: jobfetchd (registration to published) against
+   `curl -o FILE` (+ sync);
+2. gzip, 361 MiB -> 1 GiB of CSV: against `curl | igzip -dc > FILE` (+ sync);
+3. 1 GiB from nginx capped at 25 MB/s per connection (`limit_rate`, as many
+   object stores and CDNs cap): against `aria2c -x4 -s4` (+ sync) and, in the
+   first run, `curl -o FILE`;
+4. the gzip artifact, capped: against `aria2c -x4 -s4` then `igzip -d` (+ sync);
+5. four 1 GiB downloads at once (4 x 4 segments), for the memory figure;
+6. kill -9 at a random moment of a 300 MB capped download, restart: the
+   bytes nginx sent twice (its access log);
+7. the daemon's peak RSS (VmHWM) and this disk's `dd ... conv=fdatasync`.
+
+Usage: bench.py BIN_DIR WORK_DIR [RUNS]
 """
 import os
+import random
+import re
 import shutil
 import signal
 import statistics
@@ -76,9 +87,16 @@ def main():
     shutil.rmtree(nginx_root, ignore_errors=True)
     os.makedirs(nginx_root)
     port = free_port()
+    capped_log = os.path.join(nginx_root, "capped.log")
     nginx = start_nginx(nginx_root, f"""  access_log off; sendfile on; tcp_nopush on;
   default_type application/octet-stream;
-  server {{ listen 127.0.0.1:{port}; root {www}; }}""")
+  log_format sent '$uri $status $body_bytes_sent';
+  server {{ listen 127.0.0.1:{port}; root {www};
+    location /capped/ {{ alias {www}/; limit_rate 25m; access_log {capped_log} sent; }}
+  }}""")
+    mid = os.path.join(www, "mid.bin")
+    if not os.path.exists(mid) or os.path.getsize(mid) != 300_000_000:
+        subprocess.run(f"head -c 300000000 {big} > {mid}", shell=True, check=True)
     base = f"http://127.0.0.1:{port}"
 
     inst = os.path.join(WORK, "daemon")
@@ -112,72 +130,133 @@ header = x-api-key: ${{file:{inst}/api-key}}
 poll_interval = 100ms
 """)
     env = dict(os.environ, JOBFETCH_CONFIG=conf)
-    daemon = subprocess.Popen([os.path.join(BIN, "jobfetchd"), "--config", conf], stderr=open(os.path.join(inst, "daemon.log"), "w"), env=env)
     out = os.path.join(inst, "output", "dataset")
-    while not os.path.isdir(out):
-        time.sleep(0.02)
+    state = {"daemon": None, "hwm": 0}
 
-    def jobfetchd(n, path):
-        job = f"ext-{n}"
+    def start_daemon():
+        d = subprocess.Popen([os.path.join(BIN, "jobfetchd"), "--config", conf],
+                             stderr=open(os.path.join(inst, "daemon.log"), "a"), env=env)
+        state["daemon"] = d
+        while not os.path.isdir(out):
+            time.sleep(0.02)
+        return d
+
+    def note_hwm():
+        with open(f"/proc/{state['daemon'].pid}/status") as f:
+            state["hwm"] = max(state["hwm"], next(int(l.split()[1]) for l in f if l.startswith("VmHWM:")))
+
+    start_daemon()
+
+    def register(job, path):
         with open(os.path.join(inst, "data", job + ".url"), "w") as f:
             f.write(base + path)
-        t = time.monotonic()
         subprocess.run([os.path.join(BIN, "jobfetchctl"), "add", "dataset", job], check=True, env=env, stdout=subprocess.DEVNULL)
+
+    def wait_done(job):
         done = os.path.join(out, job, "job.json")
         while not os.path.exists(done):
             time.sleep(0.005)
-        elapsed = time.monotonic() - t
         with open(done) as f:
             if '"outcome": "succeeded"' not in f.read():
                 sys.exit(f"job {job} did not succeed: see {inst}/daemon.log")
-        shutil.rmtree(os.path.join(out, job))
+
+    counter = [0]
+
+    def jobfetchd(path, at_once=1):
+        jobs = []
+        for _ in range(at_once):
+            counter[0] += 1
+            jobs.append(f"ext-{counter[0]}")
+        t = time.monotonic()
+        for job in jobs:
+            register(job, path)
+        for job in jobs:
+            wait_done(job)
+        elapsed = time.monotonic() - t
+        note_hwm()
+        for job in jobs:
+            shutil.rmtree(os.path.join(out, job))
         return elapsed
 
     scratch = os.path.join(WORK, "scratch")
     os.makedirs(scratch, exist_ok=True)
-    have_pigz = shutil.which("pigz") is not None
-    results = {k: [] for k in ("jf_big", "curl_big", "curl_sync", "jf_gz", "curl_gzip", "pigz")}
-    n = 0
+    f_big, f_x = f"{scratch}/big.bin", f"{scratch}/x"
+    aria2 = f"aria2c -q -x4 -s4 --allow-overwrite=true --auto-file-renaming=false -d {scratch}"
+    keys = ("jf_big", "curl_big", "curl_sync", "jf_gz", "igzip_pipe", "igzip_pipe_sync",
+            "jf_capped", "aria2", "aria2_sync", "curl_capped", "jf_capped_gz", "aria2_igzip", "aria2_igzip_sync", "jf_four")
+    results = {k: [] for k in keys}
+
+    def peer(key, cmd, *files):
+        results[key].append(timed(cmd))
+        for f in files:
+            if os.path.exists(f):
+                os.remove(f)
+
     for run in range(RUNS):
         print(f"run {run + 1}/{RUNS} ...", flush=True)
-        n += 1
-        results["jf_big"].append(jobfetchd(n, "/big.bin"))
-        results["curl_big"].append(timed(f"curl -s -o {scratch}/big.bin {base}/big.bin"))
-        os.remove(f"{scratch}/big.bin")
-        # The same download made durable, as jobfetchd makes it before publishing.
-        results["curl_sync"].append(timed(f"curl -s -o {scratch}/big.bin {base}/big.bin && sync {scratch}/big.bin"))
-        os.remove(f"{scratch}/big.bin")
-        n += 1
-        results["jf_gz"].append(jobfetchd(n, "/table.csv.gz"))
-        results["curl_gzip"].append(timed(f"curl -s -o {scratch}/x.gz {base}/table.csv.gz && gzip -d -f {scratch}/x.gz"))
-        os.remove(f"{scratch}/x")
-        if have_pigz:
-            subprocess.run(f"curl -s -o {scratch}/x.gz {base}/table.csv.gz", shell=True, check=True)
-            results["pigz"].append(timed(f"pigz -dc {scratch}/x.gz > {scratch}/x"))
-            os.remove(f"{scratch}/x")
-            os.remove(f"{scratch}/x.gz")
+        results["jf_big"].append(jobfetchd("/big.bin"))
+        peer("curl_big", f"curl -s -o {f_big} {base}/big.bin", f_big)
+        peer("curl_sync", f"curl -s -o {f_big} {base}/big.bin && sync {f_big}", f_big)
+        results["jf_gz"].append(jobfetchd("/table.csv.gz"))
+        peer("igzip_pipe", f"curl -s {base}/table.csv.gz | igzip -dc > {f_x}", f_x)
+        peer("igzip_pipe_sync", f"curl -s {base}/table.csv.gz | igzip -dc > {f_x} && sync {f_x}", f_x)
+        results["jf_capped"].append(jobfetchd("/capped/big.bin"))
+        peer("aria2", f"{aria2} -o big.bin {base}/capped/big.bin", f_big)
+        peer("aria2_sync", f"{aria2} -o big.bin {base}/capped/big.bin && sync {f_big}", f_big)
+        if run == 0:
+            peer("curl_capped", f"curl -s -o {f_big} {base}/capped/big.bin", f_big)
+        results["jf_capped_gz"].append(jobfetchd("/capped/table.csv.gz"))
+        peer("aria2_igzip", f"{aria2} -o x.gz {base}/capped/table.csv.gz && igzip -d -f {f_x}.gz", f_x, f_x + ".gz")
+        peer("aria2_igzip_sync", f"{aria2} -o x.gz {base}/capped/table.csv.gz && igzip -d -f {f_x}.gz && sync {f_x}", f_x, f_x + ".gz")
+        results["jf_four"].append(jobfetchd("/big.bin", at_once=4))
 
-    with open(f"/proc/{daemon.pid}/status") as f:
-        hwm = next(int(l.split()[1]) for l in f if l.startswith("VmHWM:"))
-    daemon.send_signal(signal.SIGTERM)
-    daemon.wait()
+    # kill -9 at a random moment of a capped 300 MB download; what nginx sent twice.
+    resent = []
+    rnd = random.Random()
+    for k in range(RUNS):
+        counter[0] += 1
+        job = f"ext-{counter[0]}"
+        open(capped_log, "w").close()
+        register(job, "/capped/mid.bin")
+        time.sleep(rnd.uniform(0.8, 2.6))  # the random moment of the kill
+        note_hwm()
+        state["daemon"].kill()
+        state["daemon"].wait()
+        start_daemon()
+        wait_done(job)
+        shutil.rmtree(os.path.join(out, job))
+        time.sleep(0.5)  # nginx logs a request when its connection closes
+        with open(capped_log) as f:
+            sent = sum(int(l.split()[2]) for l in f if l.startswith("/capped/mid.bin "))
+        resent.append(sent - 300_000_000)
+
+    note_hwm()
+    state["daemon"].send_signal(signal.SIGTERM)
+    state["daemon"].wait()
     api.kill()
     nginx.kill()
+
+    dd = subprocess.run(f"dd if=/dev/zero of={scratch}/dd bs=1M count=1024 conv=fdatasync 2>&1", shell=True,
+                        capture_output=True, text=True).stdout
+    os.remove(f"{scratch}/dd")
+    dd_rate = re.search(r"([0-9.,]+ [MG]B/s)", dd)
 
     med = {k: statistics.median(v) for k, v in results.items() if v}
     gz_size = os.path.getsize(gz)
     print()
-    print(f"runs: {RUNS} each; medians (seconds)")
-    print(f"1 GiB file        jobfetchd {med['jf_big']:.3f}  curl {med['curl_big']:.3f}  "
-          f"throughput jobfetchd/curl = {med['curl_big'] / med['jf_big']:.3f} (target >= 0.95)")
-    print(f"                  curl + sync FILE {med['curl_sync']:.3f}  "
-          f"throughput jobfetchd/(curl made durable) = {med['curl_sync'] / med['jf_big']:.3f}")
-    print(f"gzip ({gz_size / 2**20:.0f} MiB -> 1 GiB)  jobfetchd {med['jf_gz']:.3f}  curl+gzip -d {med['curl_gzip']:.3f}  "
-          f"ratio = {med['jf_gz'] / med['curl_gzip']:.3f} (target <= 0.6)")
-    if "pigz" in med:
-        print(f"                  pigz -dc alone {med['pigz']:.3f}  ratio = {med['jf_gz'] / med['pigz']:.3f} (target <= 1.15)")
-    print(f"daemon peak RSS (VmHWM): {hwm / 1024:.1f} MiB (target <= 64)")
+    print(f"runs: {RUNS} each, alternating; medians (seconds); this disk: dd 1 GiB conv=fdatasync {dd_rate.group(1) if dd_rate else dd.strip()}")
+    print(f"1 GiB, uncapped     jobfetchd {med['jf_big']:.3f}  curl {med['curl_big']:.3f}  curl && sync {med['curl_sync']:.3f}")
+    print(f"                    throughput vs durable curl {med['curl_sync'] / med['jf_big']:.3f} (target >= 1.0), vs plain curl {med['curl_big'] / med['jf_big']:.3f}")
+    print(f"gzip {gz_size / 2**20:.0f} MiB -> 1 GiB   jobfetchd {med['jf_gz']:.3f}  curl | igzip -dc {med['igzip_pipe']:.3f}  && sync {med['igzip_pipe_sync']:.3f}")
+    print(f"                    time vs durable pipeline {med['jf_gz'] / med['igzip_pipe_sync']:.3f} (target <= 1.0), vs plain {med['jf_gz'] / med['igzip_pipe']:.3f}")
+    print(f"1 GiB, 25 MB/s/conn jobfetchd {med['jf_capped']:.3f}  aria2c -x4 -s4 {med['aria2']:.3f}  && sync {med['aria2_sync']:.3f}  curl {med['curl_capped']:.3f} (1 run)")
+    print(f"                    throughput vs durable aria2 {med['aria2_sync'] / med['jf_capped']:.3f} (target >= 1.0), vs plain aria2 {med['aria2'] / med['jf_capped']:.3f}, "
+          f"vs curl {med['curl_capped'] / med['jf_capped']:.3f} (target >= 3.5)")
+    print(f"gzip, 25 MB/s/conn  jobfetchd {med['jf_capped_gz']:.3f}  aria2c then igzip -d {med['aria2_igzip']:.3f}  && sync {med['aria2_igzip_sync']:.3f}")
+    print(f"                    time vs durable {med['jf_capped_gz'] / med['aria2_igzip_sync']:.3f} (target <= 0.6), vs plain {med['jf_capped_gz'] / med['aria2_igzip']:.3f}")
+    print(f"4 x 1 GiB at once   jobfetchd {med['jf_four']:.3f}")
+    print(f"kill -9 during 300 MB (25 MB/s/conn): re-sent {', '.join(f'{b / 2**20:.2f} MiB' for b in resent)}; median {statistics.median(resent) / 2**20:.2f} MiB (target <= 1 MiB)")
+    print(f"daemon peak RSS (VmHWM): {state['hwm'] / 1024:.1f} MiB (target <= 64)")
     print("all runs:", {k: [round(x, 3) for x in v] for k, v in results.items()})
-
 
 main()

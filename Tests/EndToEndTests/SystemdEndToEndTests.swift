@@ -79,7 +79,7 @@ import TestSupport
         let sock = try NotifySocket(path: inst.root + "/notify.sock")
         try inst.startDaemon(environment: ["NOTIFY_SOCKET": inst.root + "/notify.sock", "WATCHDOG_USEC": "1000000"])
         #expect(try inst.ctl(["add", "dataset", "ext-rate"]).status == 0)
-        let status = try #require(sock.wait { $0.contains("1 download(s) in flight at ") })
+        let status = try #require(sock.wait { $0.contains("1 download(s) in flight over 1 connection(s) at ") })
         let figure = try #require(status.split(separator: " at ").last?.split(separator: "/s").first)
         let mib = figure.hasSuffix(" MiB") ? Double(figure.dropLast(4)) : nil
         #expect(mib.map { (0.5...10).contains($0) } == true, "about nginx's 2 MB/s: \(status)")

@@ -41,10 +41,12 @@ import Testing
         #expect(sidecar([Segment(start: 0, end: 100, synced: 0), Segment(start: 100, end: 200, synced: 100)]).resume(partSize: 0, boot: "b1") == nil)
         // Every segment whole: one stream again, asked from the end (the server answers 416).
         let whole = try #require(s.resume(partSize: 300, boot: "b1", written: [0: 100, 100: 200, 200: 300]))
-        #expect(whole.segmentFrom == nil && whole.offset == 300 && whole.sidecar.segments == nil && whole.sidecar.synced == 0)
+        #expect(whole.segmentFrom == nil && whole.offset == 300 && whole.sidecar.segments == nil && whole.sidecar.synced == 40, "the durable prefix")
         // A layout with a gap or past the length is not trusted.
         #expect(sidecar([Segment(start: 0, end: 100, synced: 50), Segment(start: 120, end: 200, synced: 150)]).resume(partSize: 200, boot: "b1") == nil)
         #expect(PartSidecar(json: s.json) == s)
+        // What a reader that knows no segments sees: no boot, the durable prefix (segment 0's checkpoint).
+        #expect(s.json["boot"] == nil && s.json["synced"]?.doubleValue == 40)
         #expect(PartSidecar(json: try JSONParser.parse(Array(#"{"url":"u","synced":0,"segments":[[0,"x",1]]}"#.utf8))) == nil)
     }
 
@@ -179,7 +181,10 @@ import Testing
         var range: RangeRequest?
         var stop: SinkStop?
         var isComplete: Bool
-        init(range: RangeRequest?, stop: SinkStop?, complete: Bool) { self.range = range; self.stop = stop; isComplete = complete }
+        var isSegmented: Bool
+        init(range: RangeRequest?, stop: SinkStop?, complete: Bool, segmented: Bool = true) {
+            self.range = range; self.stop = stop; isComplete = complete; isSegmented = segmented
+        }
         func begin(status: Int, headers: [String: String], url: ParsedURL) -> Bool { true }
         func write(_ data: UnsafeRawBufferPointer) -> Bool { true }
         func finish(durably: Bool) {}
@@ -213,11 +218,19 @@ import Testing
         let short = CurlMulti.merge([ok, ok], sinks: [FakeSink(range: r, stop: nil, complete: false), FakeSink(range: r, stop: .superseded, complete: false)])
         #expect(short.error != nil)
         // A range answered with the whole object, which arrived cleanly: that answer is the download.
-        let fellBack = CurlMulti.merge([HTTPResponse(status: 200, headers: ["x": "whole"], body: []), stopped],
-                                       sinks: [FakeSink(range: r, stop: nil, complete: false), FakeSink(range: r, stop: .superseded, complete: false)])
-        #expect(fellBack.error == nil && fellBack.headers["x"] == "whole")
-        // One connection: its answer as it is.
-        #expect(CurlMulti.merge([failed], sinks: [FakeSink(range: nil, stop: nil, complete: false)]).bytesWritten == 0)
+        let fellBack = CurlMulti.merge([stopped, HTTPResponse(status: 200, headers: ["x": "whole"], body: [])],
+                                       sinks: [FakeSink(range: r, stop: .superseded, complete: false, segmented: false),
+                                               FakeSink(range: r, stop: nil, complete: false, segmented: false)])
+        #expect(fellBack.error == nil && fellBack.headers["x"] == "whole" && fellBack.bytesWritten == 600)
+        // One stream: its answer, with the sink's counts.
+        let one = CurlMulti.merge([failed], sinks: [FakeSink(range: nil, stop: nil, complete: false, segmented: false)])
+        #expect(one.error?.code == 56 && one.bytesWritten == 600 && one.resumedFrom == 100)
+        // The last segment alone, ended cleanly but short: not success (no hole is published).
+        let last = CurlMulti.merge([ok], sinks: [FakeSink(range: r, stop: nil, complete: false)])
+        #expect(last.error != nil)
+        // A 416 on the last segment alone is a mismatch, never "the part is whole".
+        #expect(CurlMulti.merge([HTTPResponse(status: 416, headers: [:], body: [])], sinks: [FakeSink(range: r, stop: nil, complete: false)])
+            .rangeMismatch != nil)
     }
 
     func pseudoRandom(_ n: Int) -> [UInt8] {

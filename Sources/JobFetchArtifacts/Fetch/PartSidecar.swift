@@ -75,11 +75,12 @@ public struct PartSidecar: Equatable, Sendable {
         }
     }
 
-    /// Where a download of this part resumes, given the part's length and
-    /// the boot now; nil when it cannot (no validator, an encoded body,
-    /// nothing to keep). On the boot that wrote the bytes, from the part's
-    /// end: a kill -9, a crash or the OOM killer lose nothing the daemon
-    /// wrote. After a reboot, from the last durable checkpoint.
+    /// Where a download of this part resumes, given the part's length, the
+    /// boot now and (segments) the progress file; nil when it cannot (no
+    /// validator, an encoded body, nothing to keep). One stream, on the boot
+    /// that wrote the bytes: from the part's end (a kill -9, a crash or the
+    /// OOM killer lose nothing the daemon wrote); after a reboot, from the
+    /// last durable checkpoint. Segments: see `resumeSegments`.
     public func resume(partSize: Int64, boot now: String?, written: [Int64: Int64] = [:]) -> Resume? {
         if let segments { return resumeSegments(segments, partSize: partSize, boot: now, written: written) }
         var s = self
@@ -109,9 +110,8 @@ public struct PartSidecar: Equatable, Sendable {
         }
         if zip(segments, from).allSatisfy({ $0.end == $1 }) {
             // Whole: one stream again, whose next request finds nothing left (416).
-            let durable = zip(segments, s.segments ?? []).prefix { $0.end == $1.synced }.last?.0.end ?? 0
+            s.synced = Self.durablePrefix(s.segments ?? [])
             s.segments = nil
-            s.synced = durable
             return Resume(sidecar: s, offset: length)
         }
         guard zip(segments, from).contains(where: { $0.start < $1 }) else { return nil }
@@ -129,6 +129,17 @@ public struct PartSidecar: Equatable, Sendable {
         return starts.enumerated().map { i, start in
             Segment(start: start, end: i + 1 < starts.count ? starts[i + 1] : length, synced: start)
         }
+    }
+
+    /// The bytes from 0 known to be on disk: whole segments' ends, then the first unfinished one's checkpoint.
+    static func durablePrefix(_ segments: [Segment]) -> Int64 {
+        var p: Int64 = 0
+        for s in segments {
+            guard s.start <= p else { break }
+            p = s.synced
+            if s.synced < s.end { break }
+        }
+        return p
     }
 
     public static func path(for part: String) -> String { part + ".json" }
@@ -171,9 +182,11 @@ public struct PartSidecar: Equatable, Sendable {
             JSONMember("etag", etag.map { .string($0) } ?? .null),
             JSONMember("last_modified", lastModified.map { .string($0) } ?? .null),
             JSONMember("length", length.map { .int($0) } ?? .null),
-            JSONMember("synced", .int(synced)),
+            // A segmented part is sparse: a reader that knows no segments (an older
+            // daemon) sees no boot and the durable prefix, and resumes from there.
+            JSONMember("synced", .int(segments.map { Self.durablePrefix($0) } ?? synced)),
             JSONMember("encoding", encoding.map { .string($0) } ?? .null),
-            JSONMember("boot", boot.map { .string($0) } ?? .null),
+            JSONMember(segments == nil ? "boot" : "segments_boot", boot.map { .string($0) } ?? .null),
         ] + (segments.map { list in
             [JSONMember("segments", .array(list.map { .array([.int($0.start), .int($0.end), .int($0.synced)]) }))]
         } ?? []))
@@ -185,6 +198,8 @@ public struct PartSidecar: Equatable, Sendable {
                   length: v["length"]?.doubleValue.flatMap { Int64(exactly: $0) }, synced: synced, encoding: v["encoding"]?.scalarText,
                   boot: v["boot"]?.scalarText)
         if let list = v["segments"] {
+            boot = v["segments_boot"]?.scalarText
+            self.synced = 0
             guard case .array(let items) = list, !items.isEmpty, items.count <= 64 else { return nil }
             var segs: [Segment] = []
             for item in items {

@@ -9,8 +9,9 @@ import JobFetchCore
 /// run on a bounded schedule: the bytes are flushed (`sync_file_range`,
 /// waited for) and only then is the sidecar's `synced` advanced, so a power
 /// cut loses at most the bytes of two intervals; a kill on the same boot
-/// loses nothing that was written (one stream: the file's length says how
-/// far; segments: the progress file, noted every 256 KiB). The decompressor
+/// loses nothing that was written with one stream (the file's length says
+/// how far), at most 256 KiB with segments (the progress file, noted that
+/// often). The decompressor
 /// is told the contiguous prefix. Runs on the engine thread, inside
 /// libcurl's callbacks.
 package final class Part {
@@ -32,6 +33,7 @@ package final class Part {
         var synced: Int64
         /// The end of the range whose writeback the last checkpoint started.
         var pending: Int64
+        /// The end of the range whose writeback was last started (every `hintBytes`).
         var hinted: Int64
         /// The connection fetching it; nil when none is (another may take it over).
         var owner: ObjectIdentifier?
@@ -80,7 +82,7 @@ package final class Part {
     }
 
     var aborted: Bool { error != nil || tooLarge || mismatch != nil }
-    var isSegmented: Bool { segments.count > 1 || segments.first?.end != nil }
+    package var isSegmented: Bool { segments.count > 1 || segments.first?.end != nil }
 
     /// The first connection's writer. A resumed segmented part queues one
     /// for every other segment that is not whole.
@@ -167,6 +169,7 @@ package final class Part {
             return false
         }
         if let e = etag, let was = old.etag, e != was { mismatch = "the ETag changed (\(was) → \(e))"; return false }
+        if let m = headers["last-modified"], let was = old.lastModified, m != was { mismatch = "Last-Modified changed (\(was) → \(m))"; return false }
         if let t = range.total, let was = old.length, t != was { mismatch = "the length changed (\(was) → \(t))"; return false }
         if headers["content-encoding"] != nil { mismatch = "the resumed answer has a Content-Encoding"; return false }
         guard let i = index(w.start) else { return false }
@@ -190,7 +193,6 @@ package final class Part {
         }
         segments[i].live = true
         if let length = sidecar?.length, length > limit { tooLarge = true; return false }
-        lastCheckpoint = SystemClock.monotonic()
         return true
     }
 
@@ -296,14 +298,16 @@ package final class Part {
     /// The stream reached the end of segment `i`: it takes the next segment
     /// over when no connection is fetching it, else stops (its range is whole).
     private func advanceStream(_ w: PartWriter, from i: Int) -> Bool {
-        guard i + 1 < segments.count else { w.stopped = .rangeDone; streamRunning = false; return false }
+        guard i + 1 < segments.count else {
+            mismatch = "the server sent more than the object's length (\(segments[i].end.map(String.init) ?? "?") bytes)"
+            return false
+        }
         let next = segments[i + 1]
         if next.live || next.isWhole { w.stopped = .rangeDone; streamRunning = false; return false }
         // Its connection never got going (queued behind max_host_connections, or it
         // failed): the stream carries on through it, writing its bytes again.
         queued.removeAll { $0.start == next.start }
         segments[i].end = next.end
-        segments[i].written = w.position
         segments.remove(at: i + 1)
         return true
     }
@@ -311,6 +315,8 @@ package final class Part {
     /// A connection ended: its segment is free for a stream to take over.
     func release(_ w: PartWriter) {
         if let i = index(w.start), segments[i].owner == ObjectIdentifier(w) { segments[i].live = false }
+        // Writers never started hold the part (and its descriptors): a download that failed lets them go.
+        if aborted { queued = [] }
         if w.stream { streamRunning = false }
     }
 
@@ -354,6 +360,8 @@ package final class Part {
             let s = segments[i]
             if jf_sync_file_range(fd, s.synced, s.pending - s.synced,
                                   UInt32(SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER)) != 0 {
+                // An I/O error was this flush's: a later fdatasync would not report it again.
+                guard [ENOSYS, EINVAL, ESPIPE].contains(errno) else { error = SystemError("sync_file_range", path); return }
                 guard fdatasync(fd) == 0 else { error = SystemError("fdatasync", path); return }
             }
             segments[i].synced = s.pending
@@ -387,7 +395,6 @@ package final class Part {
         } else {
             checkpoint()
         }
-        if isSegmented { recordProgress() }
         if error != nil { distrustUnsyncedBytes() }
     }
 

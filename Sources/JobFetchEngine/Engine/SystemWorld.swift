@@ -268,6 +268,7 @@ extension PartWriter: BodySink {
     public var expectedLength: Int64? { part.sidecar?.length }
     public var resumedBytes: Int64 { part.resumedBytes }
     public var isComplete: Bool { part.isComplete }
+    public var isSegmented: Bool { part.isSegmented }
     public var stop: SinkStop? {
         switch ended {
         case .rangeDone: .rangeDone

@@ -40,9 +40,6 @@ public final class CurlMulti {
     /// Connections in flight (a segmented download counts each of its segments).
     public var inFlight: Int { transfers.count }
 
-    /// The connections of the request `tag` in flight.
-    public func connections(_ tag: Int) -> Int { groups[tag]?.running.count ?? 0 }
-
     /// Starts a request; returns its tag, which `wait` hands back with the response.
     public func start(_ request: HTTPRequest) throws(CurlError) -> Int {
         let tag = nextTag
@@ -69,7 +66,8 @@ public final class CurlMulti {
     /// Starts the connections a group's sinks ask for, and drops the ones
     /// whose range another connection took over before they got an answer.
     private func spawn(_ group: Group) {
-        for t in group.running {
+        // Ended connections too: one may have split the download and ended in the same turn.
+        for t in group.running + group.ended {
             for sink in t.sink?.takeConnections() ?? [] {
                 do { group.running.append(try add(t.request, tag: t.tag, sink: sink)) } catch {
                     // Not started: its segment is left to the stream, or to the next attempt.
@@ -77,7 +75,7 @@ public final class CurlMulti {
                 }
             }
         }
-        for t in group.running where t.toFile == nil && t.sink?.stop == .superseded {
+        for t in group.running where t.sink?.stop == .superseded {
             curl_multi_remove_handle(multi, t.easy)
             transfers[t.easy] = nil
             group.running.removeAll { $0 === t }
@@ -145,24 +143,28 @@ public final class CurlMulti {
         return done
     }
 
-    /// One answer for a request from its connections' answers: a single
-    /// connection's as it is; for segments, success when every byte of the
-    /// object is in the file, else the first fault (a mismatch or a write
-    /// error first, then a failed connection).
+    /// One answer for a request from its connections' answers. One stream
+    /// (never split, or fallen back to by a whole answer on a range): the
+    /// answer of the connection that carried it. Segments: success only when
+    /// every byte of the object is in the file, else the first fault (a
+    /// mismatch or a write error first, then a failed connection). Either
+    /// way the byte counts are the sink's.
     static func merge(_ responses: [HTTPResponse], sinks: [(any BodySink)?]) -> HTTPResponse {
-        guard responses.count > 1, let part = sinks.first ?? nil else {
+        guard let part = sinks.first ?? nil, !responses.isEmpty else {
             return responses.first ?? HTTPResponse(status: 0, headers: [:], body: [], error: CurlError(CURLE_FAILED_INIT, detail: "no connection was made"))
         }
+        let incomplete = {
+            var r = responses[0]
+            r.error = CurlError(CURLE_PARTIAL_FILE, detail: "the connections ended with segments not whole")
+            return r
+        }
         var pick: HTTPResponse
-        // A connection that fell back to one stream (a 200 on a range) and ended
-        // cleanly carried all of the object.
-        let whole = zip(responses, sinks).first {
-            $0.1?.stop == nil && $0.0.status == 200 && $0.0.error == nil && $0.0.writeError == nil && $0.0.rangeMismatch == nil && !$0.0.bodyTooLarge
-        }?.0
-        if part.mismatch == nil && part.error == nil && !part.tooLarge, let whole, !part.isComplete {
-            pick = whole
+        if !part.isSegmented {
+            pick = zip(responses, sinks).first { $0.1?.stop == nil }?.0 ?? incomplete()
         } else if part.isComplete && part.mismatch == nil && part.error == nil && !part.tooLarge {
-            pick = responses.first { $0.status == 200 } ?? responses.first { (200..<300).contains($0.status) } ?? responses[0]
+            // The headers (name, type) of a connection that kept its range, a whole answer first.
+            let kept = zip(responses, sinks).filter { $0.1?.stop != .superseded }.map(\.0)
+            pick = kept.first { $0.status == 200 } ?? kept.first { (200..<300).contains($0.status) } ?? responses[0]
             pick.error = nil
             pick.writeError = nil
             pick.rangeMismatch = nil
@@ -170,18 +172,13 @@ public final class CurlMulti {
             var faults: [HTTPResponse] = []
             for (r, s) in zip(responses, sinks) where s?.stop == nil {
                 var r = r
-                if r.status == 416, let range = s?.range, range.through != nil {
-                    r.rangeMismatch = "HTTP 416 for bytes \(range.text)"
-                }
+                // A range past the end: the object is not the one that was split.
+                if r.status == 416, let range = s?.range { r.rangeMismatch = "HTTP 416 for bytes \(range.text)" }
                 faults.append(r)
             }
             pick = faults.first { $0.rangeMismatch != nil || $0.writeError != nil || $0.bodyTooLarge }
                 ?? faults.first { $0.error != nil || !(200..<300).contains($0.status) }
-                ?? {
-                    var r = responses[0]
-                    r.error = CurlError(CURLE_PARTIAL_FILE, detail: "the connections ended with segments not whole")
-                    return r
-                }()
+                ?? incomplete()
         }
         pick.bytesWritten = part.size
         pick.resumedFrom = part.resumedBytes

@@ -7,8 +7,8 @@ public struct HTTPRequest: Sendable {
         /// Keep the body in memory, up to `limit` bytes (a status document).
         case memory(limit: Int)
         /// A 2xx body goes to the sink `makeSink` builds when the request
-        /// starts, up to the sink's `limit`; with the sink's `resumeFrom`,
-        /// the request asks for the rest (`Range` + `If-Range`). Other
+        /// starts, up to the sink's `limit`; with the sink's `range`, the
+        /// request asks for part of the object (`Range` + `If-Range`). Other
         /// bodies stay in memory for messages.
         case file(makeSink: @Sendable () -> any BodySink)
     }
@@ -83,6 +83,9 @@ public protocol BodySink: AnyObject {
     var resumedBytes: Int64 { get }
     /// The whole object's length, when the server said.
     var expectedLength: Int64? { get }
+    /// The object is fetched in ranges over several connections (its answer
+    /// is then whole only when every range is).
+    var isSegmented: Bool { get }
     /// Every byte of the object is in the file (a segmented download).
     var isComplete: Bool { get }
     /// Writing failed (disk full…).

@@ -143,7 +143,7 @@ final class Transfer {
             error = CurlError(rc, detail: detail)
         }
         return HTTPResponse(status: responseCode(), headers: headers, body: body, bytesWritten: sink?.size ?? 0,
-                            resumedFrom: sink?.range?.from ?? 0, rangeMismatch: sink?.mismatch, error: error,
+                            resumedFrom: sink?.resumedBytes ?? 0, rangeMismatch: sink?.mismatch, error: error,
                             writeError: sink?.error, bodyTooLarge: bodyTooLarge || sink?.tooLarge == true,
                             seconds: SystemClock.monotonic() - started)
     }
