@@ -112,13 +112,18 @@ import Testing
         #expect(part.mismatch?.contains("more than the range") == true)
     }
 
+    /// A fresh part split in four by its stream's 200: the part, the stream, the three helpers.
+    func split(_ path: String) -> (Part, PartWriter, [PartWriter]) {
+        let part = Part(path: path, limit: 1 << 30, resume: nil, segments: 4, segmentMinSize: 1, observer: nil)
+        let stream = part.firstWriter()
+        #expect(stream.begin(status: 200, headers: headers, url: url))
+        return (part, stream, part.takeQueued())
+    }
+
     @Test func theStreamTakesOverASegmentWhoseConnectionNeverGotAnAnswer() throws {
         let dir = makeTempDir()
         defer { try? FileIO.removeTree(dir) }
-        let part = Part(path: dir + "/p", limit: 1 << 30, resume: nil, segments: 4, segmentMinSize: 1, observer: nil)
-        let stream = part.firstWriter()
-        #expect(stream.begin(status: 200, headers: headers, url: url))
-        let helpers = part.takeQueued()
+        let (part, stream, helpers) = split(dir + "/p")
         // Helpers 2 and 3 are live; helper 1 never got an answer.
         #expect(helpers[1].begin(status: 206, headers: range(helpers[1]), url: url))
         #expect(helpers[2].begin(status: 206, headers: range(helpers[2]), url: url))
@@ -139,10 +144,7 @@ import Testing
     @Test func aWholeBodyOnARangeIsLeftToARunningStreamElseTakesTheDownloadOver() throws {
         let dir = makeTempDir()
         defer { try? FileIO.removeTree(dir) }
-        let part = Part(path: dir + "/p", limit: 1 << 30, resume: nil, segments: 4, segmentMinSize: 1, observer: nil)
-        let stream = part.firstWriter()
-        #expect(stream.begin(status: 200, headers: headers, url: url))
-        let helpers = part.takeQueued()
+        let (part, _, helpers) = split(dir + "/p")
         // The server ignored the range: the stream is running, the helper steps aside.
         #expect(!helpers[0].begin(status: 200, headers: headers, url: url) && helpers[0].ended == .superseded)
         #expect(part.mismatch == nil)
