@@ -16,24 +16,15 @@ import TestSupport
         return (inst, nginx)
     }
 
-    /// Registers `id` whose csv_url is `path` on nginx.
-    func add(_ inst: Installation, _ nginx: Nginx, _ id: String, _ path: String) throws {
-        try FileIO.writeAtomically(inst.dataDir + "/\(id).url", Array((nginx.base + path).utf8))
-        #expect(try inst.ctl(["add", "dataset", id]).status == 0)
-    }
 
     func request(_ line: String, _ path: String) -> Bool { line.hasPrefix("GET \(path) ") }
-    /// A field of nginx's access log line (empty when the request had no such header).
-    func field(_ line: String, _ name: String) -> String {
-        line.split(separator: " ").first { $0.hasPrefix(name + "=") }.map { String($0.dropFirst(name.count + 1)) } ?? ""
-    }
 
     @Test func killDuringTransferResumesWithRangeAndIfRange() throws {
         let (inst, nginx) = try setUp()
         let data = pseudoRandomBytes(12 << 20, seed: 1)
         try FileIO.writeAtomically(nginx.www + "/slow/big.bin", data)
         try inst.startDaemon()
-        try add(inst, nginx, "ext-big", "/slow/big.bin")
+        try addExternal(inst, nginx, "ext-big", "/slow/big.bin")
         let part = try #require(try inst.waitForPart("ext-big"))
         inst.killDaemon()
         #expect(part.etag != nil && part.length == Int64(data.count))
@@ -44,13 +35,13 @@ import TestSupport
         #expect(files.first?["sha256"]?.scalarText == sha256sum("\(inst.output)/dataset/ext-big/big.bin"))
         let lines = nginx.accessLog.filter { request($0, "/slow/big.bin") }
         let resumed = try #require(lines.last)
-        let from = Int64(field(resumed, "range").dropFirst(6).dropLast()) ?? -1
-        #expect(field(resumed, "status") == "206", "\(lines)")
+        let from = Int64(logField(resumed, "range").dropFirst(6).dropLast()) ?? -1
+        #expect(logField(resumed, "status") == "206", "\(lines)")
         #expect(from >= part.synced && from < Int64(data.count), "resumed from \(from), sidecar had \(part.synced)")
-        #expect(field(resumed, "if_range") == part.etag)
+        #expect(logField(resumed, "if_range") == part.etag)
         // A resumed request never asks for an encoding, and nginx is another origin: no credentials.
-        #expect(field(resumed, "ae").isEmpty)
-        #expect(lines.allSatisfy { field($0, "key").isEmpty })
+        #expect(logField(resumed, "ae").isEmpty)
+        #expect(lines.allSatisfy { logField($0, "key").isEmpty })
         #expect(inst.daemonLog.contains("dataset/ext-big: resuming \(nginx.base)/slow/big.bin from"))
         #expect(!FileIO.exists("\(inst.output)/dataset/ext-big/.artifact.part.json"))
     }
@@ -62,7 +53,7 @@ import TestSupport
                                margin: Int64) throws -> (part: PartSidecar, kept: Int64) {
         try FileIO.writeAtomically(nginx.www + "/slow/\(id).bin", data)
         try inst.startDaemon()
-        try add(inst, nginx, id, "/slow/\(id).bin")
+        try addExternal(inst, nginx, id, "/slow/\(id).bin")
         let checkpoint = try #require(try inst.waitForPart(id))
         let staging = inst.output + "/.incoming/dataset/" + id
         _ = try Inotify.wait(until: { (FileIO.size(staging + "/.artifact.part") ?? 0) >= checkpoint.synced + margin },
@@ -89,8 +80,8 @@ import TestSupport
         #expect(try FileIO.readAll("\(inst.output)/dataset/ext-kill/ext-kill.bin", limit: 64 << 20) == data)
         let lines = nginx.accessLog.filter { request($0, "/slow/ext-kill.bin") }
         let resumed = try #require(lines.last)
-        #expect(field(resumed, "range") == "bytes=\(kept)-" && field(resumed, "status") == "206", "\(lines)")
-        #expect(field(resumed, "sent") == String(Int64(data.count) - kept), "\(resumed)")
+        #expect(logField(resumed, "range") == "bytes=\(kept)-" && logField(resumed, "status") == "206", "\(lines)")
+        #expect(logField(resumed, "sent") == String(Int64(data.count) - kept), "\(resumed)")
     }
 
     /// After a reboot the page cache is gone: bytes past the last checkpoint
@@ -107,7 +98,7 @@ import TestSupport
         #expect(try inst.waitForResult("ext-reboot"), "log:\n\(inst.daemonLog)")
         #expect(try FileIO.readAll("\(inst.output)/dataset/ext-reboot/ext-reboot.bin", limit: 64 << 20) == data)
         let resumed = try #require(nginx.accessLog.filter { request($0, "/slow/ext-reboot.bin") }.last)
-        #expect(field(resumed, "range") == "bytes=\(part.synced)-" && field(resumed, "status") == "206", "\(resumed)")
+        #expect(logField(resumed, "range") == "bytes=\(part.synced)-" && logField(resumed, "status") == "206", "\(resumed)")
     }
 
     @Test func aServerThatIgnoresRangeRestartsFromZero() throws {
@@ -115,15 +106,15 @@ import TestSupport
         let data = pseudoRandomBytes(12 << 20, seed: 2)
         try FileIO.writeAtomically(nginx.www + "/noranges/big.bin", data)
         try inst.startDaemon()
-        try add(inst, nginx, "ext-norange", "/noranges/big.bin")
+        try addExternal(inst, nginx, "ext-norange", "/noranges/big.bin")
         #expect(try inst.waitForPart("ext-norange") != nil)
         inst.killDaemon()
         try inst.startDaemon()
         #expect(try inst.waitForResult("ext-norange"), "log:\n\(inst.daemonLog)")
         #expect(try FileIO.readAll("\(inst.output)/dataset/ext-norange/big.bin", limit: 64 << 20) == data)
         let last = try #require(nginx.accessLog.filter { request($0, "/noranges/big.bin") }.last)
-        #expect(field(last, "range").hasPrefix("bytes="))
-        #expect(field(last, "status") == "200")
+        #expect(logField(last, "range").hasPrefix("bytes="))
+        #expect(logField(last, "status") == "200")
     }
 
     @Test func aFileReplacedBetweenAttemptsIsFetchedWhole() throws {
@@ -132,7 +123,7 @@ import TestSupport
         let new = pseudoRandomBytes(10 << 20, seed: 4)
         try FileIO.writeAtomically(nginx.www + "/slow/replaced.bin", old)
         try inst.startDaemon()
-        try add(inst, nginx, "ext-replaced", "/slow/replaced.bin")
+        try addExternal(inst, nginx, "ext-replaced", "/slow/replaced.bin")
         let part = try #require(try inst.waitForPart("ext-replaced"))
         inst.killDaemon()
         try FileIO.writeAtomically(nginx.www + "/slow/replaced.bin", new)
@@ -141,8 +132,8 @@ import TestSupport
         // If-Range carried the old ETag: nginx sent the new file whole, nothing was spliced.
         #expect(try FileIO.readAll("\(inst.output)/dataset/ext-replaced/replaced.bin", limit: 64 << 20) == new)
         let last = try #require(nginx.accessLog.filter { request($0, "/slow/replaced.bin") }.last)
-        #expect(field(last, "if_range") == part.etag)
-        #expect(field(last, "status") == "200")
+        #expect(logField(last, "if_range") == part.etag)
+        #expect(logField(last, "status") == "200")
     }
 
     @Test func a416OnAWholePartIsSuccess() throws {
@@ -171,8 +162,8 @@ import TestSupport
         #expect(try inst.waitForResult("ext-whole"), "log:\n\(inst.daemonLog)")
         #expect(try FileIO.readAll("\(inst.output)/dataset/ext-whole/whole.bin") == data)
         let last = try #require(nginx.accessLog.filter { request($0, "/whole.bin") }.last)
-        #expect(field(last, "range") == "bytes=\(data.count)-")
-        #expect(field(last, "status") == "416")
+        #expect(logField(last, "range") == "bytes=\(data.count)-")
+        #expect(logField(last, "status") == "416")
     }
 
     @Test func gzipTruncatedMultiMemberAndBombs() throws {
@@ -184,9 +175,9 @@ import TestSupport
         try FileIO.writeAtomically(nginx.www + "/trunc.csv.gz", Array(whole.dropLast(20)))
         try FileIO.writeAtomically(nginx.www + "/bomb.csv.gz", try Self.gzip([UInt8](repeating: 0, count: 64 << 20)))
         try inst.startDaemon()
-        try add(inst, nginx, "ext-multi", "/multi.csv.gz")
-        try add(inst, nginx, "ext-trunc", "/trunc.csv.gz")
-        try add(inst, nginx, "ext-bomb", "/bomb.csv.gz")
+        try addExternal(inst, nginx, "ext-multi", "/multi.csv.gz")
+        try addExternal(inst, nginx, "ext-trunc", "/trunc.csv.gz")
+        try addExternal(inst, nginx, "ext-bomb", "/bomb.csv.gz")
         for id in ["ext-multi", "ext-trunc", "ext-bomb"] { #expect(try inst.waitForResult(id), "\(id)") }
         #expect(try FileIO.readAll("\(inst.output)/dataset/ext-multi/multi.csv") == a + b)
         // Hashed while it was decompressed: the digest is the published file's.
@@ -206,7 +197,7 @@ import TestSupport
         let data = pseudoRandomBytes(12 << 20, seed: 8)
         try FileIO.writeAtomically(nginx.www + "/slow/exp.bin", data)
         try inst.startDaemon()
-        try add(inst, nginx, "expiring-x", "/slow/exp.bin")
+        try addExternal(inst, nginx, "expiring-x", "/slow/exp.bin")
         // The first checkpoint comes a second after the transfer started: the URL (1 s) has expired.
         let part = try #require(try inst.waitForPart("expiring-x"))
         inst.killDaemon()
@@ -216,8 +207,8 @@ import TestSupport
         #expect(inst.daemonLog.contains("dataset/expiring-x: result URL \(nginx.base)/slow/exp.bin: its expiry"))
         #expect(inst.api.allLines.filter { $0 == "STATUS expiring-x completed" }.count == 2)
         let last = try #require(nginx.accessLog.filter { request($0, "/slow/exp.bin") }.last)
-        #expect(field(last, "status") == "206")
-        #expect(field(last, "if_range") == part.etag)
+        #expect(logField(last, "status") == "206")
+        #expect(logField(last, "if_range") == part.etag)
         #expect(!inst.daemonLog.contains("sig-5ecret-do-not-log"))
     }
 
@@ -232,8 +223,8 @@ import TestSupport
         #expect(try FileIO.readAll("\(inst.output)/dataset/redir-x/moved.csv") == data)
         #expect(inst.api.allLines.contains("REQ GET /v0/datasets/redir-x/csv key=yes"))
         let hop = try #require(nginx.accessLog.first { request($0, "/moved.csv") })
-        #expect(field(hop, "key").isEmpty)
-        #expect(field(hop, "auth").isEmpty)
+        #expect(logField(hop, "key").isEmpty)
+        #expect(logField(hop, "auth").isEmpty)
     }
 
     static func gzip(_ bytes: [UInt8]) throws -> [UInt8] {
@@ -281,10 +272,10 @@ import TestSupport
         try FileIO.writeAtomically(inst.root + "/mkzip.py", Array(script.utf8))
         #expect(shell("python3 \(inst.root)/mkzip.py \(nginx.www)") == 0)
         try inst.startDaemon()
-        try add(inst, nginx, "ext-zip", "/good.zip")
-        try add(inst, nginx, "ext-evil", "/evil.zip")
-        try add(inst, nginx, "ext-link", "/link.zip")
-        try add(inst, nginx, "ext-empty", "/empty.zip")
+        try addExternal(inst, nginx, "ext-zip", "/good.zip")
+        try addExternal(inst, nginx, "ext-evil", "/evil.zip")
+        try addExternal(inst, nginx, "ext-link", "/link.zip")
+        try addExternal(inst, nginx, "ext-empty", "/empty.zip")
         for id in ["ext-zip", "ext-evil", "ext-link", "ext-empty"] { #expect(try inst.waitForResult(id), "\(id)") }
 
         let dir = "\(inst.output)/dataset/ext-zip"
@@ -318,7 +309,7 @@ import TestSupport
         let (inst, nginx) = try setUp(daemonLines: "min_free_space = 100000G")
         try FileIO.writeAtomically(nginx.www + "/small.csv", Array("id\n1\n".utf8))
         try inst.startDaemon()
-        try add(inst, nginx, "ext-space", "/small.csv")
+        try addExternal(inst, nginx, "ext-space", "/small.csv")
         // The job completes at the API, then waits: no download starts.
         #expect(inst.api.waitForLine { $0 == "STATUS ext-space completed" } != nil)
         #expect(try Inotify.wait(until: { inst.daemonLog.contains("dataset/ext-space: waiting for disk space:") }, in: inst.root,
@@ -339,7 +330,7 @@ import TestSupport
         let data = pseudoRandomBytes(12 << 20, seed: 9)
         try FileIO.writeAtomically(nginx.www + "/slow/net.bin", data)
         try inst.startDaemon()
-        try add(inst, nginx, "ext-net", "/slow/net.bin")
+        try addExternal(inst, nginx, "ext-net", "/slow/net.bin")
         let part = try #require(try inst.waitForPart("ext-net"))
         // The server goes away mid-transfer; the daemon stays up and retries.
         nginx.kill()
@@ -348,8 +339,8 @@ import TestSupport
         try nginx.restart()
         #expect(try inst.waitForResult("ext-net"), "log:\n\(inst.daemonLog)")
         #expect(try FileIO.readAll("\(inst.output)/dataset/ext-net/net.bin", limit: 64 << 20) == data)
-        let last = try #require(nginx.accessLog.filter { request($0, "/slow/net.bin") && field($0, "status") == "206" }.last)
-        let from = Int64(field(last, "range").dropFirst(6).dropLast()) ?? -1
+        let last = try #require(nginx.accessLog.filter { request($0, "/slow/net.bin") && logField($0, "status") == "206" }.last)
+        let from = Int64(logField(last, "range").dropFirst(6).dropLast()) ?? -1
         #expect(from >= part.synced, "resumed from \(from)")
         #expect(inst.daemonLog.contains("it resumes from there"))
     }
@@ -358,7 +349,7 @@ import TestSupport
         let (inst, nginx) = try setUp(daemonLines: "max_artifact_size = 100k")
         try FileIO.writeAtomically(nginx.www + "/large.bin", pseudoRandomBytes(300_000, seed: 10))
         try inst.startDaemon()
-        try add(inst, nginx, "ext-large", "/large.bin")
+        try addExternal(inst, nginx, "ext-large", "/large.bin")
         #expect(try inst.waitForResult("ext-large"))
         let job = try inst.jobJSON("ext-large")
         #expect(job["outcome"] == "failed")
@@ -373,7 +364,7 @@ import TestSupport
         let data = pseudoRandomBytes(12 << 20, seed: 11)
         try FileIO.writeAtomically(nginx.www + "/slow/term.bin", data)
         try inst.startDaemon()
-        try add(inst, nginx, "ext-term", "/slow/term.bin")
+        try addExternal(inst, nginx, "ext-term", "/slow/term.bin")
         #expect(try inst.waitForPart("ext-term") != nil)
         inst.daemon?.signal(SIGTERM)
         #expect(inst.daemon?.waitExit() == 0)
@@ -387,15 +378,15 @@ import TestSupport
         #expect(try inst.waitForResult("ext-term"), "log:\n\(inst.daemonLog)")
         #expect(try FileIO.readAll("\(inst.output)/dataset/ext-term/term.bin", limit: 64 << 20) == data)
         let last = try #require(nginx.accessLog.filter { request($0, "/slow/term.bin") }.last)
-        #expect(field(last, "range") == "bytes=\(part.synced)-")
-        #expect(field(last, "status") == "206")
+        #expect(logField(last, "range") == "bytes=\(part.synced)-")
+        #expect(logField(last, "status") == "206")
     }
 
     @Test func listShowsLiveBytesRateAndETA() throws {
         let (inst, nginx) = try setUp()
         try FileIO.writeAtomically(nginx.www + "/slow/live.bin", pseudoRandomBytes(12 << 20, seed: 12))
         try inst.startDaemon()
-        try add(inst, nginx, "ext-live", "/slow/live.bin")
+        try addExternal(inst, nginx, "ext-live", "/slow/live.bin")
         // The engine records progress once a second; wait on the database's writes.
         var row: JSONValue?
         _ = try Inotify.wait(until: {

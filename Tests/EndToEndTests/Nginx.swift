@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import JobFetchCore
+import Testing
 
 /// A real nginx on a free loopback port, serving `<root>/www`, for the
 /// download tests. Single process (`master_process off`) so a kill ends it.
@@ -117,4 +118,15 @@ func pseudoRandomBytes(_ count: Int, seed: UInt64) -> [UInt8] {
         out[i] = UInt8(truncatingIfNeeded: x)
     }
     return out
+}
+
+/// Registers `id` with the fake API's dataset kind, its csv_url `path` on nginx (an `ext-` job).
+func addExternal(_ inst: Installation, _ nginx: Nginx, _ id: String, _ path: String) throws {
+    try FileIO.writeAtomically(inst.dataDir + "/\(id).url", Array((nginx.base + path).utf8))
+    #expect(try inst.ctl(["add", "dataset", id]).status == 0)
+}
+
+/// A field of nginx's access log line (empty when the request had no such header).
+func logField(_ line: String, _ name: String) -> String {
+    line.split(separator: " ").first { $0.hasPrefix(name + "=") }.map { String($0.dropFirst(name.count + 1)) } ?? ""
 }

@@ -24,12 +24,12 @@ import TestSupport
     }
 
     func lines(_ nginx: Nginx, _ path: String) -> [String] { nginx.accessLog.filter { $0.hasPrefix("GET \(path) ") } }
-    func field(_ line: String, _ name: String) -> String {
+    func logField(_ line: String, _ name: String) -> String {
         line.split(separator: " ").first { $0.hasPrefix(name + "=") }.map { String($0.dropFirst(name.count + 1)) } ?? ""
     }
     /// `bytes=a-b` → (a, b); nil for no range or an open one.
     func closedRange(_ line: String) -> (Int64, Int64)? {
-        let r = field(line, "range")
+        let r = logField(line, "range")
         guard r.hasPrefix("bytes=") else { return nil }
         let parts = r.dropFirst(6).split(separator: "-", omittingEmptySubsequences: false)
         guard parts.count == 2, let a = Int64(parts[0]), let b = Int64(parts[1]) else { return nil }
@@ -57,7 +57,7 @@ import TestSupport
         let data = pseudoRandomBytes(12 << 20, seed: 31)
         try FileIO.writeAtomically(nginx.www + "/slow/seg.bin", data)
         try inst.startDaemon()
-        try add(inst, nginx, "ext-seg-one", "/slow/seg.bin")
+        try addExternal(inst, nginx, "ext-seg-one", "/slow/seg.bin")
         #expect(try inst.waitForResult("ext-seg-one"), "log:\n\(inst.daemonLog)")
         #expect(try FileIO.readAll("\(inst.output)/dataset/ext-seg-one/seg.bin", limit: 64 << 20) == data)
         guard case .array(let files)? = try inst.jobJSON("ext-seg-one")["files"] else { Issue.record("no files"); return }
@@ -67,18 +67,18 @@ import TestSupport
         // serves ranges, and three more connections fetch the other quarters.
         #expect(requests.count == 4, "\(requests)")
         let first = try #require(requests.first)
-        #expect(field(first, "range").isEmpty && field(first, "status") == "200")
+        #expect(logField(first, "range").isEmpty && logField(first, "status") == "200")
         let ranged = requests.dropFirst().compactMap(closedRange).sorted { $0.0 < $1.0 }
         #expect(ranged.count == 3, "\(requests)")
         let etag = DownloadEndToEndTests.etag(nginx.base + "/slow/seg.bin")
         for line in requests.dropFirst() {
-            #expect(field(line, "status") == "206" && field(line, "if_range") == etag, "\(line)")
-            if let (a, b) = closedRange(line) { #expect(field(line, "sent") == String(b - a + 1), "\(line)") }
+            #expect(logField(line, "status") == "206" && logField(line, "if_range") == etag, "\(line)")
+            if let (a, b) = closedRange(line) { #expect(logField(line, "sent") == String(b - a + 1), "\(line)") }
         }
         // The ranges tile the object after the first quarter, which the first connection fetched.
         #expect(ranged.last?.1 == Int64(data.count - 1))
         for (x, y) in zip(ranged, ranged.dropFirst()) { #expect(x.1 + 1 == y.0) }
-        let firstSent = Int64(field(first, "sent")) ?? 0
+        let firstSent = Int64(logField(first, "sent")) ?? 0
         #expect(firstSent >= ranged[0].0, "the first connection stopped at \(firstSent), before its quarter's end \(ranged[0].0)")
         #expect(!FileIO.exists(inst.output + "/dataset/ext-seg-one/.artifact.part.progress"))
     }
@@ -89,11 +89,11 @@ import TestSupport
         let data = pseudoRandomBytes(6 << 20, seed: 32)
         try FileIO.writeAtomically(nginx.www + "/noranges/one.bin", data)
         try inst.startDaemon()
-        try add(inst, nginx, "ext-seg-none", "/noranges/one.bin")
+        try addExternal(inst, nginx, "ext-seg-none", "/noranges/one.bin")
         #expect(try inst.waitForResult("ext-seg-none"), "log:\n\(inst.daemonLog)")
         #expect(try FileIO.readAll("\(inst.output)/dataset/ext-seg-none/one.bin", limit: 64 << 20) == data)
         let requests = lines(nginx, "/noranges/one.bin")
-        #expect(requests.count == 1 && field(requests[0], "status") == "200", "\(requests)")
+        #expect(requests.count == 1 && logField(requests[0], "status") == "200", "\(requests)")
     }
 
     /// A kill -9 with every segment running: each segment resumes on its own,
@@ -104,7 +104,7 @@ import TestSupport
         let data = pseudoRandomBytes(32 << 20, seed: 33)
         try FileIO.writeAtomically(nginx.www + "/slow/kill.bin", data)
         try inst.startDaemon()
-        try add(inst, nginx, "ext-seg-kill", "/slow/kill.bin")
+        try addExternal(inst, nginx, "ext-seg-kill", "/slow/kill.bin")
         let part = try #require(try waitForSegments(inst, "ext-seg-kill"))
         inst.killDaemon()
         let staging = inst.output + "/.incoming/dataset/ext-seg-kill/.artifact.part"
@@ -118,7 +118,7 @@ import TestSupport
         #expect(!resumed.isEmpty && resumed.count <= segments.count, "\(resumed)")
         for line in resumed {
             let (a, b) = try #require(closedRange(line), "\(line)")
-            #expect(field(line, "status") == "206" && field(line, "if_range") == part.etag, "\(line)")
+            #expect(logField(line, "status") == "206" && logField(line, "if_range") == part.etag, "\(line)")
             // Each asks for the rest of one segment, from what the progress file recorded.
             let seg = try #require(segments.first { $0.start <= a && a < $0.end }, "\(line)")
             #expect(b == seg.end - 1 || b == Int64(data.count - 1), "\(line) \(seg)")
@@ -138,7 +138,7 @@ import TestSupport
         #expect(gz.count > 32 << 20)
         try FileIO.writeAtomically(nginx.www + "/slow/rows.csv.gz", gz)
         try inst.startDaemon()
-        try add(inst, nginx, "ext-seg-gz", "/slow/rows.csv.gz")
+        try addExternal(inst, nginx, "ext-seg-gz", "/slow/rows.csv.gz")
         #expect(try waitForSegments(inst, "ext-seg-gz") != nil)
         inst.killDaemon()
         try inst.startDaemon()
@@ -155,15 +155,15 @@ import TestSupport
         let new = pseudoRandomBytes(9 << 20, seed: 36)
         try FileIO.writeAtomically(nginx.www + "/slow/moving.bin", old)
         try inst.startDaemon()
-        try add(inst, nginx, "ext-seg-moving", "/slow/moving.bin")
+        try addExternal(inst, nginx, "ext-seg-moving", "/slow/moving.bin")
         let part = try #require(try waitForSegments(inst, "ext-seg-moving"))
         try FileIO.writeAtomically(nginx.www + "/slow/moving.bin", new)
         nginx.kill()
         try nginx.restart()
         #expect(try inst.waitForResult("ext-seg-moving", timeout: 90), "log:\n\(inst.daemonLog)")
         #expect(try FileIO.readAll("\(inst.output)/dataset/ext-seg-moving/moving.bin", limit: 64 << 20) == new)
-        let after = lines(nginx, "/slow/moving.bin").filter { field($0, "if_range") == part.etag }
-        #expect(after.contains { field($0, "status") == "200" && field($0, "sent") == String(new.count) }, "\(lines(nginx, "/slow/moving.bin"))")
+        let after = lines(nginx, "/slow/moving.bin").filter { logField($0, "if_range") == part.etag }
+        #expect(after.contains { logField($0, "status") == "200" && logField($0, "sent") == String(new.count) }, "\(lines(nginx, "/slow/moving.bin"))")
         // The whole answer was the download: no further attempt was needed.
         #expect(!inst.daemonLog.contains("segments not whole"), "\(inst.daemonLog)")
     }

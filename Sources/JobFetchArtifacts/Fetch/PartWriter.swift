@@ -92,8 +92,8 @@ package final class Part {
             segments = [Segment(start: 0, end: nil, written: 0, synced: 0, pending: 0, hinted: 0, owner: ObjectIdentifier(w))]
             return w
         }
-        resumedBytes = resume.offset
         guard let from = resume.segmentFrom, let layout = resume.sidecar.segments, let validator = resume.sidecar.validator else {
+            resumedBytes = resume.offset
             let w = PartWriter(part: self, start: 0, range: (resume.offset, nil, resume.sidecar.validator ?? ""), stream: true)
             let synced = resume.sidecar.synced
             segments = [Segment(start: 0, end: nil, written: resume.offset, synced: synced, pending: synced, hinted: synced,
