@@ -32,7 +32,7 @@ final class Nginx {
             error_log \(root)/error.log info;
             events { worker_connections 64; }
             http {
-                log_format jf escape=none '$request_method $uri range=$http_range if_range=$http_if_range ae=$http_accept_encoding key=$http_x_api_key auth=$http_authorization status=$status sent=$body_bytes_sent';
+                log_format jf escape=none '$request_method $uri range=$http_range if_range=$http_if_range ae=$http_accept_encoding key=$http_x_api_key auth=$http_authorization status=$status sent=$body_bytes_sent at=$msec took=$request_time';
                 access_log \(root)/access.log jf;
                 client_body_temp_path \(root)/tmp/body;
                 proxy_temp_path \(root)/tmp/proxy;
@@ -98,6 +98,12 @@ final class Nginx {
     /// The access log's lines so far (a request is logged when it ends).
     var accessLog: [String] {
         ((try? String(contentsOfFile: root + "/access.log", encoding: .utf8)) ?? "").split(separator: "\n").map(String.init)
+    }
+
+    /// When a logged request began (seconds since the epoch, to the millisecond):
+    /// the log is written in the order requests end.
+    static func began(_ line: String) -> Double {
+        (Double(logField(line, "at")) ?? 0) - (Double(logField(line, "took")) ?? 0)
     }
 
     /// Waits, on inotify, until the access log has a line satisfying `match`.

@@ -41,13 +41,13 @@ import Testing
         """
 
     @Test func segmentsAreSetForTheDaemonAndPerKindAndBounded() throws {
-        let text = Self.good.replacingOccurrences(of: "min_free_space = 512M", with: "min_free_space = 512M\nsegments = 8\nsegment_min_size = 16M")
+        let text = Self.good.replacingOccurrences(of: "min_free_space = 512M", with: "min_free_space = 512M\nsegments = 8\nsegment_min_size = 16M\nsegment_below_rate = 30M")
             + "\nsegments = 1\n"
         let c = try ConfigParser.parse(text, file: "daemon.conf", environment: env)
-        #expect(c.daemon.segments == 8 && c.daemon.segmentMinSize == 16 << 20)
+        #expect(c.daemon.segments == 8 && c.daemon.segmentMinSize == 16 << 20 && c.daemon.segmentBelowRate == 30 << 20)
         #expect(c.kind("dataset")?.segments == 1)
         let d = try ConfigParser.parse(Self.good, file: "daemon.conf", environment: env)
-        #expect(d.daemon.segments == 4 && d.daemon.segmentMinSize == 64 << 20 && d.kind("dataset")?.segments == nil)
+        #expect(d.daemon.segments == 4 && d.daemon.segmentMinSize == 64 << 20 && d.daemon.segmentBelowRate == 100 << 20 && d.kind("dataset")?.segments == nil)
         let bad = problems(Self.good + "\nsegments = 17\n")
         #expect(bad.map(\.description) == ["daemon.conf:23: segments: \"17\" is not a whole number from 1 to 16"], "\(bad)")
     }

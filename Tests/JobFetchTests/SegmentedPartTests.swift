@@ -21,6 +21,91 @@ import Testing
         #expect(PartSidecar.layout(length: 3 << 20, count: 8, minSize: 1)?.count == 3, "no segment under 1 MiB")
     }
 
+    /// Pieces after a stream measured slow: its own piece past where it is,
+    /// then pieces of the given size, quartered for the last round so the
+    /// connections finish together; never more than `maxPieces`.
+    @Test func piecesFollowTheStreamAndShrinkAtTheEnd() throws {
+        let mib: Int64 = 1 << 20
+        let segs = try #require(PartSidecar.layout(length: 100 * mib + 7, count: 4, minSize: 1, piece: 4 * mib, from: 3 * mib + 5))
+        #expect(segs[0].start == 0 && segs[0].end == 3 * mib + 65536 + 4 * mib, "the stream's piece runs on past where it is")
+        #expect(segs.last?.end == 100 * mib + 7)
+        for (a, b) in zip(segs, segs.dropFirst()) { #expect(a.end == b.start && b.start % 65536 == 0) }
+        let sizes = segs.dropFirst().map { $0.end - $0.start }
+        // 4 MiB pieces while more than a round (4 × 4 MiB) is left, then 1 MiB
+        // ones; the tail under 1 MiB joins the last.
+        let regular = sizes.prefix(while: { $0 == 4 * mib }).count
+        let endgame = sizes.dropFirst(regular)
+        #expect(regular >= 15 && endgame.reduce(0, +) <= 16 * mib && endgame.reduce(0, +) > 12 * mib, "\(sizes)")
+        #expect(endgame.dropLast().allSatisfy { $0 == mib } && endgame.last! < 2 * mib, "\(sizes)")
+        for length in [Int64(1) << 40, 300 * mib, 64 * mib] {
+            for count in [2, 4, 16] {
+                let l = try #require(PartSidecar.layout(length: length, count: count, minSize: 1, piece: mib, from: 0))
+                #expect(l.count <= PartSidecar.maxPieces && l.count >= count, "\(length) \(count): \(l.count)")
+            }
+        }
+        // A piece longer than an equal share is cut to it: every connection gets work.
+        let big = try #require(PartSidecar.layout(length: 64 * mib, count: 4, minSize: 1, piece: 1 << 40))
+        #expect(big.count > 4 && big.allSatisfy { $0.end - $0.start <= 16 * mib })
+        #expect(PartSidecar.layout(length: 64 * mib, count: 4, minSize: 1, piece: mib, from: 63 * mib + 1) == nil, "under 1 MiB left")
+    }
+
+    /// A stream faster than `segment_below_rate` stays one; a slower one is
+    /// split at its first write after the probe.
+    @Test func theStreamIsSplitOnlyWhenSlowerThanTheRate() throws {
+        let dir = makeTempDir()
+        defer { try? FileIO.removeTree(dir) }
+        let chunk = [UInt8](repeating: 5, count: 1 << 20)
+        let fast = Part(path: dir + "/f", limit: 1 << 30, resume: nil, split: SplitRule(count: 4, minSize: 1, belowRate: 1, probeSeconds: 0), observer: nil)
+        let f = fast.firstWriter()
+        #expect(f.begin(status: 200, headers: headers, url: url) && fast.takeQueued().isEmpty)
+        #expect(feed(f, chunk) && feed(f, chunk))
+        #expect(fast.takeQueued().isEmpty && !fast.isSegmented && PartSidecar.load(part: dir + "/f")?.segments == nil)
+        let slow = Part(path: dir + "/s", limit: 1 << 30, resume: nil,
+                        split: SplitRule(count: 4, minSize: 1, belowRate: .greatestFiniteMagnitude, probeSeconds: 0), observer: nil)
+        let s = slow.firstWriter()
+        #expect(s.begin(status: 200, headers: headers, url: url) && slow.takeQueued().isEmpty, "not before its rate is known")
+        #expect(feed(s, chunk))
+        let helpers = slow.takeQueued()
+        #expect(helpers.count == 3 && slow.isSegmented)
+        #expect(helpers.allSatisfy { $0.ask!.from >= 1 << 20 }, "after the stream's own piece")
+        #expect(PartSidecar.load(part: dir + "/s")?.segments?.first?.end == helpers.first?.ask?.from)
+    }
+
+    /// Pieces are handed out in order: a connection that made its piece whole
+    /// (or stepped aside) takes the first free piece; one that failed leaves
+    /// its piece to the next connection, from where it stopped, and its place
+    /// is not refilled.
+    @Test func piecesGoInOrderToTheConnectionThatIsFree() throws {
+        let dir = makeTempDir()
+        defer { try? FileIO.removeTree(dir) }
+        let mib = 1 << 20
+        let part = Part(path: dir + "/p", limit: 1 << 30, resume: nil, split: SplitRule(count: 3, minSize: 1, piece: Int64(mib)), observer: nil)
+        let stream = part.firstWriter()
+        #expect(stream.begin(status: 200, headers: headers, url: url))
+        let h = part.takeQueued()
+        #expect(h.map { $0.ask!.from } == [1 << 20, 2 << 20] && h.map { $0.ask!.through! } == [(2 << 20) - 1, (3 << 20) - 1])
+        #expect(h[0].begin(status: 206, headers: range(h[0]), url: url) && h[1].begin(status: 206, headers: range(h[1]), url: url))
+        #expect(feed(h[0], [UInt8](repeating: 1, count: mib)))
+        h[0].finish(durably: false)
+        let third = part.takeQueued()
+        #expect(third.map { $0.ask!.from } == [3 << 20], "the next piece, to the connection that finished")
+        // The stream reaches piece 1, which is whole: it stops, and its place takes piece 4.
+        #expect(!feed(stream, [UInt8](repeating: 0, count: mib + 1)) && stream.ended == .rangeDone)
+        stream.finish(durably: false)
+        #expect(part.takeQueued().map { $0.ask!.from } == [4 << 20])
+        #expect(part.prefix == 2 << 20)
+        // Piece 2's connection fails after 100 bytes: nobody takes its place.
+        #expect(feed(h[1], [UInt8](repeating: 2, count: 100)))
+        h[1].finish(durably: false)
+        #expect(part.takeQueued().isEmpty)
+        // The next connection that is free asks for the rest of piece 2.
+        #expect(third[0].begin(status: 206, headers: range(third[0]), url: url) && feed(third[0], [UInt8](repeating: 3, count: mib)))
+        third[0].finish(durably: false)
+        let retry = part.takeQueued()
+        #expect(retry.map { $0.ask!.from } == [(2 << 20) + 100] && retry.first?.ask?.through == (3 << 20) - 1)
+        #expect(part.prefix == (2 << 20) + 100)
+    }
+
     func sidecar(_ segs: [Segment], boot: String? = "b1") -> PartSidecar {
         PartSidecar(url: "https://h/x", etag: "\"e\"", lastModified: nil, length: segs.last?.end, synced: 0, encoding: nil, boot: boot, segments: segs)
     }
@@ -88,7 +173,7 @@ import Testing
         let dir = makeTempDir()
         defer { try? FileIO.removeTree(dir) }
         let seen = Seen()
-        let part = Part(path: dir + "/p", limit: 1 << 30, resume: nil, segments: 4, segmentMinSize: 1, observer: { seen.note($0) })
+        let part = Part(path: dir + "/p", limit: 1 << 30, resume: nil, split: SplitRule(count: 4, minSize: 1), observer: { seen.note($0) })
         let stream = part.firstWriter()
         #expect(stream.ask == nil)
         #expect(stream.begin(status: 200, headers: headers, url: url))
@@ -114,7 +199,7 @@ import Testing
 
     /// A fresh part split in four by its stream's 200: the part, the stream, the three helpers.
     func split(_ path: String) -> (Part, PartWriter, [PartWriter]) {
-        let part = Part(path: path, limit: 1 << 30, resume: nil, segments: 4, segmentMinSize: 1, observer: nil)
+        let part = Part(path: path, limit: 1 << 30, resume: nil, split: SplitRule(count: 4, minSize: 1), observer: nil)
         let stream = part.firstWriter()
         #expect(stream.begin(status: 200, headers: headers, url: url))
         return (part, stream, part.takeQueued())
@@ -138,7 +223,7 @@ import Testing
         part.finish(durably: true)
         #expect(try FileIO.readAll(dir + "/p", limit: 16 << 20) == data)
         let saved = try #require(PartSidecar.load(part: dir + "/p"))
-        #expect(saved.segments?.count == 3 && saved.segments?.allSatisfy { $0.synced == $0.end } == true)
+        #expect(saved.segments?.count == 4 && saved.segments?.allSatisfy { $0.synced == $0.end } == true, "the layout stays")
     }
 
     @Test func aWholeBodyOnARangeIsLeftToARunningStreamElseTakesTheDownloadOver() throws {
@@ -153,7 +238,7 @@ import Testing
         let seen = Seen()
         let s = sidecar([Segment(start: 0, end: 4 << 20, synced: 1 << 20), Segment(start: 4 << 20, end: Self.length, synced: 5 << 20)], boot: nil)
         let resume = try #require(s.resume(partSize: Self.length, boot: "now"))
-        let again = Part(path: dir + "/q", limit: 1 << 30, resume: resume, segments: 4, segmentMinSize: 1, observer: { seen.note($0) })
+        let again = Part(path: dir + "/q", limit: 1 << 30, resume: resume, split: SplitRule(count: 4, minSize: 1), observer: { seen.note($0) })
         let first = again.firstWriter()
         let second = try #require(again.takeQueued().first)
         #expect(first.ask?.from == 1 << 20 && first.ask?.through == (4 << 20) - 1 && second.ask?.from == 5 << 20)
@@ -171,7 +256,7 @@ import Testing
         for (h, why) in [(["etag": "\"e\"", "content-range": "bytes 0-99/\(Self.length)"], "asked for bytes"),
                          (["etag": "\"other\"", "content-range": "bytes \(2 << 20)-\((4 << 20) - 1)/\(Self.length)"], "the ETag changed"),
                          (["etag": "\"e\"", "content-range": "bytes \(2 << 20)-\((4 << 20) - 1)/5"], "the length changed")] {
-            let part = Part(path: dir + "/p", limit: 1 << 30, resume: nil, segments: 4, segmentMinSize: 1, observer: nil)
+            let part = Part(path: dir + "/p", limit: 1 << 30, resume: nil, split: SplitRule(count: 4, minSize: 1), observer: nil)
             #expect(part.firstWriter().begin(status: 200, headers: headers, url: url))
             let helper = try #require(part.takeQueued().first)
             #expect(!helper.begin(status: 206, headers: h, url: url))

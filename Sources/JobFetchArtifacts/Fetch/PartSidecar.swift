@@ -118,18 +118,42 @@ public struct PartSidecar: Equatable, Sendable {
         return Resume(sidecar: s, offset: from[0], segmentFrom: from)
     }
 
-    /// How an object of `length` bytes is split over `count` connections:
-    /// nil (one stream) below `minSize`, for one connection, or when the
-    /// segments would be under 1 MiB; boundaries fall on 64 KiB.
-    public static func layout(length: Int64, count: Int, minSize: Int64) -> [Segment]? {
-        let n = min(Int64(count), length >> 20)
-        guard n > 1, length >= minSize else { return nil }
-        var starts: [Int64] = [0]
-        for i in 1..<n { starts.append((length / n * i) & ~0xFFFF) }
-        return starts.enumerated().map { i, start in
-            Segment(start: start, end: i + 1 < starts.count ? starts[i + 1] : length, synced: start)
+    /// How an object of `length` bytes is split over `count` connections,
+    /// the first of which has received bytes up to `from` (nil: one stream
+    /// below `minSize`, for one connection, or when less than two pieces of
+    /// 1 MiB are left). Segment 0 is the first connection's: up to a piece
+    /// past `from`. The rest are pieces of `piece` bytes (nil: equal parts,
+    /// one per connection), handed out in order, so the contiguous prefix
+    /// grows at the connections' sum; the last `count` pieces are quartered,
+    /// so connections finish together. Boundaries fall on 64 KiB; at most
+    /// `maxPieces` pieces.
+    public static func layout(length: Int64, count: Int, minSize: Int64, piece: Int64? = nil, from: Int64 = 0) -> [Segment]? {
+        let up: (Int64) -> Int64 = { ($0 + 0xFFFF) & ~0xFFFF }
+        let mib: Int64 = 1 << 20
+        let n = Int64(count)
+        guard n > 1, length >= minSize, from >= 0, from < length else { return nil }
+        let equal = max(mib, ((length - from) / n) & ~0xFFFF)
+        // Pieces: no larger than equal parts; few enough that the endgame's
+        // quarters (4 per connection, 16 connections at most) stay within maxPieces.
+        let size = piece.map { min(equal, max(mib, up($0), up((length - from) / Int64(maxPieces - 65)))) } ?? equal
+        var ends = [min(length, up(from) + size)]
+        guard length - ends[0] >= mib else { return nil }
+        let endgame = max(mib, up(size / 4))
+        while let last = ends.last, last < length {
+            let left = length - last
+            let step = piece != nil && left <= n * size ? endgame : size
+            // A tail under 1 MiB joins the piece before it.
+            ends.append(left - step < mib ? length : last + step)
+        }
+        var start: Int64 = 0
+        return ends.map { end in
+            defer { start = end }
+            return Segment(start: start, end: end, synced: start)
         }
     }
+
+    /// Pieces of a segmented part (its sidecar and progress file stay small).
+    public static let maxPieces = 256
 
     /// The bytes from 0 known to be on disk: whole segments' ends, then the first unfinished one's checkpoint.
     static func durablePrefix(_ segments: [Segment]) -> Int64 {
@@ -157,7 +181,7 @@ public struct PartSidecar: Equatable, Sendable {
     /// How far each segment was written, by its start; empty when the file
     /// is missing or unreadable (then only the checkpoints count).
     public static func loadProgress(part: String) -> [Int64: Int64] {
-        guard let bytes = try? FileIO.readAll(progressPath(for: part), limit: 4096) else { return [:] }
+        guard let bytes = try? FileIO.readAll(progressPath(for: part), limit: 64 << 10) else { return [:] }
         let lines = String(decoding: bytes, as: UTF8.self).split(separator: "\n")
         guard let count = lines.first.flatMap({ Int($0) }), count > 0, lines.count > count else { return [:] }
         var out: [Int64: Int64] = [:]
@@ -200,7 +224,7 @@ public struct PartSidecar: Equatable, Sendable {
         if let list = v["segments"] {
             boot = v["segments_boot"]?.scalarText
             self.synced = 0
-            guard case .array(let items) = list, !items.isEmpty, items.count <= 64 else { return nil }
+            guard case .array(let items) = list, !items.isEmpty, items.count <= 4 * Self.maxPieces else { return nil }
             var segs: [Segment] = []
             for item in items {
                 guard case .array(let f) = item, f.count == 3,

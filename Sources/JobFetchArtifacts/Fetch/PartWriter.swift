@@ -19,8 +19,8 @@ package final class Part {
     package let limit: Int64
     /// The part as it was when the download started, and where it continues (nil: fresh).
     package let resume: PartSidecar.Resume?
-    /// `segments` and `segment_min_size`: how a fresh body may be split.
-    let split: (count: Int, minSize: Int64)
+    /// `segments`, `segment_min_size`, `segment_below_rate`: how a fresh body may be split.
+    let split: SplitRule
     let observer: (@Sendable (PartEvent) -> Void)?
 
     struct Segment {
@@ -39,6 +39,8 @@ package final class Part {
         var owner: ObjectIdentifier?
         /// Its connection's answer was accepted.
         var live = false
+        /// A connection was started for it and has not ended.
+        var busy = false
 
         var isWhole: Bool { end.map { written >= $0 } ?? false }
     }
@@ -56,6 +58,14 @@ package final class Part {
     var queued: [PartWriter] = []
     /// Bytes of the object in the file before this download started.
     package private(set) var resumedBytes: Int64 = 0
+    /// The `If-Range` of a segmented part's requests.
+    private var validator: String?
+    /// A fresh answer that may be split once its connection's rate is known: the object's length, and when the answer came.
+    private var probe: (length: Int64, validator: String, since: Double)?
+    /// The server answered a range with the whole object: no more ranges are asked for.
+    private var rangesRefused = false
+    /// Segments before this one are whole (the contiguous prefix ends in it).
+    private var firstOpen = 0
     private var lastCheckpoint = SystemClock.monotonic()
     private var sinceCheckpoint: Int64 = 0
     private var unrecorded: Int64 = 0
@@ -67,12 +77,12 @@ package final class Part {
     /// A segmented part notes how far each segment was written this often (bytes, all segments).
     static let progressBytes: Int64 = 256 << 10
 
-    package init(path: String, limit: Int64, resume: PartSidecar.Resume?, segments: Int = 1, segmentMinSize: Int64 = .max,
+    package init(path: String, limit: Int64, resume: PartSidecar.Resume?, split: SplitRule = SplitRule(count: 1),
                  observer: (@Sendable (PartEvent) -> Void)?) {
         self.path = path
         self.limit = limit
         self.resume = resume
-        self.split = (segments, segmentMinSize)
+        self.split = split
         self.observer = observer
     }
 
@@ -89,7 +99,7 @@ package final class Part {
     package func firstWriter() -> PartWriter {
         guard let resume else {
             let w = PartWriter(part: self, start: 0, range: nil, stream: true)
-            segments = [Segment(start: 0, end: nil, written: 0, synced: 0, pending: 0, hinted: 0, owner: ObjectIdentifier(w))]
+            segments = [Segment(start: 0, end: nil, written: 0, synced: 0, pending: 0, hinted: 0, owner: ObjectIdentifier(w), busy: true)]
             return w
         }
         guard let from = resume.segmentFrom, let layout = resume.sidecar.segments, let validator = resume.sidecar.validator else {
@@ -97,24 +107,31 @@ package final class Part {
             let w = PartWriter(part: self, start: 0, range: (resume.offset, nil, resume.sidecar.validator ?? ""), stream: true)
             let synced = resume.sidecar.synced
             segments = [Segment(start: 0, end: nil, written: resume.offset, synced: synced, pending: synced, hinted: synced,
-                                owner: ObjectIdentifier(w))]
+                                owner: ObjectIdentifier(w), busy: true)]
             return w
         }
-        var writers: [PartWriter] = []
-        for (seg, f) in zip(layout, from) {
-            var s = Segment(start: seg.start, end: seg.end, written: f, synced: seg.synced, pending: seg.synced, hinted: seg.synced)
-            if f < seg.end {
-                let w = PartWriter(part: self, start: seg.start, range: (f, seg.end - 1, validator), stream: false)
-                s.owner = ObjectIdentifier(w)
-                writers.append(w)
-            }
-            segments.append(s)
+        segments = zip(layout, from).map { seg, f in
+            Segment(start: seg.start, end: seg.end, written: f, synced: seg.synced, pending: seg.synced, hinted: seg.synced)
         }
         resumedBytes = zip(layout, from).reduce(0) { $0 + $1.1 - $1.0.start }
         sidecar = resume.sidecar
         sidecar?.boot = PartSidecar.currentBoot
+        self.validator = validator
+        // As many connections as a fresh split would have, on the first pieces not whole; the rest follow in order.
+        var writers: [PartWriter] = []
+        while writers.count < max(1, split.count), let w = assignNext() { writers.append(w) }
         queued = Array(writers.dropFirst())
         return writers[0]
+    }
+
+    /// A writer for the first piece that is not whole and has no connection; nil when none is left.
+    private func assignNext() -> PartWriter? {
+        guard let validator, !rangesRefused, !aborted,
+              let i = segments.indices.first(where: { !segments[$0].isWhole && !segments[$0].busy }), let end = segments[i].end else { return nil }
+        let w = PartWriter(part: self, start: segments[i].start, range: (segments[i].written, end - 1, validator), stream: false)
+        segments[i].owner = ObjectIdentifier(w)
+        segments[i].busy = true
+        return w
     }
 
     /// Writers for the connections to start beside the running ones; taken once.
@@ -123,7 +140,15 @@ package final class Part {
         return queued
     }
 
-    func index(_ start: Int64) -> Int? { segments.firstIndex { $0.start == start } }
+    /// The segment that begins at `start` (segments are sorted by it).
+    func index(_ start: Int64) -> Int? {
+        var lo = 0, hi = segments.count
+        while lo < hi {
+            let mid = (lo + hi) / 2
+            if segments[mid].start < start { lo = mid + 1 } else { hi = mid }
+        }
+        return lo < segments.count && segments[lo].start == start ? lo : nil
+    }
 
     func owns(_ w: PartWriter) -> Bool {
         guard let i = index(w.start) else { return false }
@@ -137,13 +162,9 @@ package final class Part {
 
     /// How far the file is good from byte 0: what the decompressor may read.
     var prefix: Int64 {
-        var p: Int64 = 0
-        for s in segments {
-            guard s.start <= p else { break }
-            p = s.written
-            if !s.isWhole { break }
-        }
-        return p
+        // Whole segments stay whole, so the scan goes on from where it stopped.
+        while firstOpen < segments.count && segments[firstOpen].isWhole { firstOpen += 1 }
+        return firstOpen < segments.count ? segments[firstOpen].written : segments.last?.end ?? 0
     }
 
     // MARK: answers
@@ -203,7 +224,11 @@ package final class Part {
         if w.ask != nil && streamRunning {
             // A stream from byte 0 is running (the first 200 wins): this
             // connection's segment is left to it.
-            if let i = index(w.start) { segments[i].live = false }
+            if let i = index(w.start) { segments[i].live = false; segments[i].busy = false }
+            // That server does not serve ranges after all: the stream runs on through every piece left.
+            rangesRefused = true
+            for q in queued { if let i = index(q.start) { segments[i].busy = false } }
+            queued = []
             w.stopped = .superseded
             return false
         }
@@ -218,35 +243,69 @@ package final class Part {
         w.start = 0
         w.stream = true
         w.position = 0
-        segments = [Segment(start: 0, end: nil, written: 0, synced: 0, pending: 0, hinted: 0, owner: ObjectIdentifier(w), live: true)]
+        segments = [Segment(start: 0, end: nil, written: 0, synced: 0, pending: 0, hinted: 0, owner: ObjectIdentifier(w), live: true, busy: true)]
+        firstOpen = 0
+        validator = nil
+        probe = nil
         streamRunning = true
         if progressFD >= 0 { close(progressFD); progressFD = -1 }
         FileIO.unlinkIfPresent(PartSidecar.progressPath(for: path))
-        var s = PartSidecar(url: url.redacted, etag: headers["etag"], lastModified: headers["last-modified"], length: length,
+        let s = PartSidecar(url: url.redacted, etag: headers["etag"], lastModified: headers["last-modified"], length: length,
                             synced: 0, encoding: encoding)
         // max_artifact_size is checked against the announced length before anything is written.
         if let length, length > limit { tooLarge = true; return false }
         // A fresh answer from a server that serves ranges of a large, identified
-        // object: the rest is fetched over more connections (never after a
-        // range was answered with the whole object: that server does not split).
-        if w.ask == nil, let length, encoding == nil, s.validator != nil,
-           headers["accept-ranges"]?.lowercased().split(separator: ",").contains(where: { $0.trimmingWhitespace() == "bytes" }) == true,
-           let layout = PartSidecar.layout(length: length, count: split.count, minSize: split.minSize), let validator = s.validator {
-            segments = layout.map { Segment(start: $0.start, end: $0.end, written: $0.start, synced: $0.start, pending: $0.start, hinted: $0.start) }
-            segments[0].owner = ObjectIdentifier(w)
-            segments[0].live = true
-            for i in 1..<segments.count {
-                let h = PartWriter(part: self, start: segments[i].start, range: (segments[i].start, segments[i].end! - 1, validator), stream: false)
-                segments[i].owner = ObjectIdentifier(h)
-                queued.append(h)
-            }
-            s.segments = layout
-            recordProgress()
+        // object may be split over more connections once this one proves slow
+        // (never after a range was answered with the whole object: that server does not split).
+        if w.ask == nil, let length, encoding == nil, let validator = s.validator, split.count > 1, length >= split.minSize,
+           headers["accept-ranges"]?.lowercased().split(separator: ",").contains(where: { $0.trimmingWhitespace() == "bytes" }) == true {
+            probe = (length, validator, SystemClock.monotonic())
         }
         sidecar = s
-        do { try s.save(part: path) } catch { self.error = error; return false }
+        if probe != nil && split.belowRate == .infinity { splitStream(w, rate: nil) }
+        guard let saved = sidecar else { return false }
+        do { try saved.save(part: path) } catch { self.error = error; return false }
         lastCheckpoint = SystemClock.monotonic()
         return true
+    }
+
+    /// The stream `w` measured at `rate` bytes/s (nil: not yet measured) is
+    /// split: it keeps the piece it is in, and `split.count - 1` more
+    /// connections fetch the next pieces in order.
+    private func splitStream(_ w: PartWriter, rate: Double?) {
+        guard let p = probe else { return }
+        probe = nil
+        let piece = split.piece ?? rate.map { Int64(min($0 * split.pieceSeconds, Double(p.length))) }
+        guard segments.count == 1, let layout = PartSidecar.layout(length: p.length, count: split.count, minSize: split.minSize,
+                                                                    piece: piece, from: w.position) else { return }
+        let first = segments[0]
+        segments = layout.map { Segment(start: $0.start, end: $0.end, written: $0.start, synced: $0.start, pending: $0.start, hinted: $0.start) }
+        segments[0].written = first.written
+        segments[0].synced = first.synced
+        segments[0].pending = first.pending
+        segments[0].hinted = first.hinted
+        segments[0].owner = ObjectIdentifier(w)
+        segments[0].live = true
+        segments[0].busy = true
+        validator = p.validator
+        for _ in 1..<split.count {
+            guard let h = assignNext() else { break }
+            queued.append(h)
+        }
+        sidecar = recordedSidecar()
+        recordProgress()
+    }
+
+    /// The stream has run `probeSeconds`: split it if it is slower than `belowRate`.
+    private func considerSplit(_ w: PartWriter) {
+        guard let p = probe, w.stream, segments.count == 1 else { return }
+        let elapsed = SystemClock.monotonic() - p.since
+        guard elapsed >= split.probeSeconds else { return }
+        let rate = Double(w.position) / max(elapsed, 1e-6)
+        guard rate < split.belowRate else { probe = nil; return }
+        splitStream(w, rate: rate)
+        guard let s = sidecar else { return }
+        do { try s.save(part: path) } catch { self.error = error }
     }
 
     /// The fresh stream (segment 0's connection from byte 0) is still receiving.
@@ -288,36 +347,58 @@ package final class Part {
                 segments[i].hinted = w.position
             }
         }
+        if probe != nil { considerSplit(w) }
         if isSegmented && unrecorded >= Self.progressBytes { recordProgress() }
-        if sinceCheckpoint >= Self.checkpointBytes * Int64(max(1, segments.count)) || SystemClock.monotonic() - lastCheckpoint >= Self.checkpointSeconds {
+        if sinceCheckpoint >= Self.checkpointBytes * Int64(isSegmented ? max(1, split.count) : 1)
+            || SystemClock.monotonic() - lastCheckpoint >= Self.checkpointSeconds {
             checkpoint()
         }
         return error == nil
     }
 
-    /// The stream reached the end of segment `i`: it takes the next segment
-    /// over when no connection is fetching it, else stops (its range is whole).
+    /// The stream reached the end of segment `i`: it runs on into the next
+    /// when no connection is fetching it (none was started, or its connection
+    /// got no answer yet: queued behind max_host_connections), else stops
+    /// (its range is whole).
     private func advanceStream(_ w: PartWriter, from i: Int) -> Bool {
         guard i + 1 < segments.count else {
             mismatch = "the server sent more than the object's length (\(segments[i].end.map(String.init) ?? "?") bytes)"
             return false
         }
         let next = segments[i + 1]
-        if next.live || next.isWhole { w.stopped = .rangeDone; streamRunning = false; return false }
-        // Its connection never got going (queued behind max_host_connections, or it
-        // failed): the stream carries on through it, writing its bytes again.
+        // A piece partly written by a connection that failed is asked for from where it stopped, by the next free connection.
+        if next.live || next.isWhole || next.written > next.start {
+            w.stopped = .rangeDone
+            streamRunning = false
+            return false
+        }
+        segments[i].busy = false
+        segments[i + 1].owner = ObjectIdentifier(w)
+        segments[i + 1].busy = true
+        segments[i + 1].live = true
+        w.start = next.start
+        // A writer that was never started keeps its place among the connections: it takes the next free piece.
+        let before = queued.count
         queued.removeAll { $0.start == next.start }
-        segments[i].end = next.end
-        segments.remove(at: i + 1)
+        if queued.count < before, let h = assignNext() { queued.append(h) }
         return true
     }
 
-    /// A connection ended: its segment is free for a stream to take over.
+    /// A connection ended. Its piece is free for another connection; if it
+    /// made its piece whole or stepped aside, its place goes to the next free
+    /// piece (a failed connection's place is not refilled, so a server that
+    /// fails every range ends the attempt).
     func release(_ w: PartWriter) {
-        if let i = index(w.start), segments[i].owner == ObjectIdentifier(w) { segments[i].live = false }
-        // Writers never started hold the part (and its descriptors): a download that failed lets them go.
-        if aborted { queued = [] }
+        var done = w.ended == .superseded
+        if let i = index(w.start), segments[i].owner == ObjectIdentifier(w) {
+            segments[i].live = false
+            segments[i].busy = false
+            done = done || segments[i].isWhole
+        }
         if w.stream { streamRunning = false }
+        // Writers never started hold the part (and its descriptors): a download that failed lets them go.
+        if aborted { queued = []; return }
+        if done, isSegmented, let h = assignNext() { queued.append(h) }
     }
 
     // MARK: durability
@@ -331,7 +412,8 @@ package final class Part {
             progressFD = open(p, O_WRONLY | O_CREAT | O_CLOEXEC, 0o644)
             guard progressFD >= 0 else { return }
         }
-        let record = PartSidecar.progressRecord(segments.map { ($0.start, $0.written) })
+        // A segment flushed as far as it was written needs no note: its checkpoint says as much.
+        let record = PartSidecar.progressRecord(segments.filter { $0.written > $0.synced }.map { ($0.start, $0.written) })
         _ = record.withUnsafeBytes { pwrite(progressFD, $0.baseAddress, $0.count, 0) }
     }
 
@@ -407,6 +489,36 @@ package final class Part {
         guard var s = recordedSidecar() ?? PartSidecar.load(part: path), s.boot != nil else { return }
         s.boot = nil
         do { try s.save(part: path); sidecar = s } catch { PartSidecar.discard(part: path) }
+    }
+}
+
+/// How a fresh download may be split over several connections.
+package struct SplitRule: Sendable {
+    /// `segments`: connections at most (1: never split).
+    package var count: Int
+    /// `segment_min_size`: smaller objects are one stream.
+    package var minSize: Int64
+    /// `segment_below_rate`: split only when the first connection brings
+    /// fewer bytes per second than this over its first `probeSeconds`
+    /// (a fast connection is not what limits the download); .infinity:
+    /// split at the first answer, in equal parts.
+    package var belowRate: Double
+    package var probeSeconds: Double
+    /// A piece is this many seconds of the first connection's rate: small
+    /// enough for the prefix to follow closely, large enough that a new
+    /// request per piece costs little.
+    package var pieceSeconds: Double
+    /// A fixed piece size (nil: from the rate).
+    package var piece: Int64?
+
+    package init(count: Int, minSize: Int64 = .max, belowRate: Double = .infinity, probeSeconds: Double = 0.2,
+                 pieceSeconds: Double = 0.5, piece: Int64? = nil) {
+        self.count = count
+        self.minSize = minSize
+        self.belowRate = belowRate
+        self.probeSeconds = probeSeconds
+        self.pieceSeconds = pieceSeconds
+        self.piece = piece
     }
 }
 

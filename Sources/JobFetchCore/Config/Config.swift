@@ -38,6 +38,9 @@ public struct DaemonSettings: Sendable, Equatable {
     public var segments = 4
     /// Artifacts smaller than this are fetched over one connection.
     public var segmentMinSize: Int64 = 64 << 20
+    /// A download is split only when its first connection brings fewer bytes
+    /// per second than this (a fast connection is not what limits it).
+    public var segmentBelowRate: Int64 = 100 << 20
 
     public init() {}
 

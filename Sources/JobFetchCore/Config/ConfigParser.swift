@@ -24,7 +24,7 @@ public struct ConfigParser {
     static let daemonKeys = ["spool_dir", "state_dir", "output_dir", "max_downloads", "max_polls", "log_level",
                              "max_artifact_size", "max_output_size", "max_compression_ratio", "min_free_space", "metrics_file",
                              "max_host_connections", "connect_timeout", "low_speed_limit", "low_speed_time",
-                             "segments", "segment_min_size"]
+                             "segments", "segment_min_size", "segment_below_rate"]
     static let kindKeys = ["preset", "status_url", "header", "poll_interval", "max_poll_interval", "timeout",
                            "rate_limit", "not_found_grace", "allow_insecure_http", "segments"] + StatusMapping.keys
     static let repeatable: Set<String> = ["header"]
@@ -176,6 +176,7 @@ public struct ConfigParser {
             case "low_speed_time": if let t = duration(e, value) { d.lowSpeedTime = t }
             case "segments": if let n = integer(e, value, 1...16) { d.segments = n }
             case "segment_min_size": if let n = size(e, value) { d.segmentMinSize = n }
+            case "segment_below_rate": if let n = size(e, value) { d.segmentBelowRate = n }
             case "max_compression_ratio": if let n = integer(e, value, 10...100_000) { d.maxCompressionRatio = Double(n) }
             case "min_free_space": if let n = size(e, value, allowZero: true) { d.minFreeSpace = n }
             default: break

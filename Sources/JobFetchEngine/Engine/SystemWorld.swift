@@ -91,9 +91,10 @@ final class SystemWorld: JobWorld {
                                        reserved: kind.mapping.documentNames, job: key.description)
         decoders[key] = decoder
         if let resume { decoder.observe(.size(resume.segmentFrom?.first ?? resume.offset)) }
-        let split = (count: kind.segments ?? daemon.segments, minSize: daemon.segmentMinSize)
+        let split = SplitRule(count: kind.segments ?? daemon.segments, minSize: daemon.segmentMinSize,
+                              belowRate: Double(daemon.segmentBelowRate))
         var http = HTTPRequest(url: request.url, headers: hdrs, body: .file { [limit = daemon.maxArtifactSize, resume] in
-            Part(path: part, limit: limit, resume: resume, segments: split.count, segmentMinSize: split.minSize,
+            Part(path: part, limit: limit, resume: resume, split: split,
                  observer: { decoder.observe($0) }).firstWriter()
         }, timeout: nil)
         http.connectTimeout = daemon.connectTimeout

@@ -63,9 +63,17 @@ public final class CurlMulti {
         return t
     }
 
-    /// Starts the connections a group's sinks ask for, and drops the ones
-    /// whose range another connection took over before they got an answer.
+    /// Drops the connections whose range another connection took over before
+    /// they got an answer (each lets its place go to the next free range),
+    /// then starts the connections the group's sinks ask for.
     private func spawn(_ group: Group) {
+        for t in group.running where t.sink?.stop == .superseded {
+            curl_multi_remove_handle(multi, t.easy)
+            transfers[t.easy] = nil
+            group.running.removeAll { $0 === t }
+            group.ended.append(t)
+            group.responses.append(t.finish(CURLE_WRITE_ERROR))
+        }
         // Ended connections too: one may have split the download and ended in the same turn.
         for t in group.running + group.ended {
             for sink in t.sink?.takeConnections() ?? [] {
@@ -74,11 +82,6 @@ public final class CurlMulti {
                     sink.finish(durably: false)
                 }
             }
-        }
-        for t in group.running where t.sink?.stop == .superseded {
-            curl_multi_remove_handle(multi, t.easy)
-            transfers[t.easy] = nil
-            group.running.removeAll { $0 === t }
         }
     }
 
