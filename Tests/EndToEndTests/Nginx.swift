@@ -46,6 +46,10 @@ final class Nginx {
                     listen 127.0.0.1:\(port);
                     root \(root)/www;
                     location /slow/ { limit_rate 2m; }
+                    # nginx lets each request send its first second at once (rate × (elapsed + 1)),
+                    # so pieces shorter than that would not be held to the rate: the segmented
+                    # tests use a rate whose second is half their smallest piece.
+                    location /slower/ { alias \(root)/www/slow/; limit_rate 512k; }
                     location /noranges/ { max_ranges 0; limit_rate 2m; }
                 }
             }

@@ -5,8 +5,8 @@ import JobFetchCore
 import Testing
 import TestSupport
 
-/// Segmented downloads against a real nginx whose `/slow/` location caps
-/// each connection at 2 MB/s (`limit_rate`): an artifact from a server that
+/// Segmented downloads against a real nginx whose `/slower/` location caps
+/// each request at 512 KB/s (`limit_rate`): an artifact from a server that
 /// serves ranges goes over several connections, each a `Range` with
 /// `If-Range`; `max_ranges 0` falls back to one stream; a kill -9 resumes
 /// every segment where it stopped; a file replaced mid-way is never spliced.
@@ -54,14 +54,14 @@ import TestSupport
         let data = pseudoRandomBytes(12 << 20, seed: 31)
         try FileIO.writeAtomically(nginx.www + "/slow/seg.bin", data)
         try inst.startDaemon()
-        try addExternal(inst, nginx, "ext-seg-one", "/slow/seg.bin")
+        try addExternal(inst, nginx, "ext-seg-one", "/slower/seg.bin")
         #expect(try inst.waitForResult("ext-seg-one"), "log:\n\(inst.daemonLog)")
         #expect(try FileIO.readAll("\(inst.output)/dataset/ext-seg-one/seg.bin", limit: 64 << 20) == data)
         guard case .array(let files)? = try inst.jobJSON("ext-seg-one")["files"] else { Issue.record("no files"); return }
         #expect(files.first?["sha256"]?.scalarText == sha256sum("\(inst.output)/dataset/ext-seg-one/seg.bin"))
-        let requests = lines(nginx, "/slow/seg.bin")
+        let requests = lines(nginx, "/slower/seg.bin")
         // The first request asks for the whole object; its answer says the server
-        // serves ranges, its first 0.2 s show the connection slow (2 MB/s), and
+        // serves ranges, its first 0.2 s show the connection slow (512 KB/s, its first second at once), and
         // the rest is fetched in pieces of about half a second of it (1 MiB,
         // under 2 MiB with the tail), by four connections, each asked for once.
         let whole = requests.filter { logField($0, "range").isEmpty }
@@ -71,7 +71,7 @@ import TestSupport
         let ranged = requests.compactMap(closedRange).sorted { $0.0 < $1.0 }
         #expect(ranged.count == requests.count - 1 && ranged.count >= 5, "\(requests)")
         #expect(ranged.allSatisfy { $0.1 - $0.0 + 1 < 2 << 20 && $0.0 % 65536 == 0 }, "\(ranged)")
-        let etag = DownloadEndToEndTests.etag(nginx.base + "/slow/seg.bin")
+        let etag = DownloadEndToEndTests.etag(nginx.base + "/slower/seg.bin")
         for line in requests where line != first {
             #expect(logField(line, "status") == "206" && logField(line, "if_range") == etag, "\(line)")
             if let (a, b) = closedRange(line) { #expect(logField(line, "sent") == String(b - a + 1), "\(line)") }
@@ -87,7 +87,7 @@ import TestSupport
     /// `segment_below_rate` under the connection's rate: it is not what
     /// limits the download, so it stays one stream.
     @Test func aConnectionFasterThanSegmentBelowRateIsNotSplit() throws {
-        let (inst, nginx) = try setUp("\nsegment_below_rate = 512K")
+        let (inst, nginx) = try setUp("\nsegment_below_rate = 128K")
         let data = pseudoRandomBytes(6 << 20, seed: 37)
         try FileIO.writeAtomically(nginx.www + "/slow/fast.bin", data)
         try inst.startDaemon()
@@ -116,10 +116,10 @@ import TestSupport
     /// and If-Range; nothing before that is asked for again.
     @Test func aKillWithSegmentsRunningResumesEverySegmentWhereItStopped() throws {
         let (inst, nginx) = try setUp()
-        let data = pseudoRandomBytes(32 << 20, seed: 33)
+        let data = pseudoRandomBytes(16 << 20, seed: 33)
         try FileIO.writeAtomically(nginx.www + "/slow/kill.bin", data)
         try inst.startDaemon()
-        try addExternal(inst, nginx, "ext-seg-kill", "/slow/kill.bin")
+        try addExternal(inst, nginx, "ext-seg-kill", "/slower/kill.bin")
         let part = try #require(try waitForSegments(inst, "ext-seg-kill"))
         inst.killDaemon()
         let killed = Date().timeIntervalSince1970
@@ -131,7 +131,7 @@ import TestSupport
         #expect(try inst.waitForResult("ext-seg-kill"), "log:\n\(inst.daemonLog)")
         #expect(try FileIO.readAll("\(inst.output)/dataset/ext-seg-kill/kill.bin", limit: 64 << 20) == data)
         // The requests the restarted daemon made (the killed ones are logged when nginx notices).
-        let resumed = lines(nginx, "/slow/kill.bin").filter { Nginx.began($0) > killed + 0.005 }
+        let resumed = lines(nginx, "/slower/kill.bin").filter { Nginx.began($0) > killed + 0.005 }
         let segments = try #require(atKill.segments)
         #expect(part.segments?.map(\.start) == segments.map(\.start), "the layout stays")
         #expect(!resumed.isEmpty && resumed.count <= segments.count, "\(resumed)")
@@ -152,17 +152,17 @@ import TestSupport
         let (inst, nginx) = try setUp()
         var text: [UInt8] = []
         var i = 0
-        while text.count < 30 << 20 { text += Array("row \(i),\(i &* 2654435761 % 1000003),segment\n".utf8); i += 1 }
-        let gz = try DownloadEndToEndTests.gzip(text + pseudoRandomBytes(30 << 20, seed: 34))
-        #expect(gz.count > 32 << 20)
+        while text.count < 8 << 20 { text += Array("row \(i),\(i &* 2654435761 % 1000003),segment\n".utf8); i += 1 }
+        let gz = try DownloadEndToEndTests.gzip(text + pseudoRandomBytes(10 << 20, seed: 34))
+        #expect(gz.count > 12 << 20)
         try FileIO.writeAtomically(nginx.www + "/slow/rows.csv.gz", gz)
         try inst.startDaemon()
-        try addExternal(inst, nginx, "ext-seg-gz", "/slow/rows.csv.gz")
+        try addExternal(inst, nginx, "ext-seg-gz", "/slower/rows.csv.gz")
         #expect(try waitForSegments(inst, "ext-seg-gz") != nil)
         inst.killDaemon()
         try inst.startDaemon()
         #expect(try inst.waitForResult("ext-seg-gz", timeout: 90), "log:\n\(inst.daemonLog)")
-        #expect(sha256sum("\(inst.output)/dataset/ext-seg-gz/rows.csv") == sha256Hex(text + pseudoRandomBytes(30 << 20, seed: 34)))
+        #expect(sha256sum("\(inst.output)/dataset/ext-seg-gz/rows.csv") == sha256Hex(text + pseudoRandomBytes(10 << 20, seed: 34)))
     }
 
     /// The file is replaced while segments are in flight, and the connections
@@ -170,19 +170,19 @@ import TestSupport
     /// file whole, and that answer alone makes the result: nothing spliced.
     @Test func aFileReplacedWithSegmentsInFlightIsNeverSpliced() throws {
         let (inst, nginx) = try setUp()
-        let old = pseudoRandomBytes(32 << 20, seed: 35)
-        let new = pseudoRandomBytes(9 << 20, seed: 36)
+        let old = pseudoRandomBytes(16 << 20, seed: 35)
+        let new = pseudoRandomBytes(3 << 20, seed: 36)
         try FileIO.writeAtomically(nginx.www + "/slow/moving.bin", old)
         try inst.startDaemon()
-        try addExternal(inst, nginx, "ext-seg-moving", "/slow/moving.bin")
+        try addExternal(inst, nginx, "ext-seg-moving", "/slower/moving.bin")
         let part = try #require(try waitForSegments(inst, "ext-seg-moving"))
         try FileIO.writeAtomically(nginx.www + "/slow/moving.bin", new)
         nginx.kill()
         try nginx.restart()
         #expect(try inst.waitForResult("ext-seg-moving", timeout: 90), "log:\n\(inst.daemonLog)")
         #expect(try FileIO.readAll("\(inst.output)/dataset/ext-seg-moving/moving.bin", limit: 64 << 20) == new)
-        let after = lines(nginx, "/slow/moving.bin").filter { logField($0, "if_range") == part.etag }
-        #expect(after.contains { logField($0, "status") == "200" && logField($0, "sent") == String(new.count) }, "\(lines(nginx, "/slow/moving.bin"))")
+        let after = lines(nginx, "/slower/moving.bin").filter { logField($0, "if_range") == part.etag }
+        #expect(after.contains { logField($0, "status") == "200" && logField($0, "sent") == String(new.count) }, "\(lines(nginx, "/slower/moving.bin"))")
         // The whole answer was the download: no further attempt was needed.
         #expect(!inst.daemonLog.contains("segments not whole"), "\(inst.daemonLog)")
     }

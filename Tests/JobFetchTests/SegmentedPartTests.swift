@@ -154,6 +154,7 @@ import Testing
                 switch e {
                 case .fresh: $0.append("fresh")
                 case .size(let n): $0.append("size \(n)")
+                case .split: $0.append("split")
                 }
             }
         }
@@ -250,6 +251,26 @@ import Testing
         #expect(FileIO.size(dir + "/q") == 100)
     }
 
+    /// After a range was answered with the whole object no range is asked
+    /// for again: the stream runs through every piece, taking over those
+    /// other connections are filling, so the attempt can still complete.
+    @Test func afterARangeRefusedTheStreamRunsThroughEveryPiece() throws {
+        let dir = makeTempDir()
+        defer { try? FileIO.removeTree(dir) }
+        let (part, stream, helpers) = split(dir + "/p")
+        let data = pseudoRandom(Int(Self.length))
+        #expect(helpers[0].begin(status: 206, headers: range(helpers[0]), url: url))
+        #expect(feed(helpers[0], Array(data[(2 << 20)..<(3 << 20)])))
+        #expect(!helpers[1].begin(status: 200, headers: headers, url: url) && helpers[1].ended == .superseded)
+        helpers[1].finish(durably: false)
+        #expect(part.takeQueued().isEmpty, "no range is handed out again")
+        #expect(feed(stream, data), "the stream writes through the live piece and the rest")
+        #expect(!feed(helpers[0], Array(data[(3 << 20)..<(4 << 20)])) && helpers[0].ended == .superseded)
+        #expect(part.isComplete && part.mismatch == nil)
+        part.finish(durably: true)
+        #expect(try FileIO.readAll(dir + "/p", limit: 16 << 20) == data)
+    }
+
     @Test func a206ForAnotherRangeOrObjectIsAMismatch() throws {
         let dir = makeTempDir()
         defer { try? FileIO.removeTree(dir) }
@@ -269,8 +290,9 @@ import Testing
         var stop: SinkStop?
         var isComplete: Bool
         var isSegmented: Bool
-        init(range: RangeRequest?, stop: SinkStop?, complete: Bool, segmented: Bool = true) {
-            self.range = range; self.stop = stop; isComplete = complete; isSegmented = segmented
+        var carriesStream: Bool
+        init(range: RangeRequest?, stop: SinkStop?, complete: Bool, segmented: Bool = true, carries: Bool = false) {
+            self.range = range; self.stop = stop; isComplete = complete; isSegmented = segmented; carriesStream = carries
         }
         func begin(status: Int, headers: [String: String], url: ParsedURL) -> Bool { true }
         func write(_ data: UnsafeRawBufferPointer) -> Bool { true }
@@ -307,11 +329,23 @@ import Testing
         // A range answered with the whole object, which arrived cleanly: that answer is the download.
         let fellBack = CurlMulti.merge([stopped, HTTPResponse(status: 200, headers: ["x": "whole"], body: [])],
                                        sinks: [FakeSink(range: r, stop: .superseded, complete: false, segmented: false),
-                                               FakeSink(range: r, stop: nil, complete: false, segmented: false)])
+                                               FakeSink(range: r, stop: nil, complete: false, segmented: false, carries: true)])
         #expect(fellBack.error == nil && fellBack.headers["x"] == "whole" && fellBack.bytesWritten == 600)
         // One stream: its answer, with the sink's counts.
-        let one = CurlMulti.merge([failed], sinks: [FakeSink(range: nil, stop: nil, complete: false, segmented: false)])
+        let one = CurlMulti.merge([failed], sinks: [FakeSink(range: nil, stop: nil, complete: false, segmented: false, carries: true)])
         #expect(one.error?.code == 56 && one.bytesWritten == 600 && one.resumedFrom == 100)
+        // One stream again after a takeover: a piece's clean 206 from before is not the answer; the stream's is.
+        var tooBig = HTTPResponse(status: 200, headers: [:], body: [])
+        tooBig.bodyTooLarge = true
+        let taken = CurlMulti.merge([ok, tooBig], sinks: [FakeSink(range: r, stop: nil, complete: false, segmented: false),
+                                                          FakeSink(range: r, stop: nil, complete: false, segmented: false, carries: true)])
+        #expect(taken.bodyTooLarge && taken.status == 200)
+        #expect(CurlMulti.merge([ok], sinks: [FakeSink(range: r, stop: nil, complete: false, segmented: false)]).error != nil,
+                "no connection carries the object: never success")
+        // A connection that failed counts as it ended, though its piece was handed on since.
+        let handedOn = CurlMulti.merge([HTTPResponse(status: 503, headers: [:], body: []), ok], stops: [nil, nil],
+                                       sinks: [FakeSink(range: r, stop: .superseded, complete: false), FakeSink(range: r, stop: nil, complete: false)])
+        #expect(handedOn.status == 503)
         // The last segment alone, ended cleanly but short: not success (no hole is published).
         let last = CurlMulti.merge([ok], sinks: [FakeSink(range: r, stop: nil, complete: false)])
         #expect(last.error != nil)

@@ -9,6 +9,9 @@ import JobFetchCore
 public enum PartEvent: Sendable {
     case fresh(encoding: String?)
     case size(Int64)
+    /// The download was split: its first connection brought `rate` bytes/s
+    /// (nil: not measured), the rest goes in `pieces` pieces over up to `connections`.
+    case split(connections: Int, pieces: Int, rate: Double?)
 }
 
 /// Decompresses and hashes a `.part` on worker threads while it downloads,
@@ -74,6 +77,8 @@ public final class PartInflater: Sendable {
             generation.add(1, ordering: .sequentiallyConsistent)
         case .size(let n):
             follower.advance(to: n, wake: false)
+        case .split:
+            return
         }
         follower.wake()
     }

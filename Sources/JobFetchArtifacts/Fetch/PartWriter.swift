@@ -294,6 +294,7 @@ package final class Part {
         }
         sidecar = recordedSidecar()
         recordProgress()
+        observer?(.split(connections: split.count, pieces: segments.count - 1, rate: rate))
     }
 
     /// The stream has run `probeSeconds`: split it if it is slower than `belowRate`.
@@ -338,7 +339,8 @@ package final class Part {
             let chunk = UnsafeRawBufferPointer(rebasing: rest[..<Int(room)])
             do { try FileIO.writeAll(fd: fd, chunk, at: w.position, path: path) } catch { self.error = error; return false }
             w.position += room
-            segments[i].written = w.position
+            // A stream writing a piece again (see advanceStream) leaves what is there counted.
+            segments[i].written = max(segments[i].written, w.position)
             rest = UnsafeRawBufferPointer(rebasing: rest[Int(room)...])
             sinceCheckpoint += room
             unrecorded += room
@@ -367,7 +369,10 @@ package final class Part {
         }
         let next = segments[i + 1]
         // A piece partly written by a connection that failed is asked for from where it stopped, by the next free connection.
-        if next.live || next.isWhole || next.written > next.start {
+        // Once the server has answered a range with the whole object no range is asked for again:
+        // the stream runs through every piece left, writing again what other connections wrote
+        // (the same bytes: their 206s carried its validator) and taking their pieces over.
+        if !rangesRefused && (next.live || next.isWhole || next.written > next.start) {
             w.stopped = .rangeDone
             streamRunning = false
             return false
@@ -465,6 +470,12 @@ package final class Part {
     /// flushes all of it first. (A whole download is fsynced when published.)
     func finish(durably: Bool) {
         guard fd >= 0 else { return }
+        // Other connections still run: a note of the progress is enough; the
+        // checkpoints keep their schedule (a finished piece is no reason to wait for the disk).
+        if !durably, error == nil, isSegmented, !queued.isEmpty || segments.contains(where: \.busy) {
+            recordProgress()
+            return
+        }
         if durably, sidecar != nil, segments.contains(where: { $0.written > $0.synced }) {
             if fdatasync(fd) == 0 {
                 for i in segments.indices { segments[i].synced = segments[i].written; segments[i].pending = segments[i].written }
@@ -563,6 +574,8 @@ package final class PartWriter {
     }
     package var tooLarge: Bool { part.tooLarge }
     package var mismatch: String? { part.mismatch }
+    /// It is the one stream of a download that is not segmented.
+    package var carriesWholeObject: Bool { stream && !part.isSegmented && part.owns(self) }
 
     /// At the first body byte of a 2xx answer. False stops the transfer.
     package func begin(status: Int, headers: [String: String], url: ParsedURL) -> Bool {

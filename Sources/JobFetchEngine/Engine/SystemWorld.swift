@@ -93,9 +93,16 @@ final class SystemWorld: JobWorld {
         if let resume { decoder.observe(.size(resume.segmentFrom?.first ?? resume.offset)) }
         let split = SplitRule(count: kind.segments ?? daemon.segments, minSize: daemon.segmentMinSize,
                               belowRate: Double(daemon.segmentBelowRate))
-        var http = HTTPRequest(url: request.url, headers: hdrs, body: .file { [limit = daemon.maxArtifactSize, resume] in
+        var http = HTTPRequest(url: request.url, headers: hdrs, body: .file { [limit = daemon.maxArtifactSize, resume, logger] in
             Part(path: part, limit: limit, resume: resume, split: split,
-                 observer: { decoder.observe($0) }).firstWriter()
+                 observer: { [logger] event in
+                     if case .split(let connections, let pieces, let rate) = event {
+                         let measured = rate.map { ", its first connection at \(Units.formatBytes(Int64($0)))/s" } ?? ""
+                         logger.info("splitting \(request.url.redacted): \(pieces) pieces over up to \(connections) connections\(measured)",
+                                     metadata: Logger.job(key))
+                     }
+                     decoder.observe(event)
+                 }).firstWriter()
         }, timeout: nil)
         http.connectTimeout = daemon.connectTimeout
         http.lowSpeedLimit = Int(daemon.lowSpeedLimit)
@@ -277,5 +284,6 @@ extension PartWriter: BodySink {
         case nil: nil
         }
     }
+    public var carriesStream: Bool { carriesWholeObject }
     public func takeConnections() -> [any BodySink] { part.takeQueued() }
 }

@@ -13,6 +13,9 @@ public final class CurlMulti {
         var running: [Transfer]
         var ended: [Transfer] = []
         var responses: [HTTPResponse] = []
+        /// Why each ended connection stopped, as it was when it ended (a
+        /// failed connection's piece may be another's by the time all end).
+        var stops: [SinkStop?] = []
         init(_ first: Transfer) { running = [first] }
         var sinks: [any BodySink] { (running + ended).compactMap(\.sink) }
     }
@@ -73,6 +76,7 @@ public final class CurlMulti {
             group.running.removeAll { $0 === t }
             group.ended.append(t)
             group.responses.append(t.finish(CURLE_WRITE_ERROR))
+            group.stops.append(t.sink?.stop)
         }
         // Ended connections too: one may have split the download and ended in the same turn.
         for t in group.running + group.ended {
@@ -135,13 +139,14 @@ public final class CurlMulti {
             group.running.removeAll { $0 === t }
             group.ended.append(t)
             group.responses.append(t.finish(rc))
+            group.stops.append(t.sink?.stop)
         }
         var done: [(Int, HTTPResponse)] = []
         for (tag, group) in groups {
             spawn(group)
             guard group.running.isEmpty else { continue }
             groups[tag] = nil
-            done.append((tag, Self.merge(group.responses, sinks: group.ended.map(\.sink))))
+            done.append((tag, Self.merge(group.responses, stops: group.stops, sinks: group.ended.map(\.sink))))
         }
         return done
     }
@@ -152,7 +157,8 @@ public final class CurlMulti {
     /// every byte of the object is in the file, else the first fault (a
     /// mismatch or a write error first, then a failed connection). Either
     /// way the byte counts are the sink's.
-    static func merge(_ responses: [HTTPResponse], sinks: [(any BodySink)?]) -> HTTPResponse {
+    static func merge(_ responses: [HTTPResponse], stops given: [SinkStop?]? = nil, sinks: [(any BodySink)?]) -> HTTPResponse {
+        let stops = given ?? sinks.map { $0?.stop }
         guard let part = sinks.first ?? nil, !responses.isEmpty else {
             return responses.first ?? HTTPResponse(status: 0, headers: [:], body: [], error: CurlError(CURLE_FAILED_INIT, detail: "no connection was made"))
         }
@@ -163,17 +169,18 @@ public final class CurlMulti {
         }
         var pick: HTTPResponse
         if !part.isSegmented {
-            pick = zip(responses, sinks).first { $0.1?.stop == nil }?.0 ?? incomplete()
+            // The stream that carries the object now (a piece's clean 206 from before a takeover is not the download's answer).
+            pick = zip(responses, sinks).first { $0.1?.carriesStream == true }?.0 ?? incomplete()
         } else if part.isComplete && part.mismatch == nil && part.error == nil && !part.tooLarge {
             // The headers (name, type) of a connection that kept its range, a whole answer first.
-            let kept = zip(responses, sinks).filter { $0.1?.stop != .superseded }.map(\.0)
+            let kept = zip(responses, stops).filter { $0.1 != .superseded }.map(\.0)
             pick = kept.first { $0.status == 200 } ?? kept.first { (200..<300).contains($0.status) } ?? responses[0]
             pick.error = nil
             pick.writeError = nil
             pick.rangeMismatch = nil
         } else {
             var faults: [HTTPResponse] = []
-            for (r, s) in zip(responses, sinks) where s?.stop == nil {
+            for ((r, s), stop) in zip(zip(responses, sinks), stops) where stop == nil {
                 var r = r
                 // A range past the end: the object is not the one that was split.
                 if r.status == 416, let range = s?.range { r.rangeMismatch = "HTTP 416 for bytes \(range.text)" }

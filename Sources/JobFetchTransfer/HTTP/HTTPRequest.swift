@@ -96,6 +96,9 @@ public protocol BodySink: AnyObject {
     var mismatch: String? { get }
     /// Set when the sink ended its connection on purpose.
     var stop: SinkStop? { get }
+    /// This connection carries the object as one stream: when the download
+    /// is not segmented, its answer is the download's.
+    var carriesStream: Bool { get }
     /// Sinks for connections to start beside this one; each is handed out once.
     func takeConnections() -> [any BodySink]
 }
