@@ -8,7 +8,7 @@ struct JobFetchCtl: ParsableCommand {
         commandName: "jobfetchctl",
         abstract: "Register and inspect jobfetchd's jobs.",
         version: Version.string,
-        subcommands: [Add.self, List.self, Status.self, Cancel.self, Retry.self]
+        subcommands: [Add.self, List.self, Status.self, Wait.self, History.self, Cancel.self, Retry.self]
     )
 
     /// SPEC.md writes `jobfetchctl [--config PATH] SUBCOMMAND ...`; the option
@@ -48,11 +48,14 @@ struct GlobalOptions: ParsableArguments {
         }
     }
 
-    /// The store, read-only; nil when the daemon has never run.
+    /// The store, read-only; nil when the daemon has never run (or is creating it right now).
     func openStore(_ config: Config) throws -> JobStore? {
         let path = config.daemon.databasePath
         guard FileIO.exists(path) else { return nil }
-        do { return try JobStore(path: path, readOnly: true) } catch {
+        do {
+            let store = try JobStore(path: path, readOnly: true)
+            return store.isUnset ? nil : store
+        } catch {
             throw ValidationError("cannot read the state database: \(error)")
         }
     }

@@ -26,9 +26,7 @@ struct Status: ParsableCommand {
         let history = try store.events(key)
         if json {
             guard case .object(var members) = JobReport.json(r, outputDir: config.daemon.outputDir) else { return }
-            members.append(JSONMember("history", .array(history.map {
-                .object([JSONMember("at", .string(Timestamp.iso8601($0.at))), JSONMember("event", .string($0.message))])
-            })))
+            members.append(JSONMember("history", History.json(history)))
             let status: JSONValue = r.lastStatus.flatMap { try? JSONParser.parse($0) }.map(SignatureRedactor.redact) ?? .null
             members.append(JSONMember("status", status))
             print(JSONWriter.string(.object(members), pretty: true))

@@ -209,15 +209,25 @@ final class Installation {
 
     var daemonLog: String { (try? String(contentsOfFile: root + "/daemon.log", encoding: .utf8)) ?? "" }
 
-    /// Runs jobfetchctl; returns exit status, stdout and stderr.
-    func ctl(_ args: [String]) throws -> (status: Int32, out: String, err: String) {
+    /// Runs jobfetchctl (with `input` on its standard input, else none); returns exit status, stdout and stderr.
+    func ctl(_ args: [String], input: [UInt8]? = nil) throws -> (status: Int32, out: String, err: String) {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: Self.binDir + "/jobfetchctl")
         p.arguments = ["--config", configPath] + args
         let out = Pipe(), err = Pipe()
         p.standardOutput = out
         p.standardError = err
+        let inPipe = Pipe()
+        p.standardInput = input == nil ? FileHandle.nullDevice : inPipe
         try p.run()
+        if let input {
+            // Written from another thread: the child may fill its output pipes before it reads all of it.
+            let writer = inPipe.fileHandleForWriting
+            Thread.detachNewThread {
+                writer.write(Data(input))
+                try? writer.close()
+            }
+        }
         let o = out.fileHandleForReading.readDataToEndOfFile()
         let e = err.fileHandleForReading.readDataToEndOfFile()
         p.waitUntilExit()

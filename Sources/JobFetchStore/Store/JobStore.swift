@@ -7,6 +7,8 @@ import JobFetchCore
 public final class JobStore: JobStoring {
     let db: SQLiteDatabase
     public let readOnly: Bool
+    /// A reader opened the file before the daemon created its tables (it is starting for the first time).
+    public private(set) var isUnset = false
     /// What is due when, for the daemon (a writer); mirrors the committed rows.
     var schedule = Schedule()
 
@@ -73,6 +75,7 @@ public final class JobStore: JobStoring {
             guard v <= Self.schemaVersion else {
                 throw SQLiteError(code: 0, message: "database schema \(v) is newer than this program (\(Self.schemaVersion))", context: "open \(path)")
             }
+            isUnset = v == 0
             return
         }
         try db.execute("PRAGMA journal_mode=WAL")
@@ -116,8 +119,9 @@ public final class JobStore: JobStoring {
         guard current <= Self.schemaVersion else {
             throw SQLiteError(code: 0, message: "database schema \(current) is newer than this program (\(Self.schemaVersion)); refusing to touch it", context: "migrate \(db.path)")
         }
-        for version in current..<Self.schemaVersion {
-            try db.transaction { () throws(SQLiteError) in
+        // One transaction for every step: a reader (jobfetchctl) sees the schema before or after, never half of it.
+        try db.transaction { () throws(SQLiteError) in
+            for version in current..<Self.schemaVersion {
                 if version < Self.migrations.count { try db.execute(Self.migrations[version]) }
                 // Columns declared after the hand-written migrations arrive with their version.
                 for column in JobColumn.all where column.since == version + 1 && version >= Self.migrations.count {
