@@ -48,7 +48,11 @@ struct Status: ParsableCommand {
         if r.state.isTerminal {
             let dir = "\(config.daemon.outputDir)/\(key.kind)/\(key.id)"
             lines.append("finished:    \(r.finishedAt.map(Timestamp.iso8601) ?? "-")")
-            lines.append("output:      \(dir)")
+            if let gone = r.resultsRemovedAt, gone >= (r.finishedAt ?? 0) {
+                lines.append("output:      \(dir) (removed \(Timestamp.iso8601(gone)) by keep_results)")
+            } else {
+                lines.append("output:      \(dir)")
+            }
             // The published files, as job.json lists them.
             if let bytes = try? FileIO.readAll(dir + "/job.json"), case .array(let files)? = (try? JSONParser.parse(bytes))?["files"] {
                 for f in files {

@@ -40,6 +40,15 @@ import Testing
         not_found_grace = 2m
         """
 
+    @Test func retentionIsOffByDefaultAndForgetsOnlyAfterRemoving() throws {
+        #expect(try ConfigParser.parse(Self.good, file: "daemon.conf", environment: env).daemon.keepResults == nil)
+        let on = Self.good.replacingOccurrences(of: "min_free_space = 512M", with: "min_free_space = 512M\nkeep_results = 30d\nforget_after = 90d")
+        let c = try ConfigParser.parse(on, file: "daemon.conf", environment: env)
+        #expect(c.daemon.keepResults == 30 * 86400 && c.daemon.forgetAfter == 90 * 86400)
+        let bad = problems(Self.good.replacingOccurrences(of: "min_free_space = 512M", with: "min_free_space = 512M\nkeep_results = 30d\nforget_after = 1d"))
+        #expect(bad.count == 1 && bad.first?.description.contains("forget_after: must be at least keep_results (30d)") == true, "\(bad)")
+    }
+
     @Test func segmentsAreSetForTheDaemonAndPerKindAndBounded() throws {
         let text = Self.good.replacingOccurrences(of: "min_free_space = 512M", with: "min_free_space = 512M\nsegments = 8\nsegment_min_size = 16M\nsegment_below_rate = 30M")
             + "\nsegments = 1\n"

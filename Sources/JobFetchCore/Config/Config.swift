@@ -41,6 +41,11 @@ public struct DaemonSettings: Sendable, Equatable {
     /// A download is split only when its first connection brings fewer bytes
     /// per second than this (a fast connection is not what limits it).
     public var segmentBelowRate: Int64 = 100 << 20
+    /// Retention (off when nil): published directories of finished jobs are
+    /// removed this long after they finished, and the jobs themselves (with
+    /// their history) are forgotten after `forgetAfter`.
+    public var keepResults: Double?
+    public var forgetAfter: Double?
 
     public init() {}
 

@@ -24,7 +24,7 @@ public struct ConfigParser {
     static let daemonKeys = ["spool_dir", "state_dir", "output_dir", "max_downloads", "max_polls", "log_level",
                              "max_artifact_size", "max_output_size", "max_compression_ratio", "min_free_space", "metrics_file",
                              "max_host_connections", "connect_timeout", "low_speed_limit", "low_speed_time",
-                             "segments", "segment_min_size", "segment_below_rate"]
+                             "segments", "segment_min_size", "segment_below_rate", "keep_results", "forget_after"]
     static let kindKeys = ["preset", "status_url", "header", "poll_interval", "max_poll_interval", "timeout",
                            "rate_limit", "not_found_grace", "allow_insecure_http", "segments"] + StatusMapping.keys
     static let repeatable: Set<String> = ["header"]
@@ -179,8 +179,13 @@ public struct ConfigParser {
             case "segment_below_rate": if let n = size(e, value) { d.segmentBelowRate = n }
             case "max_compression_ratio": if let n = integer(e, value, 10...100_000) { d.maxCompressionRatio = Double(n) }
             case "min_free_space": if let n = size(e, value, allowZero: true) { d.minFreeSpace = n }
+            case "keep_results": if let t = duration(e, value) { d.keepResults = t }
+            case "forget_after": if let t = duration(e, value) { d.forgetAfter = t }
             default: break
             }
+        }
+        if let keep = d.keepResults, let forget = d.forgetAfter, forget < keep, let e = byKey["forget_after"]?.first {
+            problem(e.line, "forget_after", "must be at least keep_results (\(Units.formatDuration(keep))): a job is forgotten only after its results are removed")
         }
         if d.outputDir == d.spoolDir {
             problem(section.line, "output_dir", "output_dir and spool_dir must differ")

@@ -52,6 +52,8 @@ public struct JobRecord: Sendable, Equatable {
     public var retries: Int = 0
     /// Bytes per second while downloading (smoothed); nil otherwise.
     public var rate: Double?
+    /// When `keep_results` removed the published directory (a later publication, after a retry, counts again).
+    public var resultsRemovedAt: Double?
 
     /// Where the `timeout` clock starts.
     public var clockStart: Double { timeoutFrom ?? registeredAt }

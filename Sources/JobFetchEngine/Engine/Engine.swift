@@ -36,6 +36,8 @@ public final class Engine {
     let startedAt: Double
     /// When the metrics file may next be written.
     var nextMetricsAt = 0.0
+    /// keep_results and forget_after, and when they next sweep.
+    var retention: Retention
 
     public init(config: Config, configPath: String, logger: Logger, clock: any JobClock = SystemClock.shared) throws {
         self.config = config
@@ -44,6 +46,7 @@ public final class Engine {
         self.clock = clock
         startedAt = clock.now()
         let d = config.daemon
+        retention = Retention(d)
         try FileIO.makeDirectories(d.stateDir, mode: 0o750)
         lock = try StateLock(stateDir: d.stateDir)
         crashGuard = try CrashGuard(stateDir: d.stateDir)
@@ -100,6 +103,7 @@ public final class Engine {
             }
             handleControl()
             notifySystemd(now: clock.now())
+            sweepRetention(now: clock.now())
             writeMetrics(now: clock.now())
             recordProgress(now: clock.now())
             do { intake.handle(try inotify.read(), now: clock.now()) } catch {
@@ -120,6 +124,7 @@ public final class Engine {
         if notifier.isActive { wake = min(wake, nextNotifyAt) }
         if driver.fetchesInFlight > 0 { wake = min(wake, nextProgressAt) }
         if config.daemon.metricsFile != nil { wake = min(wake, driver.metrics.dirty ? nextMetricsAt : nextMetricsAt + Self.metricsRefresh) }
+        if retention.isOn { wake = min(wake, retention.nextAt) }
         return wake
     }
 
@@ -145,12 +150,20 @@ public final class Engine {
     func reload() {
         do {
             let fresh = try ConfigParser.load(path: configPath)
-            if fresh.daemon != config.daemon {
+            var unchanged = fresh.daemon
+            unchanged.logLevel = config.daemon.logLevel
+            unchanged.keepResults = config.daemon.keepResults
+            unchanged.forgetAfter = config.daemon.forgetAfter
+            if unchanged != config.daemon {
                 logger.notice("[daemon] settings changed in \(configPath); directories and limits take effect at the next restart")
             }
             var updated = fresh
             updated.daemon = config.daemon
+            // The log level and retention take effect at once.
             updated.daemon.logLevel = fresh.daemon.logLevel
+            updated.daemon.keepResults = fresh.daemon.keepResults
+            updated.daemon.forgetAfter = fresh.daemon.forgetAfter
+            retention = Retention(updated.daemon)
             config = updated
             LineLogHandler.setLevel(fresh.daemon.logLevel)
             try intake.watch(kinds: config.kinds.map(\.name))

@@ -14,6 +14,8 @@ public struct Metrics: Sendable {
     var transferFailures: [String: Int] = [:]
     var publishFailures: [String: Int] = [:]
     var finished: [Key: Int] = [:]
+    var removedResults = 0
+    var forgottenJobs = 0
     /// Something changed since the file was last written.
     var dirty = true
 
@@ -33,6 +35,8 @@ public struct Metrics: Sendable {
 
     mutating func transferFailed(_ kind: String) { transferFailures[kind, default: 0] += 1; dirty = true }
     mutating func publishFailed(_ kind: String) { publishFailures[kind, default: 0] += 1; dirty = true }
+    mutating func resultsRemoved(_ n: Int) { removedResults += n; dirty = true }
+    mutating func forgotten(_ n: Int) { forgottenJobs += n; dirty = true }
     mutating func finished(_ kind: String, outcome: Outcome) {
         finished[Key(kind: kind, label: outcome.rawValue), default: 0] += 1
         dirty = true
@@ -62,6 +66,10 @@ public struct Metrics: Sendable {
         for (k, v) in publishFailures.sorted(by: { $0.key < $1.key }) { out += "jobfetchd_publish_failures_total{kind=\"\(k)\"} \(v)\n" }
         family("jobfetchd_jobs_finished_total", "counter", "Jobs published, by kind and outcome.")
         for (k, v) in finished.sorted(by: { $0.key < $1.key }) { out += "jobfetchd_jobs_finished_total{kind=\"\(k.kind)\",outcome=\"\(k.label)\"} \(v)\n" }
+        family("jobfetchd_results_removed_total", "counter", "Published directories removed by keep_results.")
+        out += "jobfetchd_results_removed_total \(removedResults)\n"
+        family("jobfetchd_jobs_forgotten_total", "counter", "Finished jobs removed from the state database by forget_after.")
+        out += "jobfetchd_jobs_forgotten_total \(forgottenJobs)\n"
         return out
     }
 }

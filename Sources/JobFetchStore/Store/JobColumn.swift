@@ -60,6 +60,8 @@ struct JobColumn: Sendable {
         JobColumn("timeout_from", "REAL", since: 2, write: { real($0.timeoutFrom) }, read: { $0.timeoutFrom = $1.optionalDouble("timeout_from") }),
         JobColumn("retries", "INTEGER NOT NULL DEFAULT 0", since: 2, write: { .int(Int64($0.retries)) }, read: { $0.retries = Int($1.int("retries")) }),
         JobColumn("rate", "REAL", since: 3, write: { real($0.rate) }, read: { $0.rate = $1.optionalDouble("rate") }),
+        JobColumn("results_removed_at", "REAL", since: 4, write: { real($0.resultsRemovedAt) },
+                  read: { $0.resultsRemovedAt = $1.optionalDouble("results_removed_at") }),
     ]
 
     static let selectList = all.map(\.name).joined(separator: ", ")

@@ -193,6 +193,30 @@ public final class JobStore: JobStoring {
     public func claim(_ key: JobKey) { schedule.claim(key) }
     public func unclaim(_ key: JobKey) { schedule.unclaim(key) }
 
+    /// The terminal states, as SQL.
+    static let terminalList = JobState.allCases.filter(\.isTerminal).map { "'\($0.rawValue)'" }.joined(separator: ", ")
+
+    public func finishedWithResults(before cutoff: Double, limit: Int) throws(SQLiteError) -> [JobRecord] {
+        let s = try db.prepare("""
+            SELECT \(JobColumn.selectList) FROM jobs WHERE state IN (\(Self.terminalList)) AND finished_at < ?1
+            AND (results_removed_at IS NULL OR results_removed_at < finished_at) ORDER BY finished_at LIMIT ?2
+            """)
+        try s.bind([.double(cutoff), .int(Int64(limit))])
+        var out: [JobRecord] = []
+        while try s.step() { if let r = Self.record(s) { out.append(r) } }
+        return out
+    }
+
+    public func forget(finishedBefore cutoff: Double) throws(SQLiteError) -> Int {
+        try transaction { () throws(SQLiteError) in
+            let which = "SELECT kind, id FROM jobs WHERE state IN (\(Self.terminalList)) AND finished_at < ?1"
+            try db.prepare("DELETE FROM events WHERE (kind, id) IN (\(which))").run([.double(cutoff)])
+            let s = try db.prepare("DELETE FROM jobs WHERE state IN (\(Self.terminalList)) AND finished_at < ?1")
+            try s.run([.double(cutoff)])
+            return db.changes
+        }
+    }
+
     public func counts() throws(SQLiteError) -> [(kind: String, state: JobState, count: Int)] {
         let s = try db.prepare("SELECT kind, state, count(*) FROM jobs GROUP BY kind, state ORDER BY kind, state")
         var out: [(String, JobState, Int)] = []

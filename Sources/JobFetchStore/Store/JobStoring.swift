@@ -36,6 +36,11 @@ public protocol JobStoring: AnyObject {
     func unclaim(_ key: JobKey)
     func counts() throws(StoreError) -> [(kind: String, state: JobState, count: Int)]
     func events(_ key: JobKey, limit: Int) throws(StoreError) -> [(at: Double, message: String)]
+    /// Finished jobs (succeeded, failed, cancelled) that finished before
+    /// `cutoff` and whose published directory was not removed since, oldest first, at most `limit`.
+    func finishedWithResults(before cutoff: Double, limit: Int) throws(StoreError) -> [JobRecord]
+    /// Removes the finished jobs that finished before `cutoff`, with their history; returns how many.
+    func forget(finishedBefore cutoff: Double) throws(StoreError) -> Int
 }
 
 extension JobStoring {
@@ -133,6 +138,20 @@ public final class MemoryStore: JobStoring {
 
     public func events(_ key: JobKey, limit: Int) throws(StoreError) -> [(at: Double, message: String)] {
         Array((history[key] ?? []).suffix(limit))
+    }
+
+    public func finishedWithResults(before cutoff: Double, limit: Int) throws(StoreError) -> [JobRecord] {
+        Array(rows.values.filter { r in
+            guard r.state.isTerminal, let f = r.finishedAt, f < cutoff else { return false }
+            return r.resultsRemovedAt.map { $0 < f } ?? true
+        }.sorted { ($0.finishedAt ?? 0) < ($1.finishedAt ?? 0) }.prefix(limit))
+    }
+
+    public func forget(finishedBefore cutoff: Double) throws(StoreError) -> Int {
+        try checkWrite("forget")
+        let gone = rows.values.filter { $0.state.isTerminal && ($0.finishedAt ?? .infinity) < cutoff }.map(\.key)
+        for key in gone { rows[key] = nil; history[key] = nil }
+        return gone.count
     }
 
     /// What a restarted daemon finds: the rows, with no claims (those were the dead process's).

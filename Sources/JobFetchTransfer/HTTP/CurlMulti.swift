@@ -16,6 +16,7 @@ public final class CurlMulti {
         /// Why each ended connection stopped, as it was when it ended (a
         /// failed connection's piece may be another's by the time all end).
         var stops: [SinkStop?] = []
+        let started = SystemClock.monotonic()
         init(_ first: Transfer) { running = [first] }
         var sinks: [any BodySink] { (running + ended).compactMap(\.sink) }
     }
@@ -146,7 +147,10 @@ public final class CurlMulti {
             spawn(group)
             guard group.running.isEmpty else { continue }
             groups[tag] = nil
-            done.append((tag, Self.merge(group.responses, stops: group.stops, sinks: group.ended.map(\.sink))))
+            var answer = Self.merge(group.responses, stops: group.stops, sinks: group.ended.map(\.sink))
+            // The request's time is its connections' together, first start to last end.
+            answer.seconds = SystemClock.monotonic() - group.started
+            done.append((tag, answer))
         }
         return done
     }
@@ -192,7 +196,6 @@ public final class CurlMulti {
         }
         pick.bytesWritten = part.size
         pick.resumedFrom = part.resumedBytes
-        pick.seconds = responses.map(\.seconds).max() ?? pick.seconds
         return pick
     }
 }
