@@ -29,7 +29,7 @@ struct Wait: ParsableCommand {
 
     /// Where the job stands, as far as waiting for it goes.
     enum Standing: Equatable {
-        case finished(JobState, reason: String?)
+        case finished(JobState, reason: String?, removed: Bool)
         /// Registered and not finished; `publishing`: its directory is being renamed into place.
         case waiting(publishing: Bool)
         case notRegistered
@@ -57,13 +57,23 @@ struct Wait: ParsableCommand {
             // before the daemon first ran, the nearest directory that exists is watched.
             let watched = [kindOutput, d.outputDir, FileIO.parent(d.outputDir)].first(where: FileIO.isDirectory)
             if let w = watched { _ = try? ino.watch(w, mask: UInt32(IN_MOVED_TO | IN_CREATE)) }
-            // The spool file that holds it is taken (registered, or rejected).
-            let spoolDir = SpoolRequest.register.directory(spool: d.spoolDir, kind: kind)
-            _ = try? ino.watch(FileIO.isDirectory(spoolDir) ? spoolDir : d.spoolDir, mask: UInt32(IN_DELETE | IN_MOVED_FROM | IN_CREATE))
-            if watchState { _ = try? ino.watch(d.stateDir, mask: UInt32(IN_MODIFY | IN_CLOSE_WRITE | IN_MOVED_TO)) }
+            // The spool files that hold it (a registration, a retry) are taken.
+            for request in [SpoolRequest.register, .retry] {
+                let dir = request.directory(spool: d.spoolDir, kind: kind)
+                _ = try? ino.watch(FileIO.isDirectory(dir) ? dir : d.spoolDir, mask: UInt32(IN_DELETE | IN_MOVED_FROM | IN_CREATE))
+            }
+            if watchState {
+                // Commits write the WAL; reading the store (as this program does) does not.
+                _ = try? ino.watch(d.databasePath + "-wal", mask: UInt32(IN_MODIFY))
+                _ = try? ino.watch(d.stateDir, mask: UInt32(IN_CREATE | IN_MOVED_TO))
+            }
             let standing = try look(key, config: config)
             switch standing {
-            case .finished(let state, let reason):
+            case .finished(let state, let reason, let removed):
+                if removed {
+                    let note = Array("its results were removed by keep_results\n".utf8)
+                    _ = note.withUnsafeBytes { Glibc.write(2, $0.baseAddress, $0.count) }
+                }
                 return try finish(state, reason: reason, directory: kindOutput + "/" + id)
             case .notRegistered:
                 print("no job \(key) is registered, and none is waiting in the spool")
@@ -88,24 +98,35 @@ struct Wait: ParsableCommand {
     func look(_ key: JobKey, config: Config) throws -> Standing {
         // The spool first: the daemon records a job before it removes its spool
         // file, so a job that left the spool between the two looks is in the store.
-        let pending = inSpool(key, spool: config.daemon.spoolDir)
+        let pending = inSpool(key, .register, spool: config.daemon.spoolDir)
+        // A retry asked for and not yet carried out: the job will run again.
+        let retrying = inSpool(key, .retry, spool: config.daemon.spoolDir)
         if let store = try options.openStore(config) {
             let record: JobRecord?
             do { record = try store.job(key) } catch { throw ValidationError("cannot read the state database: \(error)") }
             if let r = record {
-                if r.state.isTerminal { return .finished(r.state, reason: r.reason) }
+                if r.state.isTerminal && !(retrying && r.state != .succeeded) {
+                    return .finished(r.state, reason: r.reason, removed: r.resultsRemovedAt.map { $0 >= (r.finishedAt ?? 0) } ?? false)
+                }
                 return .waiting(publishing: r.state == .publishing)
             }
         }
         return pending ? .waiting(publishing: false) : .notRegistered
     }
 
-    /// A spool file of the kind names the job (the daemon has not taken it yet).
-    func inSpool(_ key: JobKey, spool: String) -> Bool {
-        let dir = SpoolRequest.register.directory(spool: spool, kind: key.kind)
+    /// A spool file of the kind names the job (the daemon has not taken it
+    /// yet). Opened as the daemon opens them: never through a link, never
+    /// blocking on a FIFO, only a regular file read.
+    func inSpool(_ key: JobKey, _ request: SpoolRequest, spool: String) -> Bool {
+        let dir = request.directory(spool: spool, kind: key.kind)
         guard let names = try? FileIO.list(dir) else { return false }
         for name in names where !name.hasPrefix(".") {
-            guard let bytes = try? FileIO.readAll(dir + "/" + name, limit: SpoolFile.maxSize) else { continue }
+            let fd = open(dir + "/" + name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK)
+            guard fd >= 0 else { continue }
+            defer { close(fd) }
+            var st = stat()
+            guard fstat(fd, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG,
+                  let bytes = try? FileIO.readAll(fd: fd, path: dir + "/" + name, limit: SpoolFile.maxSize) else { continue }
             if SpoolFile.parse(name: name, bytes: bytes).ids.contains(key.id) { return true }
         }
         return false

@@ -18,6 +18,17 @@ import Testing
         return (p, out, err)
     }
 
+    /// The wait is asleep in poll(2), on its watches: it did not return at
+    /// once. (No event says a process went to sleep: /proc is read every 5 ms.)
+    func isBlocked(_ w: (Process, Pipe, Pipe)) -> Bool {
+        for _ in 0..<2000 {
+            guard w.0.isRunning else { return false }
+            if let wchan = try? String(contentsOfFile: "/proc/\(w.0.processIdentifier)/wchan", encoding: .utf8), wchan.contains("poll") { return true }
+            usleep(5000)
+        }
+        return false
+    }
+
     func finish(_ w: (Process, Pipe, Pipe)) -> (status: Int32, out: String, err: String) {
         let o = w.1.fileHandleForReading.readDataToEndOfFile()
         let e = w.2.fileHandleForReading.readDataToEndOfFile()
@@ -37,6 +48,7 @@ import Testing
         // A wait started before the cancel returns 4 when the cancel is carried out.
         #expect(inst.api.waitForLine { $0 == "STATUS done-1000-wc processing" } != nil)
         let cancelWait = try startWait(inst, ["dataset", "done-1000-wc"])
+        #expect(isBlocked(cancelWait))
         #expect(try inst.ctl(["cancel", "dataset", "done-1000-wc"]).status == 0)
         let cancelled = finish(cancelWait)
         #expect(cancelled.status == 4 && cancelled.out.hasPrefix("cancelled: cancelled by the operator"), "\(cancelled)")
@@ -54,9 +66,26 @@ import Testing
         let inst = try Installation()
         #expect(try inst.ctl(["add", "dataset", "done-1-early"]).status == 0)
         let w = try startWait(inst, ["dataset", "done-1-early", "--timeout", "60s"])
+        #expect(isBlocked(w), "the job in the spool is registered: it waits")
         try inst.startDaemon()
         let r = finish(w)
         #expect(r.status == 0 && r.out == "\(inst.output)/dataset/done-1-early\n", "\(r) log:\n\(inst.daemonLog)")
+    }
+
+    /// A retry requested while no daemon runs: the failed job will run
+    /// again, so wait waits for its new outcome rather than the old one.
+    @Test func waitAfterARetryWaitsForTheNewOutcome() throws {
+        let inst = try Installation()
+        try inst.startDaemon()
+        #expect(try inst.ctl(["add", "dataset", "fixlater-wr"]).status == 0)
+        #expect(try inst.ctl(["wait", "dataset", "fixlater-wr"]).status == 3)
+        inst.killDaemon()
+        #expect(try inst.ctl(["retry", "dataset", "fixlater-wr"]).out.contains("queued"))
+        let w = try startWait(inst, ["dataset", "fixlater-wr", "--timeout", "60s"])
+        #expect(isBlocked(w), "not the old failure")
+        try inst.startDaemon()
+        let r = finish(w)
+        #expect(r.status == 0 && r.out == "\(inst.output)/dataset/fixlater-wr\n", "\(r) log:\n\(inst.daemonLog)")
     }
 
     @Test func addReadsIDsFromStandardInputIntoOneSpoolFile() throws {

@@ -13,6 +13,9 @@ struct Retention {
     var keepResults: Double?
     var forgetAfter: Double?
     var nextAt: Double = 0
+    /// Jobs whose directory could not be removed in this run of the daemon
+    /// (logged each time): skipped, so they do not hold up the others.
+    var failed: Set<JobKey> = []
 
     init(_ d: DaemonSettings) {
         keepResults = d.keepResults
@@ -24,10 +27,8 @@ struct Retention {
     /// A tenth of the shortest period, between a second and an hour: a result is removed at most that late.
     var interval: Double { min(3600, max(1, min(keepResults ?? .infinity, forgetAfter ?? .infinity) / 10)) }
 
-    /// Removed per sweep at most (the next sweep goes on), so the loop is never held for long.
+    /// Removed (and forgotten) per sweep at most; the next sweep goes on, so the loop is never held for long.
     static let batch = 500
-
-    static let removedCounter = "jobfetchd_results_removed_total"
 }
 
 extension Engine {
@@ -37,7 +38,8 @@ extension Engine {
         if let keep = retention.keepResults { removeResults(olderThan: keep, now: now) }
         if let forget = retention.forgetAfter {
             do {
-                let n = try store.forget(finishedBefore: now - forget)
+                // With keep_results, a job is forgotten only once its directory is gone: none is left unknown on disk.
+                let n = try store.forget(finishedBefore: now - forget, resultsRemoved: retention.keepResults != nil, limit: Retention.batch * 4)
                 if n > 0 {
                     driver.metrics.forgotten(n)
                     logger.info("forgot \(n) job(s) that finished more than \(Units.formatDuration(forget)) ago (forget_after)")
@@ -49,32 +51,45 @@ extension Engine {
     }
 
     /// Each directory is first renamed out of `<output>/<kind>/` into
-    /// `.incoming/`, so a reader sees it whole or not at all, then removed;
-    /// the store records when (a history line), so it is not tried again.
+    /// `.incoming/<kind>/.expired-<id>` (an ID never starts with a dot), so
+    /// a reader sees it whole or not at all, then removed; the store records
+    /// when (a history line), all of a sweep in one transaction, so it is not
+    /// tried again.
     private func removeResults(olderThan keep: Double, now: Double) {
         let old: [JobRecord]
-        do { old = try store.finishedWithResults(before: now - keep, limit: Retention.batch) } catch {
+        do { old = try store.finishedWithResults(before: now - keep, limit: Retention.batch + retention.failed.count) } catch {
             logger.error("keep_results: cannot read finished jobs: \(error)")
             return
         }
-        var removed = 0
-        for var r in old {
+        var gone: [JobRecord] = []
+        for var r in old.filter({ !retention.failed.contains($0.key) }).prefix(Retention.batch) {
             let dir = "\(config.daemon.outputDir)/\(r.key.kind)/\(r.key.id)"
-            let trash = "\(config.daemon.outputDir)/.incoming/.expired-\(r.key.kind)-\(r.key.id)"
+            let trash = "\(config.daemon.outputDir)/.incoming/\(r.key.kind)/.expired-\(r.key.id)"
             do {
                 try FileIO.removeTree(trash)
                 if FileIO.exists(dir) {
+                    try FileIO.makeDirectories(FileIO.parent(trash))
                     guard rename(dir, trash) == 0 else { throw SystemError("rename", dir) }
                     try FileIO.removeTree(trash)
                 }
                 r.resultsRemovedAt = now
                 r.updatedAt = now
-                try store.save(r, event: "results removed: finished more than \(Units.formatDuration(keep)) ago (keep_results)")
-                removed += 1
+                gone.append(r)
                 logger.debug("removed \(dir) (keep_results)", metadata: Logger.job(r.key))
             } catch {
-                logger.error("keep_results: cannot remove \(dir): \(error)", metadata: Logger.job(r.key))
+                retention.failed.insert(r.key)
+                logger.error("keep_results: cannot remove \(dir): \(error); left until the daemon restarts", metadata: Logger.job(r.key))
             }
+        }
+        let removed = gone.count
+        do {
+            try store.batch { () throws(StoreError) in
+                for r in gone { try store.save(r, event: "results removed: finished more than \(Units.formatDuration(keep)) ago (keep_results)") }
+            }
+        } catch {
+            // The directories are gone; the next sweep finds nothing to remove and records it then.
+            logger.error("keep_results: cannot record the removals: \(error)")
+            return
         }
         if removed > 0 {
             driver.metrics.resultsRemoved(removed)

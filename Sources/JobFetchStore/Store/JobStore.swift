@@ -76,6 +76,10 @@ public final class JobStore: JobStoring {
                 throw SQLiteError(code: 0, message: "database schema \(v) is newer than this program (\(Self.schemaVersion))", context: "open \(path)")
             }
             isUnset = v == 0
+            guard isUnset || v == Self.schemaVersion else {
+                throw SQLiteError(code: 0, message: "database schema \(v) is older than this program's (\(Self.schemaVersion)); restart jobfetchd, which migrates it at start",
+                                  context: "open \(path)")
+            }
             return
         }
         try db.execute("PRAGMA journal_mode=WAL")
@@ -207,13 +211,18 @@ public final class JobStore: JobStoring {
         return out
     }
 
-    public func forget(finishedBefore cutoff: Double) throws(SQLiteError) -> Int {
+    public func forget(finishedBefore cutoff: Double, resultsRemoved: Bool, limit: Int) throws(SQLiteError) -> Int {
         try transaction { () throws(SQLiteError) in
-            let which = "SELECT kind, id FROM jobs WHERE state IN (\(Self.terminalList)) AND finished_at < ?1"
-            try db.prepare("DELETE FROM events WHERE (kind, id) IN (\(which))").run([.double(cutoff)])
-            let s = try db.prepare("DELETE FROM jobs WHERE state IN (\(Self.terminalList)) AND finished_at < ?1")
-            try s.run([.double(cutoff)])
-            return db.changes
+            let removed = resultsRemoved ? " AND results_removed_at >= finished_at" : ""
+            let which = "SELECT kind, id FROM jobs WHERE state IN (\(Self.terminalList)) AND finished_at < ?1\(removed) LIMIT ?2"
+            try db.execute("CREATE TEMP TABLE IF NOT EXISTS forgetting (kind TEXT NOT NULL, id TEXT NOT NULL)")
+            try db.execute("DELETE FROM forgetting")
+            try db.prepare("INSERT INTO forgetting \(which)").run([.double(cutoff), .int(Int64(limit))])
+            try db.execute("DELETE FROM events WHERE (kind, id) IN (SELECT kind, id FROM forgetting)")
+            try db.execute("DELETE FROM jobs WHERE (kind, id) IN (SELECT kind, id FROM forgetting)")
+            let n = db.changes
+            try db.execute("DELETE FROM forgetting")
+            return n
         }
     }
 

@@ -39,8 +39,10 @@ public protocol JobStoring: AnyObject {
     /// Finished jobs (succeeded, failed, cancelled) that finished before
     /// `cutoff` and whose published directory was not removed since, oldest first, at most `limit`.
     func finishedWithResults(before cutoff: Double, limit: Int) throws(StoreError) -> [JobRecord]
-    /// Removes the finished jobs that finished before `cutoff`, with their history; returns how many.
-    func forget(finishedBefore cutoff: Double) throws(StoreError) -> Int
+    /// Removes at most `limit` finished jobs that finished before `cutoff`
+    /// (with `resultsRemoved`, only those whose published directory was
+    /// removed since), with their history; returns how many.
+    func forget(finishedBefore cutoff: Double, resultsRemoved: Bool, limit: Int) throws(StoreError) -> Int
 }
 
 extension JobStoring {
@@ -147,9 +149,12 @@ public final class MemoryStore: JobStoring {
         }.sorted { ($0.finishedAt ?? 0) < ($1.finishedAt ?? 0) }.prefix(limit))
     }
 
-    public func forget(finishedBefore cutoff: Double) throws(StoreError) -> Int {
+    public func forget(finishedBefore cutoff: Double, resultsRemoved: Bool, limit: Int) throws(StoreError) -> Int {
         try checkWrite("forget")
-        let gone = rows.values.filter { $0.state.isTerminal && ($0.finishedAt ?? .infinity) < cutoff }.map(\.key)
+        let gone = rows.values.filter { r in
+            guard r.state.isTerminal, let f = r.finishedAt, f < cutoff else { return false }
+            return !resultsRemoved || (r.resultsRemovedAt.map { $0 >= f } ?? false)
+        }.prefix(limit).map(\.key)
         for key in gone { rows[key] = nil; history[key] = nil }
         return gone.count
     }
