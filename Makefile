@@ -50,6 +50,17 @@ install: deps
 	install -D -m 0644 systemd/jobfetchd.tmpfiles $(DESTDIR)$(PREFIX)/lib/tmpfiles.d/jobfetchd.conf
 	install -D -m 0644 daemon.conf $(DESTDIR)$(PREFIX)/share/doc/jobfetch/daemon.conf
 	install -D -m 0644 README.md $(DESTDIR)$(PREFIX)/share/doc/jobfetch/README.md
+	@# Man pages and shell completions, from the programs' own argument parsers.
+	install -d $(DESTDIR)$(PREFIX)/share/man/man1 $(DESTDIR)$(PREFIX)/share/man/man8
+	python3 scripts/manpage.py $(RELEASE_BIN)/jobfetchctl 1 $(DESTDIR)$(PREFIX)/share/man/man1/jobfetchctl.1
+	python3 scripts/manpage.py $(RELEASE_BIN)/jobfetchd 8 $(DESTDIR)$(PREFIX)/share/man/man8/jobfetchd.8
+	install -d $(DESTDIR)$(PREFIX)/share/bash-completion/completions $(DESTDIR)$(PREFIX)/share/zsh/vendor-completions \
+		$(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d
+	for p in jobfetchctl jobfetchd; do \
+		$(RELEASE_BIN)/$$p --generate-completion-script bash > $(DESTDIR)$(PREFIX)/share/bash-completion/completions/$$p && \
+		$(RELEASE_BIN)/$$p --generate-completion-script zsh > $(DESTDIR)$(PREFIX)/share/zsh/vendor-completions/_$$p && \
+		$(RELEASE_BIN)/$$p --generate-completion-script fish > $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d/$$p.fish || exit 1; \
+	done
 	@if [ ! -e $(DESTDIR)/etc/jobfetchd/daemon.conf ]; then \
 		install -D -m 0640 daemon.conf $(DESTDIR)/etc/jobfetchd/daemon.conf; \
 		echo "installed a sample /etc/jobfetchd/daemon.conf: edit it, then systemctl enable --now jobfetchd"; \

@@ -10,9 +10,16 @@ trap 'rm -rf "$dest"' EXIT
 make --no-print-directory install DESTDIR="$dest" PREFIX=/usr >/dev/null
 for f in usr/bin/jobfetchd usr/bin/jobfetchctl usr/lib/systemd/system/jobfetchd.service \
          usr/lib/sysusers.d/jobfetchd.conf usr/lib/tmpfiles.d/jobfetchd.conf usr/share/doc/jobfetch/daemon.conf \
-         usr/share/doc/jobfetch/README.md; do
+         usr/share/doc/jobfetch/README.md usr/share/man/man1/jobfetchctl.1 usr/share/man/man8/jobfetchd.8 \
+         usr/share/bash-completion/completions/jobfetchctl usr/share/zsh/vendor-completions/_jobfetchctl \
+         usr/share/fish/vendor_completions.d/jobfetchctl.fish usr/share/bash-completion/completions/jobfetchd; do
     [ -e "$dest/$f" ] || { echo "install-check: $f was not installed" >&2; exit 1; }
 done
+# The man page lists every subcommand the parser has (it is generated from it).
+for sub in add list status wait history cancel retry; do
+    grep -q "^\.SS $sub\$" "$dest/usr/share/man/man1/jobfetchctl.1" || { echo "install-check: jobfetchctl.1 lacks $sub" >&2; exit 1; }
+done
+grep -q 'wait' "$dest/usr/share/bash-completion/completions/jobfetchctl" || { echo "install-check: the bash completion lacks wait" >&2; exit 1; }
 grep -q '^ExecStart=/usr/bin/jobfetchd$' "$dest/usr/lib/systemd/system/jobfetchd.service" \
     || { echo "install-check: the unit's ExecStart is not /usr/bin/jobfetchd" >&2; exit 1; }
 if ldd "$dest/usr/bin/jobfetchd" "$dest/usr/bin/jobfetchctl" | grep -E 'swift|Foundation|dispatch'; then
