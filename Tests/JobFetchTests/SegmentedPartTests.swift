@@ -139,9 +139,14 @@ import Testing
         let dir = makeTempDir()
         defer { try? FileIO.removeTree(dir) }
         let part = dir + "/a.part"
-        try FileIO.writeAtomically(PartSidecar.progressPath(for: part), PartSidecar.progressRecord([(0, 10), (100, 130)]) + Array("9 9\n".utf8))
-        #expect(PartSidecar.loadProgress(part: part) == [0: 10, 100: 130], "a longer stale tail is ignored")
-        for garbage in ["", "2\n0 10\n", "x\n0 1\n", "1\n5 4\n", "1\n-1 4\n"] {
+        try FileIO.writeAtomically(PartSidecar.progressPath(for: part), PartSidecar.progressRecord([(0, 10), (100, 130)], boot: "b1") + Array("9 9\n".utf8))
+        #expect(PartSidecar.loadProgress(part: part, boot: "b1") == [0: 10, 100: 130], "a longer stale tail is ignored")
+        #expect(PartSidecar.loadProgress(part: part, boot: "b2").isEmpty, "written on another boot: the checkpoints count")
+        #expect(PartSidecar.loadProgress(part: part, boot: nil).isEmpty, "the boot unknown: the checkpoints count")
+        try write(PartSidecar.progressPath(for: part), "2\n0 10\n100 130\n")
+        #expect(PartSidecar.loadProgress(part: part, boot: "b1").isEmpty, "no boot recorded")
+        let b = PartSidecar.currentBoot ?? "unknown"
+        for garbage in ["", "2 \(b)\n0 10\n", "x \(b)\n0 1\n", "1 \(b)\n5 4\n", "1 \(b)\n-1 4\n", "1 \(b) x\n0 4\n"] {
             try write(PartSidecar.progressPath(for: part), garbage)
             #expect(PartSidecar.loadProgress(part: part).isEmpty, "\(garbage)")
         }

@@ -171,19 +171,23 @@ public struct PartSidecar: Equatable, Sendable {
     /// (not flushed: it counts on the boot that wrote it).
     public static func progressPath(for part: String) -> String { part + ".progress" }
 
-    /// The progress file's contents: a count, then `start written` per segment.
-    public static func progressRecord(_ segments: [(start: Int64, written: Int64)]) -> [UInt8] {
-        var text = "\(segments.count)\n"
+    /// The progress file's contents: a count and the boot that wrote it,
+    /// then `start written` per segment.
+    public static func progressRecord(_ segments: [(start: Int64, written: Int64)], boot: String? = currentBoot) -> [UInt8] {
+        var text = "\(segments.count)" + (boot.map { " \($0)" } ?? "") + "\n"
         for s in segments { text += "\(s.start) \(s.written)\n" }
         return Array(text.utf8)
     }
 
     /// How far each segment was written, by its start; empty when the file
-    /// is missing or unreadable (then only the checkpoints count).
-    public static func loadProgress(part: String) -> [Int64: Int64] {
+    /// is missing or unreadable, or was written on another boot than `boot`
+    /// (then only the checkpoints count: after a power cut its figures may
+    /// describe bytes that never reached the disk).
+    public static func loadProgress(part: String, boot: String? = currentBoot) -> [Int64: Int64] {
         guard let bytes = try? FileIO.readAll(progressPath(for: part), limit: 64 << 10) else { return [:] }
         let lines = String(decoding: bytes, as: UTF8.self).split(separator: "\n")
-        guard let count = lines.first.flatMap({ Int($0) }), count > 0, lines.count > count else { return [:] }
+        guard let head = lines.first?.split(separator: " "), head.count == 2, let count = Int(head[0]), count > 0, lines.count > count,
+              let boot, head[1] == boot else { return [:] }
         var out: [Int64: Int64] = [:]
         for line in lines[1...count] {
             let f = line.split(separator: " ")
