@@ -28,11 +28,8 @@ def esc(text):
 def names(arg):
     if arg["kind"] == "positional":
         return f"\\fI{esc(arg['valueName'])}\\fR"
-    out = []
-    for n in arg.get("names", []):
-        dash = "-" if n["kind"] == "short" else "--"
-        out.append(f"\\fB\\-{'-' if dash == '--' else ''}{esc(n['name'])}\\fR")
-    text = ", ".join(out)
+    dashes = {"short": "\\-", "long": "\\-\\-", "longWithSingleDash": "\\-"}
+    text = ", ".join(f"\\fB{dashes.get(n['kind'], '')}{esc(n['name'])}\\fR" for n in arg.get("names", []))
     if arg["kind"] == "option":
         text += f" \\fI{esc(arg['valueName'])}\\fR"
     return text

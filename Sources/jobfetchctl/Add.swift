@@ -43,10 +43,7 @@ struct Add: ParsableCommand {
 
     func run() throws {
         let config = try options.load()
-        guard config.kind(kind) != nil else {
-            let known = config.kinds.map(\.name).joined(separator: ", ")
-            throw ValidationError("unknown kind \"\(kind)\" (the config defines: \(known)); nothing was registered")
-        }
+        try options.checkKind(kind, in: config, consequence: "; nothing was registered")
         var unique: [JobID] = []
         if fromStandardInput {
             // One spool file, which the daemon registers in one transaction.

@@ -6,25 +6,14 @@ struct History: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Show a job's history with times: state changes, HTTP answers that mattered, retries.")
 
-    @OptionGroup var options: GlobalOptions
-
-    @Argument var kind: String
-    @Argument var id: String
+    @OptionGroup var job: JobArguments
 
     @Flag(help: "Print a JSON array of {\"at\", \"event\"}.")
     var json = false
 
-    func validate() throws {
-        if let problem = JobID.problem(with: id) { throw ValidationError(problem) }
-    }
-
     func run() throws {
-        let config = try options.load()
-        let key = JobKey(kind: kind, id: try JobID(id))
-        guard let store = try options.openStore(config), try store.job(key) != nil else {
-            throw ValidationError("no job \(key) is registered (a job added moments ago appears once the daemon has taken it from the spool)")
-        }
-        let events = try store.events(key, limit: JobStore.maxEventsPerJob)
+        let (store, r) = try job.registered(try job.options.load())
+        let events = try store.events(r.key, limit: JobStore.maxEventsPerJob)
         if json {
             print(JSONWriter.string(Self.json(events), pretty: true))
         } else {

@@ -48,6 +48,12 @@ struct GlobalOptions: ParsableArguments {
         }
     }
 
+    /// Refuses a kind that is no `[kind]` section of the config; `consequence` ends the message.
+    func checkKind(_ kind: String, in config: Config, consequence: String = "") throws {
+        guard config.kind(kind) == nil else { return }
+        throw ValidationError("unknown kind \"\(kind)\" (the config defines: \(config.kinds.map(\.name).joined(separator: ", ")))" + consequence)
+    }
+
     /// The store, read-only; nil when the daemon has never run (or is creating it right now).
     func openStore(_ config: Config) throws -> JobStore? {
         let path = config.daemon.databasePath

@@ -23,6 +23,18 @@ struct JobArguments: ParsableArguments {
     @Argument(help: "The job's ID.") var id: String
 
     func validate() throws { if let p = JobID.problem(with: id) { throw ValidationError(p) } }
+
+    /// The job (the ID was checked by `validate`).
+    func key() throws -> JobKey { JobKey(kind: kind, id: try JobID(id)) }
+
+    /// The store and the job's record; an error naming the job when it is not registered.
+    func registered(_ config: Config) throws -> (store: JobStore, record: JobRecord) {
+        let key = try key()
+        guard let store = try options.openStore(config), let r = try store.job(key) else {
+            throw ValidationError("no job \(key) is registered (a job added moments ago appears once the daemon has taken it from the spool)")
+        }
+        return (store, r)
+    }
 }
 
 /// What `cancel` and `retry` share: the arguments and the request's path.
@@ -43,9 +55,7 @@ enum OperatorRequest {
 
     static func submit(_ request: SpoolRequest, kind: String, id text: String, options: GlobalOptions) throws {
         let config = try options.load()
-        guard config.kind(kind) != nil else {
-            throw ValidationError("unknown kind \"\(kind)\" (the config defines: \(config.kinds.map(\.name).joined(separator: ", "))); nothing was requested")
-        }
+        try options.checkKind(kind, in: config, consequence: "; nothing was requested")
         let key = JobKey(kind: kind, id: try JobID(text))
         let spool = config.daemon.spoolDir
         let file: String

@@ -5,24 +5,15 @@ import JobFetchStore
 struct Status: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Show one job in detail, with its history.")
 
-    @OptionGroup var options: GlobalOptions
-
-    @Argument var kind: String
-    @Argument var id: String
+    @OptionGroup var job: JobArguments
 
     @Flag(help: "Print JSON: the list fields plus \"history\" and the last \"status\" document.")
     var json = false
 
-    func validate() throws {
-        if let problem = JobID.problem(with: id) { throw ValidationError(problem) }
-    }
-
     func run() throws {
-        let config = try options.load()
-        let key = JobKey(kind: kind, id: try JobID(id))
-        guard let store = try options.openStore(config), let r = try store.job(key) else {
-            throw ValidationError("no job \(key) is registered (a job added moments ago appears once the daemon has taken it from the spool)")
-        }
+        let config = try job.options.load()
+        let (store, r) = try job.registered(config)
+        let key = r.key
         let history = try store.events(key)
         if json {
             guard case .object(var members) = JobReport.json(r, outputDir: config.daemon.outputDir) else { return }

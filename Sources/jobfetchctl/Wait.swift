@@ -12,16 +12,12 @@ struct Wait: ParsableCommand {
             spool counts as registered: `add` then `wait` works before the daemon runs.
             """)
 
-    @OptionGroup var options: GlobalOptions
-
-    @Argument var kind: String
-    @Argument var id: String
+    @OptionGroup var job: JobArguments
 
     @Option(help: "Give up after this long (e.g. 90s, 10m, 2h); default: wait as long as it takes.")
     var timeout: String?
 
     func validate() throws {
-        if let problem = JobID.problem(with: id) { throw ValidationError(problem) }
         if let timeout, Units.duration(timeout) == nil {
             throw ValidationError("--timeout \"\(timeout)\" is not a duration (like 90s, 10m, 2h)")
         }
@@ -36,11 +32,10 @@ struct Wait: ParsableCommand {
     }
 
     func run() throws {
-        let config = try options.load()
-        let key = JobKey(kind: kind, id: try JobID(id))
-        guard config.kind(kind) != nil else {
-            throw ValidationError("unknown kind \"\(kind)\" (the config defines: \(config.kinds.map(\.name).joined(separator: ", ")))")
-        }
+        let config = try job.options.load()
+        let key = try job.key()
+        let kind = key.kind
+        try job.options.checkKind(kind, in: config)
         let deadline = timeout.flatMap(Units.duration).map { SystemClock.monotonic() + $0 }
         let d = config.daemon
         let kindOutput = d.outputDir + "/" + kind
@@ -74,7 +69,7 @@ struct Wait: ParsableCommand {
                     let note = Array("its results were removed by keep_results\n".utf8)
                     _ = note.withUnsafeBytes { Glibc.write(2, $0.baseAddress, $0.count) }
                 }
-                return try finish(state, reason: reason, directory: kindOutput + "/" + id)
+                return try finish(state, reason: reason, directory: kindOutput + "/" + key.id.rawValue)
             case .notRegistered:
                 print("no job \(key) is registered, and none is waiting in the spool")
                 throw ExitCode(6)
@@ -101,7 +96,7 @@ struct Wait: ParsableCommand {
         let pending = inSpool(key, .register, spool: config.daemon.spoolDir)
         // A retry asked for and not yet carried out: the job will run again.
         let retrying = inSpool(key, .retry, spool: config.daemon.spoolDir)
-        if let store = try options.openStore(config) {
+        if let store = try job.options.openStore(config) {
             let record: JobRecord?
             do { record = try store.job(key) } catch { throw ValidationError("cannot read the state database: \(error)") }
             if let r = record {

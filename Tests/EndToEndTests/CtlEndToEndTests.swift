@@ -6,34 +6,18 @@ import Testing
 /// What scripts do with jobfetchctl: `add KIND -` from standard input,
 /// `wait` for each outcome (and before the daemon runs), `history`.
 @Suite(.serialized) struct CtlEndToEndTests {
-    /// jobfetchctl wait, started now; `wait` it for its exit status and output.
-    func startWait(_ inst: Installation, _ args: [String]) throws -> (Process, Pipe, Pipe) {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: Installation.binDir + "/jobfetchctl")
-        p.arguments = ["--config", inst.configPath, "wait"] + args
-        let out = Pipe(), err = Pipe()
-        p.standardOutput = out
-        p.standardError = err
-        try p.run()
-        return (p, out, err)
-    }
+    /// jobfetchctl wait, started now; `finish` it for its exit status and output.
+    func startWait(_ inst: Installation, _ args: [String]) throws -> Installation.RunningCtl { try inst.startCtl(["wait"] + args) }
 
     /// The wait is asleep in poll(2), on its watches: it did not return at
     /// once. (No event says a process went to sleep: /proc is read every 5 ms.)
-    func isBlocked(_ w: (Process, Pipe, Pipe)) -> Bool {
+    func isBlocked(_ w: Installation.RunningCtl) -> Bool {
         for _ in 0..<2000 {
-            guard w.0.isRunning else { return false }
-            if let wchan = try? String(contentsOfFile: "/proc/\(w.0.processIdentifier)/wchan", encoding: .utf8), wchan.contains("poll") { return true }
+            guard w.process.isRunning else { return false }
+            if let wchan = try? String(contentsOfFile: "/proc/\(w.process.processIdentifier)/wchan", encoding: .utf8), wchan.contains("poll") { return true }
             usleep(5000)
         }
         return false
-    }
-
-    func finish(_ w: (Process, Pipe, Pipe)) -> (status: Int32, out: String, err: String) {
-        let o = w.1.fileHandleForReading.readDataToEndOfFile()
-        let e = w.2.fileHandleForReading.readDataToEndOfFile()
-        w.0.waitUntilExit()
-        return (w.0.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
     }
 
     @Test func waitExitsWithEachOutcome() throws {
@@ -50,7 +34,7 @@ import Testing
         let cancelWait = try startWait(inst, ["dataset", "done-1000-wc"])
         #expect(isBlocked(cancelWait))
         #expect(try inst.ctl(["cancel", "dataset", "done-1000-wc"]).status == 0)
-        let cancelled = finish(cancelWait)
+        let cancelled = cancelWait.finish()
         #expect(cancelled.status == 4 && cancelled.out.hasPrefix("cancelled: cancelled by the operator"), "\(cancelled)")
         let timedOut = try inst.ctl(["wait", "dataset", "done-1000-wt", "--timeout", "300ms"])
         #expect(timedOut.status == 5 && timedOut.out.contains("timed out"), "\(timedOut)")
@@ -68,7 +52,7 @@ import Testing
         let w = try startWait(inst, ["dataset", "done-1-early", "--timeout", "60s"])
         #expect(isBlocked(w), "the job in the spool is registered: it waits")
         try inst.startDaemon()
-        let r = finish(w)
+        let r = w.finish()
         #expect(r.status == 0 && r.out == "\(inst.output)/dataset/done-1-early\n", "\(r) log:\n\(inst.daemonLog)")
     }
 
@@ -84,7 +68,7 @@ import Testing
         let w = try startWait(inst, ["dataset", "fixlater-wr", "--timeout", "60s"])
         #expect(isBlocked(w), "not the old failure")
         try inst.startDaemon()
-        let r = finish(w)
+        let r = w.finish()
         #expect(r.status == 0 && r.out == "\(inst.output)/dataset/fixlater-wr\n", "\(r) log:\n\(inst.daemonLog)")
     }
 

@@ -207,10 +207,23 @@ final class Installation {
         }
     }
 
+    struct RunningCtl {
+        let process: Process
+        let out: Pipe
+        let err: Pipe
+
+        func finish() -> (status: Int32, out: String, err: String) {
+            let o = out.fileHandleForReading.readDataToEndOfFile()
+            let e = err.fileHandleForReading.readDataToEndOfFile()
+            process.waitUntilExit()
+            return (process.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
+        }
+    }
+
     var daemonLog: String { (try? String(contentsOfFile: root + "/daemon.log", encoding: .utf8)) ?? "" }
 
-    /// Runs jobfetchctl (with `input` on its standard input, else none); returns exit status, stdout and stderr.
-    func ctl(_ args: [String], input: [UInt8]? = nil) throws -> (status: Int32, out: String, err: String) {
+    /// jobfetchctl, started (with `input` on its standard input, else none); `finish` it for its results.
+    func startCtl(_ args: [String], input: [UInt8]? = nil) throws -> RunningCtl {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: Self.binDir + "/jobfetchctl")
         p.arguments = ["--config", configPath] + args
@@ -228,10 +241,12 @@ final class Installation {
                 try? writer.close()
             }
         }
-        let o = out.fileHandleForReading.readDataToEndOfFile()
-        let e = err.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        return (p.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
+        return RunningCtl(process: p, out: out, err: err)
+    }
+
+    /// Runs jobfetchctl; returns exit status, stdout and stderr.
+    func ctl(_ args: [String], input: [UInt8]? = nil) throws -> (status: Int32, out: String, err: String) {
+        try startCtl(args, input: input).finish()
     }
 
     /// Waits (inotify, not sleep) for a job's output directory to be published.

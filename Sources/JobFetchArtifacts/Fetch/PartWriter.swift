@@ -278,15 +278,12 @@ package final class Part {
         let piece = split.piece ?? rate.map { Int64(min($0 * split.pieceSeconds, Double(p.length))) }
         guard segments.count == 1, let layout = PartSidecar.layout(length: p.length, count: split.count, minSize: split.minSize,
                                                                     piece: piece, from: w.position) else { return }
-        let first = segments[0]
-        segments = layout.map { Segment(start: $0.start, end: $0.end, written: $0.start, synced: $0.start, pending: $0.start, hinted: $0.start) }
-        segments[0].written = first.written
-        segments[0].synced = first.synced
-        segments[0].pending = first.pending
-        segments[0].hinted = first.hinted
-        segments[0].owner = ObjectIdentifier(w)
-        segments[0].live = true
-        segments[0].busy = true
+        // The stream keeps its segment (how far it is written and flushed, its connection), now with an end.
+        var stream = segments[0]
+        stream.end = layout[0].end
+        segments = [stream] + layout.dropFirst().map {
+            Segment(start: $0.start, end: $0.end, written: $0.start, synced: $0.start, pending: $0.start, hinted: $0.start)
+        }
         validator = p.validator
         for _ in 1..<split.count {
             guard let h = assignNext() else { break }

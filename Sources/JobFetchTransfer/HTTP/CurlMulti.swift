@@ -18,6 +18,13 @@ public final class CurlMulti {
         var stops: [SinkStop?] = []
         let started = SystemClock.monotonic()
         init(_ first: Transfer) { running = [first] }
+        /// A connection ended with `rc`: its answer and its stop, as they are now.
+        func end(_ t: Transfer, _ rc: CURLcode) {
+            running.removeAll { $0 === t }
+            ended.append(t)
+            responses.append(t.finish(rc))
+            stops.append(t.sink?.stop)
+        }
         var sinks: [any BodySink] { (running + ended).compactMap(\.sink) }
     }
     private var groups: [Int: Group] = [:]
@@ -74,10 +81,7 @@ public final class CurlMulti {
         for t in group.running where t.sink?.stop == .superseded {
             curl_multi_remove_handle(multi, t.easy)
             transfers[t.easy] = nil
-            group.running.removeAll { $0 === t }
-            group.ended.append(t)
-            group.responses.append(t.finish(CURLE_WRITE_ERROR))
-            group.stops.append(t.sink?.stop)
+            group.end(t, CURLE_WRITE_ERROR)
         }
         // Ended connections too: one may have split the download and ended in the same turn.
         for t in group.running + group.ended {
@@ -137,10 +141,7 @@ public final class CurlMulti {
             let rc = msg.pointee.data.result
             curl_multi_remove_handle(multi, easy)
             guard let t = transfers.removeValue(forKey: easy), let group = groups[t.tag] else { continue }
-            group.running.removeAll { $0 === t }
-            group.ended.append(t)
-            group.responses.append(t.finish(rc))
-            group.stops.append(t.sink?.stop)
+            group.end(t, rc)
         }
         var done: [(Int, HTTPResponse)] = []
         for (tag, group) in groups {
