@@ -176,8 +176,10 @@ import TestSupport
         try inst.startDaemon()
         try addExternal(inst, nginx, "ext-seg-moving", "/slower/moving.bin")
         let part = try #require(try waitForSegments(inst, "ext-seg-moving"))
-        try FileIO.writeAtomically(nginx.www + "/slow/moving.bin", new)
+        // The server goes first, then the file is replaced: a piece asked for in
+        // between would be answered whole by the old server and never logged.
         nginx.kill()
+        try FileIO.writeAtomically(nginx.www + "/slow/moving.bin", new)
         try nginx.restart()
         #expect(try inst.waitForResult("ext-seg-moving", timeout: 90), "log:\n\(inst.daemonLog)")
         #expect(try FileIO.readAll("\(inst.output)/dataset/ext-seg-moving/moving.bin", limit: 64 << 20) == new)
