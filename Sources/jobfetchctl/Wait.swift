@@ -77,10 +77,13 @@ struct Wait: ParsableCommand {
                 // Looked at again with the watch in place: a commit between the look and the watch is not missed.
                 if publishing && !watchState { watchState = true; continue }
             }
-            var left = 3600.0
+            // Publishing lasts a moment: the store is looked at again within a
+            // second even if no commit is seen (a guard, not the way it waits).
+            var left = standing == .waiting(publishing: true) ? 1.0 : 3600.0
             if let deadline {
-                left = deadline - SystemClock.monotonic()
-                if left <= 0 {
+                let remaining = deadline - SystemClock.monotonic()
+                left = min(left, remaining)
+                if remaining <= 0 {
                     print("timed out waiting for \(key)")
                     throw ExitCode(5)
                 }

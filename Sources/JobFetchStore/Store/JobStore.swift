@@ -89,6 +89,9 @@ public final class JobStore: JobStoring {
         try loadSchedule()
     }
 
+    // The cached statements hold the connection: without this it would never close.
+    deinit { db.dropCache() }
+
     /// Fills the schedule from the table: at open, and after a rollback
     /// (whose undone writes the schedule had already taken in).
     func loadSchedule() throws(SQLiteError) {

@@ -49,6 +49,10 @@ public final class SQLiteDatabase {
     private var cache: [String: Statement] = [:]
     private var depth = 0
 
+    /// Drops the compiled statements (each holds the database): the owner
+    /// calls it when done, so the connection closes rather than leaks.
+    public func dropCache() { cache = [:] }
+
     public func cached(_ sql: String) throws(SQLiteError) -> Statement {
         if let s = cache[sql] { return s }
         let s = try prepare(sql)
