@@ -47,7 +47,8 @@ let package = Package(
         .target(
             name: "JobFetchEngine",
             dependencies: ["JobFetchCore", "JobFetchStore", "JobFetchTransfer", "JobFetchArtifacts", "CLinux",
-                           .product(name: "Logging", package: "swift-log")]
+                           .product(name: "Logging", package: "swift-log"),
+                           .product(name: "HeapModule", package: "swift-collections")]
         ),
         .executableTarget(
             name: "jobfetchd",

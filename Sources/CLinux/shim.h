@@ -144,4 +144,49 @@ static inline int jf_pidfd_open(int pid) {
     return (int)syscall(SYS_pidfd_open, pid, 0);
 }
 
+#include <spawn.h>
+#include <errno.h>
+
+/// Closes every descriptor from `from` up in the child (glibc 2.34).
+static inline int jf_spawn_closefrom(posix_spawn_file_actions_t *fa, int from) {
+    return posix_spawn_file_actions_addclosefrom_np(fa, from);
+}
+
+/// Starts an `on_complete` hook: `path` (absolute, no PATH search) with
+/// `argv` and `envp`, stdin from /dev/null, stdout and stderr into one
+/// pipe whose read end (non-blocking, close-on-exec) is put in `*out`, no
+/// other descriptor of the daemon, default signal dispositions and an
+/// empty signal mask (the daemon blocks and ignores some), and its own
+/// process group, so that a timeout can kill it with its children.
+/// Returns the pid, or -errno.
+static inline int jf_spawn_hook(const char *path, char *const argv[], char *const envp[], int *out) {
+    int fds[2];
+    if (pipe2(fds, O_CLOEXEC) != 0) return -errno;
+    posix_spawn_file_actions_t fa;
+    posix_spawnattr_t attr;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawnattr_init(&attr);
+    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+    posix_spawn_file_actions_adddup2(&fa, fds[1], 1);
+    posix_spawn_file_actions_adddup2(&fa, fds[1], 2);
+    posix_spawn_file_actions_addclosefrom_np(&fa, 3);
+    sigset_t none, all;
+    sigemptyset(&none);
+    sigfillset(&all);
+    posix_spawnattr_setsigmask(&attr, &none);
+    posix_spawnattr_setsigdefault(&attr, &all);
+    posix_spawnattr_setpgroup(&attr, 0);
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+    pid_t pid = -1;
+    int rc = posix_spawn(&pid, path, &fa, &attr, argv, envp);
+    posix_spawn_file_actions_destroy(&fa);
+    posix_spawnattr_destroy(&attr);
+    close(fds[1]);
+    if (rc != 0) { close(fds[0]); return -rc; }
+    int flags = fcntl(fds[0], F_GETFL);
+    fcntl(fds[0], F_SETFL, flags | O_NONBLOCK);
+    *out = fds[0];
+    return pid;
+}
+
 #endif

@@ -4,7 +4,7 @@ import JobFetchStore
 
 struct History: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Show a job's history with times: state changes, HTTP answers that mattered, retries.")
+        abstract: "Show a job's history with times: state changes, HTTP answers that mattered, retries, on_complete and webhook runs.")
 
     @OptionGroup var job: JobArguments
 

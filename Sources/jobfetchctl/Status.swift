@@ -54,6 +54,8 @@ struct Status: ParsableCommand {
         } else {
             lines.append("next action: \(Timestamp.iso8601(r.nextAt))")
         }
+        if let d = r.hook { lines.append("on_complete: \(JobReport.deliveryLine(d))") }
+        if let d = r.notify { lines.append("webhook:     \(JobReport.deliveryLine(d))") }
         lines.append("history:")
         for h in history { lines.append("  \(Timestamp.iso8601(h.at))  \(h.message)") }
         // Status values, reasons, warnings and history quote servers: each line

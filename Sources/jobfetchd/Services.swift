@@ -78,6 +78,8 @@ enum Signals {
     /// SIGTERM or SIGINT still ends it at once, before any work has begun.
     static func prepare() {
         signal(SIGHUP, SIG_IGN)
+        // Hooks are reaped for their exit status: an ignored SIGCHLD inherited from whoever started us would lose it.
+        signal(SIGCHLD, SIG_DFL)
         var set = sigset_t()
         sigemptyset(&set)
         for s in [SIGTERM, SIGINT, SIGHUP] { sigaddset(&set, s) }

@@ -47,4 +47,38 @@ import Testing
             #expect(text.contains(key), "\(key)")
         }
     }
+
+    /// The system calls in a `SystemCallFilter=` group, nested groups expanded (systemd's own table).
+    func syscalls(in group: String, seen: inout Set<String>) throws -> Set<String> {
+        guard seen.insert(group).inserted else { return [] }
+        let listed = try run(["syscall-filter", group])
+        #expect(listed.status == 0, "\(listed.out)")
+        var out: Set<String> = []
+        for line in listed.out.split(separator: "\n").dropFirst().map({ $0.trimmingCharacters(in: .whitespaces) }) where !line.isEmpty && !line.hasPrefix("#") {
+            if line.hasPrefix("@") { out.formUnion(try syscalls(in: line, seen: &seen)) } else { out.insert(line) }
+        }
+        return out
+    }
+
+    /// on_complete hooks run under the unit's hardening: what the daemon
+    /// calls to start and watch one (posix_spawn, pidfd, kill of the group,
+    /// reaping) and what a shell script calls are allowed by its filter.
+    @Test func theUnitsSystemCallFilterLetsHooksRun() throws {
+        let text = String(decoding: try FileIO.readAll(Self.repo + "/systemd/jobfetchd.service"), as: UTF8.self)
+        var allowed: Set<String> = [], denied: Set<String> = []
+        for line in text.split(separator: "\n") where line.hasPrefix("SystemCallFilter=") {
+            let value = line.dropFirst("SystemCallFilter=".count)
+            let deny = value.hasPrefix("~")
+            for word in value.drop(while: { $0 == "~" }).split(separator: " ") {
+                var seen = Set<String>()
+                let names = word.hasPrefix("@") ? try syscalls(in: String(word), seen: &seen) : [String(word)]
+                if deny { denied.formUnion(names) } else { allowed.formUnion(names) }
+            }
+        }
+        for call in ["execve", "clone", "clone3", "vfork", "fork", "wait4", "waitid", "kill", "pidfd_open", "pipe2", "close_range",
+                     "setpgid", "rt_sigprocmask", "rt_sigaction", "dup2", "dup3", "openat", "poll", "ppoll"] {
+            #expect(allowed.contains(call) && !denied.contains(call), "\(call) is not allowed by the unit's SystemCallFilter=")
+        }
+        #expect(text.contains("NoNewPrivileges=yes"), "hooks run with no new privileges, as the daemon")
+    }
 }

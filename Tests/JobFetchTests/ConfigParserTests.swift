@@ -317,3 +317,72 @@ import Testing
         #expect(c.daemon.spoolDir == "/var/spool/jobfetchd")
     }
 }
+
+@Suite struct HookConfigTests {
+    let env = ConfigParser.Environment([:])
+    static let secret: String = {
+        let path = NSTemporaryDirectory() + "/jf-notify-secret-\(getpid())"
+        try? FileIO.writeAtomically(path, Array("k3y\n".utf8))
+        return path
+    }()
+
+    func parse(daemon: String = "", kind: String = "") throws(ConfigErrors) -> Config {
+        try ConfigParser.parse("""
+            [daemon]
+            spool_dir = /x/spool
+            state_dir = /x/state
+            output_dir = /x/out
+            \(daemon)
+            [kind k]
+            preset = dataset
+            status_url = https://api.example/v1/{id}
+            \(kind)
+            """, file: "daemon.conf", environment: env)
+    }
+
+    func problems(daemon: String = "", kind: String = "") -> [String] {
+        do { _ = try parse(daemon: daemon, kind: kind); return [] } catch { return error.problems.map(\.description) }
+    }
+
+    @Test func hooksAreOffByDefault() throws {
+        let c = try parse()
+        let h = try #require(c.kind("k")).hooks
+        #expect(h.onComplete == nil && h.notifyURL == nil && h.hookTimeout == 300 && h.hookRetries == 3 && c.daemon.maxHooks == 2)
+    }
+
+    @Test func daemonHooksServeEveryKindAndAKindsOwnKeysWin() throws {
+        let c = try parse(daemon: """
+            on_complete = /bin/echo 'a b' "c \\" d" e\\ f
+            hook_timeout = 30s
+            max_hooks = 3
+            notify_url = https://hooks.example/jobs
+            notify_secret = ${file:\(Self.secret)}
+            """, kind: "hook_retries = 5\non_complete = /bin/true")
+        let h = try #require(c.kind("k")).hooks
+        #expect(h.onComplete == ["/bin/true"] && c.daemon.hooks.onComplete == ["/bin/echo", "a b", "c \" d", "e f"])
+        #expect(h.hookTimeout == 30 && h.hookRetries == 5 && h.notifyURL?.host == "hooks.example" && h.notifySecret != nil)
+        #expect(c.daemon.maxHooks == 3)
+    }
+
+    @Test func badHookLinesAreNamed() {
+        #expect(problems(daemon: "on_complete = echo hi") == ["daemon.conf:5: on_complete: \"echo\" is not an absolute path (no PATH is searched)"])
+        #expect(problems(daemon: "on_complete = /nonexistent/load-csv") == ["daemon.conf:5: on_complete: cannot run /nonexistent/load-csv: No such file or directory"])
+        #expect(problems(daemon: "on_complete = /bin/echo 'open") == ["daemon.conf:5: on_complete: a ' quote is not closed"])
+        #expect(problems(daemon: "on_complete = /bin/echo ${file:\(Self.secret)}").first?.contains("cannot use ${…}: a program's arguments are visible") == true)
+        #expect(problems(daemon: "on_complete = /bin/echo ${env:HOME}").first?.contains("cannot use ${…}") == true)
+        #expect(problems(daemon: "notify_url = http://hooks.example/x\nnotify_secret = s").first?.contains("(a kind's own notify_url may use it with allow_insecure_http = yes)") == true)
+        #expect(problems(kind: "notify_url = https://hooks.example/x") == ["daemon.conf:6: notify_secret: [kind k] has a notify_url but no notify_secret to sign its deliveries with"])
+        #expect(problems(kind: "notify_url = http://hooks.example/x\nnotify_secret = s").first?.contains("plain http:// is refused for hooks.example") == true)
+        #expect(problems(daemon: "max_hooks = 0") == ["daemon.conf:5: max_hooks: \"0\" is not a whole number from 1 to 64"])
+        #expect(problems(kind: "max_hooks = 2").first?.contains("unknown key in [kind k] (it belongs in [daemon])") == true)
+    }
+
+    @Test func commandLinesSplitAsAShellSplitsWordsAndNoMore() {
+        #expect(CommandLineWords.split("/bin/x  a\t'b c' \"d \\\"e\\\\\" f\\ g 'h\"' \"$HOME\" *") ==
+                .success(["/bin/x", "a", "b c", "d \"e\\", "f g", "h\"", "$HOME", "*"]))
+        #expect(CommandLineWords.split("/bin/x ''") == .success(["/bin/x", ""]))
+        #expect(CommandLineWords.split("/bin/x \"a") == .failure("a \" quote is not closed"))
+        #expect(CommandLineWords.split("/bin/x a\\") == .failure("ends with a lone backslash"))
+        #expect(CommandLineWords.split("   ") == .success([]))
+    }
+}

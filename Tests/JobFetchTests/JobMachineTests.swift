@@ -78,6 +78,30 @@ import Testing
         #expect(t.effects.contains { if case .save(let s, let e) = $0.effect { s == fresh && e == "retry 3 requested (was failed)" } else { false } })
     }
 
+    @Test func publicationRecordsThePendingHookAndWebhookWithTheOutcomeThenHandsThemOn() throws {
+        var c = try Self.config()
+        var r = try Self.record(.publishing)
+        r.outcome = .failed
+        // Without on_complete or notify_url: nothing pending, nothing handed on.
+        let plain = JobMachine.step(r, .published(path: "/x/out/k/j1", recovered: false), MachineContext(now: Self.now, kind: c.kind("k"), daemon: c.daemon, jitter: 0.5))
+        #expect(plain.record.state == .failed && plain.record.hook == nil && plain.record.notify == nil)
+        #expect(!plain.effects.contains { if case .deliver = $0.effect { true } else { false } })
+
+        c.kinds[0].hooks.onComplete = ["/bin/true"]
+        c.kinds[0].hooks.notifyURL = try ParsedURL("https://hooks.example/x")
+        let t = JobMachine.step(r, .published(path: "/x/out/k/j1", recovered: false), MachineContext(now: Self.now, kind: c.kind("k"), daemon: c.daemon, jitter: 0.5))
+        #expect(t.record.hook == .pending(at: Self.now) && t.record.notify == .pending(at: Self.now))
+        // The save that records the outcome carries them; the runner hears of them after it.
+        let saveAt = t.effects.firstIndex { if case .save(let s, _) = $0.effect { s.state == .failed && s.hook?.state == .pending } else { false } }
+        let deliverAt = t.effects.firstIndex { if case .deliver = $0.effect { true } else { false } }
+        #expect(saveAt != nil && deliverAt != nil && saveAt! < deliverAt!, "\(t.effects.map(\.effect))")
+
+        // A retry drops what was pending for the old outcome, and says so.
+        let retried = try Self.step(t.record, .retryRequested)
+        #expect(retried.record.hook == nil && retried.record.notify == nil && retried.record.state == .registered)
+        #expect(retried.effects.contains { if case .log(_, let m) = $0.effect { m.contains("on_complete and notify_url will not run again") } else { false } })
+    }
+
     @Test func retryOfAJobThatHasNotEndedChangesNothingButSaysSo() throws {
         let r = try Self.record(.fetching)
         let t = try Self.step(r, .retryRequested)

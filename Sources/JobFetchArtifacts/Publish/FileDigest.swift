@@ -48,3 +48,29 @@ public enum FileDigest {
         return (hash.finish(), hash.bytes)
     }
 }
+
+/// HMAC-SHA256 (RFC 2104) over the sha256 above: a webhook's signature.
+public enum HMACSHA256 {
+    /// The MAC of `message` under `key`, as lowercase hex.
+    public static func hex(key: [UInt8], message: [UInt8]) throws(SystemError) -> String {
+        let block = 64
+        var k = key
+        if k.count > block {
+            let h = try SHA256Stream()
+            k.withUnsafeBytes { h.update($0) }
+            k = bytes(fromHex: h.finish())
+        }
+        k += [UInt8](repeating: 0, count: block - k.count)
+        let inner = try SHA256Stream()
+        (k.map { $0 ^ 0x36 } + message).withUnsafeBytes { inner.update($0) }
+        let outer = try SHA256Stream()
+        (k.map { $0 ^ 0x5c } + bytes(fromHex: inner.finish())).withUnsafeBytes { outer.update($0) }
+        return outer.finish()
+    }
+
+    static func bytes(fromHex hex: String) -> [UInt8] {
+        let u = Array(hex.utf8)
+        func nibble(_ c: UInt8) -> UInt8 { c <= 0x39 ? c - 0x30 : c - 0x61 + 10 }
+        return stride(from: 0, to: u.count - 1, by: 2).map { nibble(u[$0]) << 4 | nibble(u[$0 + 1]) }
+    }
+}

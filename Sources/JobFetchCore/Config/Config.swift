@@ -46,6 +46,10 @@ public struct DaemonSettings: Sendable, Equatable {
     /// their history) are forgotten after `forgetAfter`.
     public var keepResults: Double?
     public var forgetAfter: Double?
+    /// Hooks and webhooks for every kind (a kind's own keys win).
+    public var hooks = HookSettings()
+    /// Hooks running at once, and webhook deliveries in flight at once.
+    public var maxHooks = 2
 
     public init() {}
 
@@ -73,10 +77,46 @@ public struct KindConfig: Sendable {
     public var mapping: StatusMapping
     /// `segments` for this kind's downloads; nil: the daemon's.
     public var segments: Int?
+    /// What runs after the kind's jobs are published: its own keys over the `[daemon]` ones.
+    public var hooks = HookSettings()
     /// Where in the file the section starts, for messages.
     public var line: Int
 
     public func statusURL(for id: JobID) throws(JobFetchError) -> ParsedURL {
         try ParsedURL(statusURL.substituting("{id}", with: id.rawValue))
+    }
+}
+
+/// What runs after a job's directory is published: `on_complete` (a
+/// program) and `notify_url` (a signed POST of `job.json`), set in
+/// `[daemon]` for every kind or in a kind's section.
+public struct HookSettings: Sendable, Equatable {
+    /// The program and its arguments, run with no shell; nil: none.
+    public var onComplete: [String]?
+    public var notifyURL: ParsedURL?
+    /// The HMAC key of `X-Jobfetch-Signature`, read at each delivery.
+    public var notifySecret: SecretTemplate?
+    public var timeout: Double?
+    public var retries: Int?
+
+    public static let defaultTimeout = 300.0
+    public static let defaultRetries = 3
+
+    public init() {}
+
+    /// The hook is killed after this long.
+    public var hookTimeout: Double { timeout ?? Self.defaultTimeout }
+    /// Runs (and deliveries) after the first that a failure may bring.
+    public var hookRetries: Int { retries ?? Self.defaultRetries }
+
+    /// These settings, each one not set taken from `defaults` (the `[daemon]` section's).
+    public func over(_ defaults: HookSettings) -> HookSettings {
+        var h = self
+        h.onComplete = onComplete ?? defaults.onComplete
+        h.notifyURL = notifyURL ?? defaults.notifyURL
+        h.notifySecret = notifySecret ?? defaults.notifySecret
+        h.timeout = timeout ?? defaults.timeout
+        h.retries = retries ?? defaults.retries
+        return h
     }
 }

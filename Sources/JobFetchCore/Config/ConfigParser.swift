@@ -24,9 +24,11 @@ public struct ConfigParser {
     static let daemonKeys = ["spool_dir", "state_dir", "output_dir", "max_downloads", "max_polls", "log_level",
                              "max_artifact_size", "max_output_size", "max_compression_ratio", "min_free_space", "metrics_file",
                              "max_host_connections", "connect_timeout", "low_speed_limit", "low_speed_time",
-                             "segments", "segment_min_size", "segment_below_rate", "keep_results", "forget_after"]
+                             "segments", "segment_min_size", "segment_below_rate", "keep_results", "forget_after", "max_hooks"] + hookKeys
     static let kindKeys = ["preset", "status_url", "header", "poll_interval", "max_poll_interval", "timeout",
-                           "rate_limit", "not_found_grace", "allow_insecure_http", "segments"] + StatusMapping.keys
+                           "rate_limit", "not_found_grace", "allow_insecure_http", "segments"] + hookKeys + StatusMapping.keys
+    /// Keys of `[daemon]` (for every kind) and of a kind (for its own jobs).
+    static let hookKeys = ["on_complete", "notify_url", "notify_secret", "hook_timeout", "hook_retries"]
     static let repeatable: Set<String> = ["header"]
 
     /// Whether `${…}` references are resolved while checking. The daemon
@@ -128,6 +130,13 @@ public struct ConfigParser {
             }
         }
         if kinds.isEmpty && problems.isEmpty { problem(max(lineNumber, 1), nil, "no [kind NAME] section: there is nothing to fetch") }
+        // A kind's hooks: its own keys over [daemon]'s, whichever section came first.
+        for i in kinds.indices {
+            kinds[i].hooks = kinds[i].hooks.over(daemon.hooks)
+            if kinds[i].hooks.notifyURL != nil && kinds[i].hooks.notifySecret == nil {
+                problem(kinds[i].line, "notify_secret", "[kind \(kinds[i].name)] has a notify_url but no notify_secret to sign its deliveries with")
+            }
+        }
         return Config(file: file, daemon: daemon, kinds: kinds)
     }
 
@@ -153,7 +162,8 @@ public struct ConfigParser {
 
     private mutating func readDaemon(_ section: Section, into d: inout DaemonSettings) {
         let byKey = entries(section, allowed: Self.daemonKeys)
-        for (key, list) in byKey {
+        d.hooks = readHooks(byKey, insecureAllowed: false, inKind: false)
+        for (key, list) in byKey where !Self.hookKeys.contains(key) {
             let e = list[0]
             guard let value = expand(e) else { continue }
             switch key {
@@ -181,6 +191,7 @@ public struct ConfigParser {
             case "min_free_space": if let n = size(e, value, allowZero: true) { d.minFreeSpace = n }
             case "keep_results": if let t = duration(e, value) { d.keepResults = t }
             case "forget_after": if let t = duration(e, value) { d.forgetAfter = t }
+            case "max_hooks": if let n = integer(e, value, 1...64) { d.maxHooks = n }
             default: break
             }
         }
@@ -239,6 +250,7 @@ public struct ConfigParser {
         if let e = one("not_found_grace"), let v = expand(e), let d = duration(e, v, allowZero: true) { kind.notFoundGrace = d }
         if let e = one("rate_limit"), let v = expand(e) { kind.rateLimit = rateLimit(e, v) }
         if let e = one("segments"), let v = expand(e), let n = integer(e, v, 1...16) { kind.segments = n }
+        kind.hooks = readHooks(byKey, insecureAllowed: kind.allowInsecureHTTP, inKind: true)
         if kind.maxPollInterval < kind.pollInterval {
             problem(one("max_poll_interval")?.line ?? section.line, "max_poll_interval",
                     "is shorter than poll_interval (\(Units.formatDuration(kind.pollInterval)))")
@@ -430,6 +442,72 @@ public struct ConfigParser {
             problem(e.line, e.key, "header value contains a line break"); return nil
         }
         return t
+    }
+
+    /// `on_complete`, `notify_url`, `notify_secret`, `hook_timeout` and `hook_retries` of one section.
+    private mutating func readHooks(_ byKey: [String: [Entry]], insecureAllowed: Bool, inKind: Bool) -> HookSettings {
+        var h = HookSettings()
+        func one(_ key: String) -> Entry? { byKey[key]?.first }
+        if let e = one("on_complete") {
+            if e.value.contains("${") {
+                // ${file:}/${credential:} would put a secret where every user sees it, and ${env:} would be split as words.
+                problem(e.line, e.key, "cannot use ${…}: a program's arguments are visible to every user; let the program read its settings itself")
+            } else {
+                h.onComplete = command(e, e.value)
+            }
+        }
+        if let e = one("notify_url"), let v = expand(e) {
+            do {
+                let u = try ParsedURL(v)
+                if u.scheme == "http" && !u.isLoopback && !insecureAllowed {
+                    problem(e.line, e.key, "plain http:// is refused for \(u.host); use https" +
+                            (inKind ? ", or set allow_insecure_http = yes" : " (a kind's own notify_url may use it with allow_insecure_http = yes)"))
+                } else {
+                    h.notifyURL = u
+                }
+            } catch {
+                problem(e.line, e.key, error.message)
+            }
+        }
+        if let e = one("notify_secret"), let t = template(e) {
+            switch secretsMode {
+            case .resolve:
+                do {
+                    if try t.resolve(secrets).isEmpty { problem(e.line, e.key, "is empty") } else { h.notifySecret = t }
+                } catch {
+                    problem(e.line, e.key, error.message)
+                }
+            case .syntaxOnly: h.notifySecret = t
+            }
+            if sharedFile && !t.readsFiles && !e.value.contains("${") {
+                warnings.append(ConfigProblem(file: file, line: e.line, key: e.key, message:
+                    "notify_secret is written literally in a file readable by others than its owner; put it in ${credential:NAME} or ${file:PATH}"))
+            }
+        }
+        if let e = one("hook_timeout"), let v = expand(e), let d = duration(e, v) { h.timeout = d }
+        if let e = one("hook_retries"), let v = expand(e), let n = integer(e, v, 0...100) { h.retries = n }
+        return h
+    }
+
+    /// A command line split into words, as a shell would without expanding
+    /// anything: blanks separate, '…' is literal, "…" and a backslash escape.
+    /// The program must be an absolute path (there is no PATH search), and
+    /// the daemon checks it can run it.
+    private mutating func command(_ e: Entry, _ v: String) -> [String]? {
+        switch CommandLineWords.split(v) {
+        case .failure(let message):
+            problem(e.line, e.key, message)
+            return nil
+        case .success(let words):
+            guard let program = words.first else { problem(e.line, e.key, "names no program"); return nil }
+            guard program.hasPrefix("/") else {
+                problem(e.line, e.key, "\(JobID.quoted(program)) is not an absolute path (no PATH is searched)"); return nil
+            }
+            if secretsMode == .resolve && access(program, X_OK) != 0 {
+                problem(e.line, e.key, "cannot run \(program): \(String(cString: strerror(errno)))"); return nil
+            }
+            return words
+        }
     }
 
     private mutating func checkStatusURL(_ e: Entry, _ v: String, insecureAllowed: Bool) {

@@ -27,7 +27,32 @@ public enum JobReport {
             JSONMember("next_at", r.state.isTerminal ? .null : time(r.nextAt)),
             JSONMember("finished_at", time(r.finishedAt)),
             JSONMember("output", r.state.isTerminal ? .string("\(outputDir)/\(r.key.kind)/\(r.key.id)") : .null),
+            JSONMember("hook", delivery(r.hook)),
+            JSONMember("webhook", delivery(r.notify)),
         ])
+    }
+
+    /// An `on_complete` hook's or a webhook's state and last run, or null when the job has none.
+    static func delivery(_ d: Delivery?) -> JSONValue {
+        guard let d else { return .null }
+        return .object([
+            JSONMember("state", .string(d.state.rawValue)),
+            JSONMember("attempts", .int(d.attempts)),
+            JSONMember("last", d.last.map { .string($0) } ?? .null),
+            JSONMember("last_at", d.lastAt.map { .string(Timestamp.iso8601($0)) } ?? .null),
+            JSONMember("next_at", d.state == .pending ? .string(Timestamp.iso8601(d.nextAt)) : .null),
+        ])
+    }
+
+    /// One line for `status`: the state, the attempts, the last run and when.
+    public static func deliveryLine(_ d: Delivery) -> String {
+        let last = d.last.map { "last: \($0)" + (d.lastAt.map { " at \(Timestamp.iso8601($0))" } ?? "") }
+        let attempts = "\(d.attempts) attempt\(d.attempts == 1 ? "" : "s")"
+        switch d.state {
+        case .pending: return "pending, due \(Timestamp.iso8601(d.nextAt))" + (last.map { "; \(attempts), \($0)" } ?? "")
+        case .running: return "running (attempt \(d.attempts))" + (last.map { "; \($0)" } ?? "")
+        case .succeeded, .failed: return "\(d.state.rawValue) after \(attempts)" + (last.map { "; \($0)" } ?? "")
+        }
     }
 
     /// Progress as a percentage. APIs report a fraction (0–1) or a percentage (0–100).

@@ -54,6 +54,10 @@ public struct JobRecord: Sendable, Equatable {
     public var rate: Double?
     /// When `keep_results` removed the published directory (a later publication, after a retry, counts again).
     public var resultsRemovedAt: Double?
+    /// The `on_complete` hook and the `notify_url` delivery of the last
+    /// publication; nil when the kind had none.
+    public var hook: Delivery?
+    public var notify: Delivery?
 
     /// Where the `timeout` clock starts.
     public var clockStart: Double { timeoutFrom ?? registeredAt }
@@ -65,4 +69,32 @@ public struct JobRecord: Sendable, Equatable {
         self.updatedAt = registeredAt
         self.nextAt = registeredAt
     }
+}
+
+/// One thing done after publication, at least once: the `on_complete`
+/// hook or the `notify_url` webhook. It is `pending` from the transaction
+/// that records the outcome; `running` is recorded before the hook starts,
+/// so a daemon that dies meanwhile runs it again.
+public struct Delivery: Sendable, Equatable {
+    public enum State: String, Sendable, CaseIterable {
+        case pending, running, succeeded, failed
+    }
+    public var state: State
+    /// Runs (or requests) started so far.
+    public var attempts = 0
+    /// When it is due (pending).
+    public var nextAt: Double
+    /// How the last run ended: "exit 0", "HTTP 500", "killed after hook_timeout (5m)"…
+    public var last: String?
+    public var lastAt: Double?
+
+    public init(state: State, nextAt: Double) {
+        self.state = state
+        self.nextAt = nextAt
+    }
+
+    public static func pending(at t: Double) -> Delivery { Delivery(state: .pending, nextAt: t) }
+
+    /// Waiting for a run: pending, or running when a daemon stopped.
+    public var isOutstanding: Bool { state == .pending || state == .running }
 }

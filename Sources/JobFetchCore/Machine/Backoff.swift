@@ -18,6 +18,11 @@ public struct Backoff: Sendable {
     public var base: Double
     public var cap: Double
 
+    public init(base: Double, cap: Double) {
+        self.base = base
+        self.cap = cap
+    }
+
     /// The wait after the `n`th "still running" answer (n ≥ 1): grows by
     /// half each time from `base` up to `cap`, ±10 %.
     public func pollDelay(after n: Int, jitter: Double = Jitter.next(in: -1...1)) -> Double {
@@ -58,5 +63,5 @@ public struct TokenBucket: Sendable {
 
 extension KindConfig {
     /// The kind's schedule: from `poll_interval` up to `max_poll_interval`.
-    var backoff: Backoff { Backoff(base: pollInterval, cap: maxPollInterval) }
+    public var backoff: Backoff { Backoff(base: pollInterval, cap: maxPollInterval) }
 }

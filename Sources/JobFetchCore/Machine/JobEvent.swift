@@ -128,6 +128,8 @@ public enum JobEffect: Sendable {
     /// The job was already published before an unclean stop: what is left in staging goes.
     case removeStaging
     case count(MetricEvent)
+    /// The job's hook or webhook is pending, committed with its outcome: the runner may take it.
+    case deliver
 
     /// Effects whose failure the machine must hear of.
     public var canFail: Bool {

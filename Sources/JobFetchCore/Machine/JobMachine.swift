@@ -253,9 +253,14 @@ struct Step {
         case .cancelled: .cancelled
         }
         r.updatedAt = now
+        // The hook and webhook are pending in the same save as the outcome: they run at least once.
+        let hooks = c.kind?.hooks
+        r.hook = hooks?.onComplete != nil ? .pending(at: now) : nil
+        r.notify = hooks?.notifyURL != nil ? .pending(at: now) : nil
         emit(.count(.finished(kind: r.key.kind, outcome: outcome)))
         save("published to \(path)")
         log(.info, "published \(outcome.rawValue) to \(path)\(recovered ? " (recovered)" : "")")
+        if r.hook != nil || r.notify != nil { emit(.deliver) }
     }
 
     /// failed | cancelled → registered: a fresh record; only the job's
@@ -269,6 +274,10 @@ struct Step {
             return
         }
         let was = r.state
+        let dropped = [r.hook?.isOutstanding == true ? "on_complete" : nil, r.notify?.isOutstanding == true ? "notify_url" : nil].compactMap { $0 }
+        if !dropped.isEmpty {
+            log(.notice, "the previous outcome's \(dropped.joined(separator: " and ")) will not run again (a run under way ends unrecorded): the job is retried")
+        }
         var fresh = JobRecord(key: r.key, state: .registered, registeredAt: r.registeredAt)
         fresh.retries = r.retries + 1
         fresh.timeoutFrom = now

@@ -38,6 +38,8 @@ public final class Engine {
     var nextMetricsAt = 0.0
     /// keep_results and forget_after, and when they next sweep.
     var retention: Retention
+    /// on_complete hooks and notify_url webhooks.
+    let deliveries: Deliveries
 
     public init(config: Config, configPath: String, logger: Logger, clock: any JobClock = SystemClock.shared) throws {
         self.config = config
@@ -59,8 +61,10 @@ public final class Engine {
         publisher = Publisher(outputDir: d.outputDir)
         world = SystemWorld(daemon: d, http: http, publisher: publisher, crashGuard: crashGuard, logger: logger)
         driver = JobDriver(config: config, store: store, world: world, clock: clock, logger: logger)
+        deliveries = Deliveries(config: config, store: store, http: http, secrets: world.secrets, driver: driver, logger: logger)
         intake = SpoolIntake(spoolDir: d.spoolDir, store: store, inotify: inotify, logger: logger, clock: clock)
         intake.apply = { [unowned self] request, key in self.driver.apply(request, key) }
+        driver.delivered = { [unowned self] key in self.deliveries.enqueue(key, now: self.clock.now()) }
         try intake.watch(kinds: config.kinds.map(\.name))
         // Last, once the spool is watched: consumers (and tests) can watch
         // <output>/<kind>/ for results, and its appearance means the daemon is set up.
@@ -72,6 +76,7 @@ public final class Engine {
         let now = clock.now()
         intake.scanAll(now: now)
         if let key = crashGuard.repeatOffender { driver.failRepeatOffender(key, signal: crashGuard.lastCrashSignal) }
+        deliveries.load(now: now)
         logger.notice("jobfetchd \(Version.string) started: \(config.kinds.count) kind(s), spool \(config.daemon.spoolDir), output \(config.daemon.outputDir)")
         // The store is open and the spool scanned: from now on nothing dropped in is missed.
         notifier.send("READY=1\nSTATUS=\(statusLine())")
@@ -81,14 +86,19 @@ public final class Engine {
             // Due work in one transaction, opened only when something is due.
             let turn = clock.now()
             if let due = driver.nextDue(now: turn), due <= turn { driver.batch { driver.startDueWork() } }
+            deliveries.startDue(now: clock.now())
             let wake = nextWake(now: clock.now())
             let decoding = world.decodeFDs(among: driver.decodingKeys)
-            let done = http.wait(extraFDs: [inotify.fd, control.wakeup.fd] + decoding, timeout: max(0, wake - clock.now()))
+            let done = http.wait(extraFDs: [inotify.fd, control.wakeup.fd] + decoding + deliveries.fds, timeout: max(0, wake - clock.now()))
             // The answers of one turn are recorded in one transaction: one fsync, not one per poll.
             // (Spool intake is never inside it: a spool file goes only after its own commit.)
             if !done.isEmpty || driver.isDecoding {
                 driver.batch {
                     for (tag, response) in done {
+                        if deliveries.owns(tag) {
+                            deliveries.answered(tag, response, now: clock.now())
+                            continue
+                        }
                         #if DEBUG
                         // Fault injection for the crash-guard test: a trap, as a bug on this job's input would be.
                         if let target = Self.faultCrashJob, let key = driver.key(forTag: tag), target == key.description {
@@ -101,6 +111,7 @@ public final class Engine {
                     driver.finishDecodes()
                 }
             }
+            deliveries.service(now: clock.now())
             handleControl()
             notifySystemd(now: clock.now())
             sweepRetention(now: clock.now())
@@ -125,6 +136,7 @@ public final class Engine {
         if driver.fetchesInFlight > 0 { wake = min(wake, nextProgressAt) }
         if config.daemon.metricsFile != nil { wake = min(wake, driver.metrics.dirty ? nextMetricsAt : nextMetricsAt + Self.metricsRefresh) }
         if retention.isOn { wake = min(wake, retention.nextAt) }
+        if let t = deliveries.nextWake() { wake = min(wake, t) }
         return wake
     }
 
@@ -154,6 +166,8 @@ public final class Engine {
             unchanged.logLevel = config.daemon.logLevel
             unchanged.keepResults = config.daemon.keepResults
             unchanged.forgetAfter = config.daemon.forgetAfter
+            unchanged.hooks = config.daemon.hooks
+            unchanged.maxHooks = config.daemon.maxHooks
             if unchanged != config.daemon {
                 logger.notice("[daemon] settings changed in \(configPath); directories and limits take effect at the next restart")
             }
@@ -163,6 +177,9 @@ public final class Engine {
             updated.daemon.logLevel = fresh.daemon.logLevel
             updated.daemon.keepResults = fresh.daemon.keepResults
             updated.daemon.forgetAfter = fresh.daemon.forgetAfter
+            // Hooks (the kinds carry theirs, merged with [daemon]'s) and max_hooks, too.
+            updated.daemon.hooks = fresh.daemon.hooks
+            updated.daemon.maxHooks = fresh.daemon.maxHooks
             retention = Retention(updated.daemon)
             config = updated
             LineLogHandler.setLevel(fresh.daemon.logLevel)
@@ -170,6 +187,8 @@ public final class Engine {
             // As at start: a new kind's output directory exists once its spool is watched.
             for kind in config.kinds { try FileIO.makeDirectories(config.daemon.outputDir + "/" + kind.name) }
             driver.reconfigure(config)
+            deliveries.config = config
+            deliveries.load(now: clock.now())
             intake.scanAll(now: clock.now())
             logger.notice("configuration reloaded: \(config.kinds.count) kind(s)")
         } catch let errors as ConfigErrors {
@@ -234,6 +253,7 @@ public final class Engine {
     func shutdown() {
         notifier.send("STOPPING=1\nSTATUS=stopping")
         driver.shutdown()
+        deliveries.shutdown()
         world.shutdown()
         if config.daemon.metricsFile != nil { writeMetrics(now: clock.now(), force: true) }
         crashGuard.stoppedCleanly()

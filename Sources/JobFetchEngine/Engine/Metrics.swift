@@ -16,6 +16,8 @@ public struct Metrics: Sendable {
     var finished: [Key: Int] = [:]
     var removedResults = 0
     var forgottenJobs = 0
+    var hookRuns: [Key: Int] = [:]
+    var webhookDeliveries: [Key: Int] = [:]
     /// Something changed since the file was last written.
     var dirty = true
 
@@ -37,6 +39,11 @@ public struct Metrics: Sendable {
     mutating func publishFailed(_ kind: String) { publishFailures[kind, default: 0] += 1; dirty = true }
     mutating func resultsRemoved(_ n: Int) { removedResults += n; dirty = true }
     mutating func forgotten(_ n: Int) { forgottenJobs += n; dirty = true }
+    mutating func hookRan(_ kind: String, ok: Bool) { hookRuns[Key(kind: kind, label: ok ? "succeeded" : "failed"), default: 0] += 1; dirty = true }
+    mutating func webhookSent(_ kind: String, ok: Bool) {
+        webhookDeliveries[Key(kind: kind, label: ok ? "succeeded" : "failed"), default: 0] += 1
+        dirty = true
+    }
     mutating func finished(_ kind: String, outcome: Outcome) {
         finished[Key(kind: kind, label: outcome.rawValue), default: 0] += 1
         dirty = true
@@ -70,6 +77,12 @@ public struct Metrics: Sendable {
         out += "jobfetchd_results_removed_total \(removedResults)\n"
         family("jobfetchd_jobs_forgotten_total", "counter", "Finished jobs removed from the state database by forget_after.")
         out += "jobfetchd_jobs_forgotten_total \(forgottenJobs)\n"
+        family("jobfetchd_hook_runs_total", "counter", "on_complete runs by kind and result (a failed run may be retried).")
+        for (k, v) in hookRuns.sorted(by: { $0.key < $1.key }) { out += "jobfetchd_hook_runs_total{kind=\"\(k.kind)\",result=\"\(k.label)\"} \(v)\n" }
+        family("jobfetchd_webhook_requests_total", "counter", "notify_url requests by kind and result (a failed one may be retried).")
+        for (k, v) in webhookDeliveries.sorted(by: { $0.key < $1.key }) {
+            out += "jobfetchd_webhook_requests_total{kind=\"\(k.kind)\",result=\"\(k.label)\"} \(v)\n"
+        }
         return out
     }
 }

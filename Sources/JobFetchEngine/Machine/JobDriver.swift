@@ -40,6 +40,9 @@ public final class JobDriver {
     private var deferredPublishes: [JobRecord] = []
     /// Sees every transition (the simulator's invariant checks).
     public var observer: ((JobRecord, JobEvent, Transition) -> Void)?
+    /// Hears of each job published with a pending hook or webhook, once its outcome is committed.
+    public var delivered: ((JobKey) -> Void)?
+    private var deferredDeliveries: [JobKey] = []
 
     /// A job due later is started up to this late, with the others due by
     /// then: at 1,000 polls/s the loop wakes for batches of about ten.
@@ -153,6 +156,8 @@ public final class JobDriver {
                 }
             case .removeStaging:
                 world.removeStaging(key)
+            case .deliver:
+                if batching { deferredDeliveries.append(key) } else { delivered?(key) }
             case .count(let m):
                 switch m {
                 case .poll(let kind, let status): metrics.poll(kind, status: status)
@@ -176,8 +181,12 @@ public final class JobDriver {
         } catch {
             logger.error("cannot commit job state: \(error)")
             deferredPublishes = []
+            deferredDeliveries = []
         }
         batching = false
+        let committed = deferredDeliveries
+        deferredDeliveries = []
+        for key in committed { delivered?(key) }
         let pending = deferredPublishes
         deferredPublishes = []
         for r in pending {

@@ -62,7 +62,24 @@ struct JobColumn: Sendable {
         JobColumn("rate", "REAL", since: 3, write: { real($0.rate) }, read: { $0.rate = $1.optionalDouble("rate") }),
         JobColumn("results_removed_at", "REAL", since: 4, write: { real($0.resultsRemovedAt) },
                   read: { $0.resultsRemovedAt = $1.optionalDouble("results_removed_at") }),
-    ]
+    ] + delivery("hook", \.hook) + delivery("notify", \.notify)
+
+    /// The columns of a `Delivery` (since 5): `<name>_state` (NULL: none), its attempts, due time and last run.
+    static func delivery(_ name: String, _ field: WritableKeyPath<JobRecord, Delivery?> & Sendable) -> [JobColumn] {
+        [
+            JobColumn("\(name)_state", "TEXT", since: 5, write: { text($0[keyPath: field]?.state.rawValue) }, read: { r, row in
+                r[keyPath: field] = row.text("\(name)_state").flatMap(Delivery.State.init(rawValue:)).map { Delivery(state: $0, nextAt: 0) }
+            }),
+            JobColumn("\(name)_attempts", "INTEGER NOT NULL DEFAULT 0", since: 5, write: { .int(Int64($0[keyPath: field]?.attempts ?? 0)) },
+                      read: { r, row in r[keyPath: field]?.attempts = Int(row.int("\(name)_attempts")) }),
+            JobColumn("\(name)_next_at", "REAL", since: 5, write: { real($0[keyPath: field]?.nextAt) },
+                      read: { r, row in r[keyPath: field]?.nextAt = row.optionalDouble("\(name)_next_at") ?? 0 }),
+            JobColumn("\(name)_last", "TEXT", since: 5, write: { text($0[keyPath: field]?.last) },
+                      read: { r, row in r[keyPath: field]?.last = row.text("\(name)_last") }),
+            JobColumn("\(name)_last_at", "REAL", since: 5, write: { real($0[keyPath: field]?.lastAt) },
+                      read: { r, row in r[keyPath: field]?.lastAt = row.optionalDouble("\(name)_last_at") }),
+        ]
+    }
 
     static let selectList = all.map(\.name).joined(separator: ", ")
     static let updated = all.filter(\.updated)

@@ -229,6 +229,16 @@ public final class JobStore: JobStoring {
         }
     }
 
+    public func outstandingDeliveries() throws(SQLiteError) -> [JobRecord] {
+        let s = try db.prepare("""
+            SELECT \(JobColumn.selectList) FROM jobs
+            WHERE hook_state IN ('pending', 'running') OR notify_state IN ('pending', 'running') ORDER BY kind, id
+            """)
+        var out: [JobRecord] = []
+        while try s.step() { if let r = Self.record(s) { out.append(r) } }
+        return out
+    }
+
     public func counts() throws(SQLiteError) -> [(kind: String, state: JobState, count: Int)] {
         let s = try db.prepare("SELECT kind, state, count(*) FROM jobs GROUP BY kind, state ORDER BY kind, state")
         var out: [(String, JobState, Int)] = []

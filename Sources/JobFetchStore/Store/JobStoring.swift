@@ -43,6 +43,8 @@ public protocol JobStoring: AnyObject {
     /// (with `resultsRemoved`, only those whose published directory was
     /// removed since), with their history; returns how many.
     func forget(finishedBefore cutoff: Double, resultsRemoved: Bool, limit: Int) throws(StoreError) -> Int
+    /// Jobs whose hook or webhook is pending, or was running when a daemon stopped.
+    func outstandingDeliveries() throws(StoreError) -> [JobRecord]
 }
 
 extension JobStoring {
@@ -58,6 +60,8 @@ extension JobStoring {
         r.lastError = r.lastError.map { ServerText.capped($0) }
         r.reason = r.reason.map { ServerText.capped($0) }
         r.warnings = r.warnings.map { ServerText.capped($0) }
+        if let last = r.hook?.last { r.hook?.last = ServerText.capped(last) }
+        if let last = r.notify?.last { r.notify?.last = ServerText.capped(last) }
         return r
     }
 }
@@ -157,6 +161,10 @@ public final class MemoryStore: JobStoring {
         }.prefix(limit).map(\.key)
         for key in gone { rows[key] = nil; history[key] = nil }
         return gone.count
+    }
+
+    public func outstandingDeliveries() throws(StoreError) -> [JobRecord] {
+        rows.values.filter { $0.hook?.isOutstanding == true || $0.notify?.isOutstanding == true }.sorted { $0.key < $1.key }
     }
 
     /// What a restarted daemon finds: the rows, with no claims (those were the dead process's).

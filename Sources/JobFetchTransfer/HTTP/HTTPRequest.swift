@@ -23,6 +23,8 @@ public struct HTTPRequest: Sendable {
     public var lowSpeedLimit = 1
     public var lowSpeedTime: Double = 60
     public var acceptEncoding = false
+    /// A POST with this body (a webhook); nil: a GET.
+    public var post: [UInt8]?
 
     public init(url: ParsedURL, headers: [String], body: Body, timeout: Double?) {
         self.url = url

@@ -65,7 +65,12 @@ final class Transfer {
         if request.acceptEncoding { try set(CURLOPT_ACCEPT_ENCODING, "", "ACCEPT_ENCODING") }
         try CurlError.check(jf_easy_setopt_ptr(h, CURLOPT_ERRORBUFFER, &errorBuffer), "ERRORBUFFER")
 
-        var lines = request.headers
+        if var body = request.post {
+            // libcurl copies the body (COPYPOSTFIELDS, after its size); no "Expect: 100-continue" round trip.
+            try CurlError.check(jf_easy_setopt_off(h, CURLOPT_POSTFIELDSIZE_LARGE, body.count), "POSTFIELDSIZE_LARGE")
+            try CurlError.check(body.withUnsafeMutableBytes { jf_easy_setopt_ptr(h, CURLOPT_COPYPOSTFIELDS, $0.baseAddress) }, "COPYPOSTFIELDS")
+        }
+        var lines = request.headers + (request.post != nil ? ["Expect:"] : [])
         if let range = sink?.range {
             // This part of the same object, or (If-Range) all of it if it changed.
             // libcurl sends no Accept-Encoding here: a ranged body is never encoded.
