@@ -25,6 +25,8 @@ final class Child {
         posix_spawn_file_actions_addopen(&actions, 2, stderrPath, O_WRONLY | O_CREAT | O_APPEND, 0o644)
         posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
         posix_spawn_file_actions_addclose(&actions, fds[0])
+        // Nothing else of the test process: a child orphaned by a crashed test holds no lock or pipe of the runner.
+        jf_spawn_closefrom(&actions, 3)
         var env = ProcessInfo.processInfo.environment
         env.removeValue(forKey: "JOURNAL_STREAM")
         env.removeValue(forKey: "NOTIFY_SOCKET")
