@@ -180,10 +180,10 @@ import Testing
     }
 
     @Test func webhooksAreSignedRetriedAfterA500AndNeverCarryTheAPICredentials() throws {
-        let inst = try Installation(daemonLines: "notify_url = http://127.0.0.1:{RECEIVER}/jobs\nnotify_secret = ${file:{ROOT}/notify-secret}")
+        let inst = try Installation(daemonLines: "notify_url = http://127.0.0.1:{RECEIVER}/jobs\nnotify_secret = ${file:{ROOT}/notify-secret}\nhook_retries = 1")
         try FileIO.writeAtomically(inst.root + "/notify-secret", Array("webhook-secret-\(UInt32.random(in: 0...UInt32.max))\n".utf8))
         let receiver = try Child(["/usr/bin/env", "python3", URL(fileURLWithPath: Installation.fakeAPI).deletingLastPathComponent().path + "/webhook_receiver.py",
-                                  "--secret-file", inst.root + "/notify-secret", "--fail-first", "retry"], stderrPath: inst.root + "/receiver.err")
+                                  "--secret-file", inst.root + "/notify-secret", "--fail-first", "retry", "--redirect", "moved"], stderrPath: inst.root + "/receiver.err")
         defer { receiver.signal(SIGKILL); _ = receiver.waitExit(timeout: 10) }
         guard let line = receiver.waitForLine(timeout: 30, { $0.hasPrefix("PORT ") }) else {
             Issue.record("the receiver did not start")
@@ -193,12 +193,17 @@ import Testing
             .replacingOccurrences(of: "{RECEIVER}", with: String(line.dropFirst(5)))
         try FileIO.writeAtomically(inst.configPath, Array(conf.utf8))
         try inst.startDaemon()
-        #expect(try inst.ctl(["add", "dataset", "done-1-ok", "err-notify", "done-1-retry"]).status == 0)
+        #expect(try inst.ctl(["add", "dataset", "done-1-ok", "err-notify", "done-1-retry", "done-1-moved"]).status == 0)
         for id in ["done-1-ok", "err-notify", "done-1-retry"] {
             #expect(try waitForStatus(inst, id, contains: "webhook:     succeeded"), "\(id); log:\n\(inst.daemonLog)")
         }
+        // A redirect is not followed: it fails, is retried once (hook_retries = 1), then shown failed.
+        #expect(try waitForStatus(inst, "done-1-moved", contains: "webhook:     failed after 2 attempts; last: HTTP 302 from http://127.0.0.1:"),
+                "log:\n\(inst.daemonLog)")
+        #expect(try inst.ctl(["status", "dataset", "done-1-moved"]).out.contains("(redirects are not followed)"))
         let deliveries = receiver.allLines.filter { $0.hasPrefix("DELIVERY ") }
-        #expect(deliveries.count == 4, "\(deliveries)")
+        #expect(deliveries.filter { $0.contains("/elsewhere") || $0.contains("done-1-moved ") }.count == 2, "\(deliveries)")
+        #expect(deliveries.count == 6, "\(deliveries)")
         #expect(deliveries.allSatisfy { $0.contains(" valid ") }, "every signature checks: \(deliveries)")
         #expect(deliveries.allSatisfy { !$0.contains("x-api-key") }, "the API's credentials never go to the receiver: \(deliveries)")
         let retried = deliveries.filter { $0.contains("dataset/done-1-retry ") }
@@ -245,5 +250,33 @@ import Testing
         let log = inst.daemonLog
         #expect(log.contains("on_complete: more than 1000 lines of output; the rest of this run's is not logged"))
         #expect(log.components(separatedBy: "dataset/done-1-first: on_complete: ").count - 1 <= 1001)
+    }
+
+    @Test func aRetryWhileTheHookRunsLetsThatRunEndUnrecordedThenRunsTheNewOutcomesHook() throws {
+        let inst = try Installation(daemonLines: "on_complete = {ROOT}/hook.sh")
+        let fifo = inst.root + "/release"
+        #expect(mkfifo(fifo, 0o600) == 0)
+        let runs = inst.root + "/runs"
+        // The first outcome's hook blocks until released; later ones end at once.
+        _ = try script(inst, "hook.sh", """
+            echo "start $JOBFETCH_OUTCOME" >> \(runs)
+            if [ ! -e \(inst.root)/first ]; then : > \(inst.root)/first; read x < \(fifo); fi
+            echo "end $JOBFETCH_OUTCOME" >> \(runs)
+            """)
+        try inst.startDaemon()
+        #expect(try inst.ctl(["add", "dataset", "err-twice"]).status == 0)
+        #expect(try Inotify.wait(until: { lines(runs).count == 1 }, in: inst.root, mask: UInt32(IN_MODIFY | IN_CREATE), timeout: 60))
+        // Retried while its hook runs: the job fails again, and its new hook waits for the old run.
+        #expect(try inst.ctl(["retry", "dataset", "err-twice"]).status == 0)
+        #expect(try waitForStatus(inst, "err-twice", contains: "retried:     1 time(s)"), "log:\n\(inst.daemonLog)")
+        #expect(try waitForStatus(inst, "err-twice", contains: "on_complete: pending"), "log:\n\(inst.daemonLog)")
+        #expect(lines(runs) == ["start failed"], "no second run beside the first: \(lines(runs))")
+        let w = open(fifo, O_WRONLY)
+        _ = write(w, "go\n", 3)
+        close(w)
+        #expect(try waitForStatus(inst, "err-twice", contains: "on_complete: succeeded after 1 attempt"), "log:\n\(inst.daemonLog)")
+        #expect(lines(runs) == ["start failed", "end failed", "start failed", "end failed"], "\(lines(runs))")
+        #expect(inst.daemonLog.contains("on_complete ended (exit 0"), "\(inst.daemonLog)")
+        #expect(inst.daemonLog.contains("but the job was retried or forgotten meanwhile; not recorded"))
     }
 }

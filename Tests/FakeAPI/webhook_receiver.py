@@ -6,7 +6,8 @@ compared in constant time with X-Jobfetch-Signature.
 Prints "PORT n" once listening on 127.0.0.1, then one line per request:
   DELIVERY <kind>/<id> <valid|INVALID> <answer> sha256=<body digest> headers=<names>
 It answers 500 to the first delivery of each job whose ID contains
---fail-first (then 200), and 204 otherwise.
+--fail-first (then 204), 302 to every delivery of a job whose ID contains
+--redirect, and 204 otherwise.
 """
 import argparse
 import hashlib
@@ -25,6 +26,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--secret-file", required=True)
     ap.add_argument("--fail-first", default="\0")
+    ap.add_argument("--redirect", default="\0")
     args = ap.parse_args()
     with open(args.secret_file, "rb") as f:
         secret = f.read().rstrip(b"\n")
@@ -43,10 +45,14 @@ def main():
             if args.fail_first in key and key not in seen:
                 seen.add(key)
                 answer = 500
+            elif args.redirect in key:
+                answer = 302
             names = ",".join(sorted(h.lower() for h in self.headers.keys()))
             print(f"DELIVERY {key} {'valid' if valid else 'INVALID'} {answer} "
                   f"sha256={hashlib.sha256(body).hexdigest()} headers={names}", flush=True)
             self.send_response(answer)
+            if answer == 302:
+                self.send_header("Location", "/elsewhere")
             self.send_header("Content-Length", "0")
             self.end_headers()
 
