@@ -109,6 +109,27 @@ import Testing
         #expect(history.contains("on_complete was running when the daemon stopped (attempt 1); it runs again"), "\(history)")
     }
 
+    @Test func aHookStoppedByACleanShutdownRunsAgainWithoutSpendingAnAttempt() throws {
+        // No retries: a stop of the daemon must not use up the hook's only attempt.
+        let inst = try Installation(daemonLines: "on_complete = {ROOT}/hook.sh\nhook_retries = 0")
+        let runs = inst.root + "/runs"
+        _ = try script(inst, "hook.sh", """
+            echo "start $JOBFETCH_ATTEMPT" >> \(runs)
+            if [ ! -e \(inst.root)/ran-once ]; then : > \(inst.root)/ran-once; exec sleep 300; fi
+            """)
+        try inst.startDaemon()
+        #expect(try inst.ctl(["add", "dataset", "done-1-stop"]).status == 0)
+        #expect(try Inotify.wait(until: { lines(runs).count == 1 }, in: inst.root, mask: UInt32(IN_MODIFY | IN_CREATE), timeout: 60),
+                "log:\n\(inst.daemonLog)")
+        inst.daemon?.signal(SIGTERM)
+        #expect(inst.daemon?.waitExit(timeout: 30) == 0)
+        #expect(try inst.ctl(["status", "dataset", "done-1-stop"]).out.contains("on_complete: pending"))
+        try inst.startDaemon()
+        #expect(try waitForStatus(inst, "done-1-stop", contains: "on_complete: succeeded after 1 attempt"), "log:\n\(inst.daemonLog)")
+        #expect(lines(runs) == ["start 1", "start 1"], "\(lines(runs))")
+        #expect(try inst.ctl(["history", "dataset", "done-1-stop"]).out.contains("on_complete stopped by the daemon's shutdown (attempt 1); it runs again at the next start"))
+    }
+
     @Test func aHookPastHookTimeoutIsKilledWithItsChildren() throws {
         let inst = try Installation(daemonLines: "on_complete = {ROOT}/hook.sh\nhook_timeout = 1s\nhook_retries = 0")
         let pids = inst.root + "/pids"

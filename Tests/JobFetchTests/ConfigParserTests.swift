@@ -368,6 +368,17 @@ import Testing
         #expect(problems(daemon: "on_complete = echo hi") == ["daemon.conf:5: on_complete: \"echo\" is not an absolute path (no PATH is searched)"])
         #expect(problems(daemon: "on_complete = /nonexistent/load-csv") == ["daemon.conf:5: on_complete: cannot run /nonexistent/load-csv: No such file or directory"])
         #expect(problems(daemon: "on_complete = /bin/echo 'open") == ["daemon.conf:5: on_complete: a ' quote is not closed"])
+        // Executable but not runnable: no #! line, or an interpreter that is not there.
+        let dir = NSTemporaryDirectory() + "/jf-hook-\(getpid())"
+        try? FileIO.makeDirectories(dir)
+        try? FileIO.writeAtomically(dir + "/plain", Array("echo hi\n".utf8))
+        try? FileIO.writeAtomically(dir + "/nointerp", Array("#!/nonexistent/sh\necho hi\n".utf8))
+        try? FileIO.writeAtomically(dir + "/good", Array("#!/bin/sh\necho hi\n".utf8))
+        for f in ["plain", "nointerp", "good"] { chmod(dir + "/" + f, 0o755) }
+        #expect(problems(daemon: "on_complete = \(dir)/plain") == ["daemon.conf:5: on_complete: cannot run \(dir)/plain: it is neither a program nor a script starting with #!"])
+        #expect(problems(daemon: "on_complete = \(dir)/nointerp") == ["daemon.conf:5: on_complete: cannot run \(dir)/nointerp: its interpreter /nonexistent/sh cannot run: No such file or directory"])
+        #expect(problems(daemon: "on_complete = \(dir)/good").isEmpty)
+        #expect(problems(daemon: "notify_url = http://127.0.0.1:99999/h/TOKEN\nnotify_secret = s").allSatisfy { !$0.contains("TOKEN") })
         #expect(problems(daemon: "on_complete = /bin/echo ${file:\(Self.secret)}").first?.contains("cannot use ${…}: a program's arguments are visible") == true)
         #expect(problems(daemon: "on_complete = /bin/echo ${env:HOME}").first?.contains("cannot use ${…}") == true)
         #expect(problems(daemon: "notify_url = http://hooks.example/x\nnotify_secret = s").first?.contains("(a kind's own notify_url may use it with allow_insecure_http = yes)") == true)

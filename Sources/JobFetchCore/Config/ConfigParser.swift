@@ -466,7 +466,8 @@ public struct ConfigParser {
                     h.notifyURL = u
                 }
             } catch {
-                problem(e.line, e.key, error.message)
+                // The URL itself stays out of the message: a receiver's token may be in it.
+                problem(e.line, e.key, error.message.replacingOccurrences(of: v, with: "…"))
             }
         }
         if let e = one("notify_secret"), let t = template(e) {
@@ -503,11 +504,34 @@ public struct ConfigParser {
             guard program.hasPrefix("/") else {
                 problem(e.line, e.key, "\(JobID.quoted(program)) is not an absolute path (no PATH is searched)"); return nil
             }
-            if secretsMode == .resolve && access(program, X_OK) != 0 {
-                problem(e.line, e.key, "cannot run \(program): \(String(cString: strerror(errno)))"); return nil
+            if secretsMode == .resolve {
+                guard access(program, X_OK) == 0 else {
+                    problem(e.line, e.key, "cannot run \(program): \(String(cString: strerror(errno)))"); return nil
+                }
+                if let why = Self.notRunnable(program) { problem(e.line, e.key, "cannot run \(program): \(why)"); return nil }
             }
             return words
         }
+    }
+
+    /// Why the kernel would refuse to exec `path` although it is executable:
+    /// neither a program (ELF) nor a script whose `#!` interpreter can run. Nil when it can.
+    static func notRunnable(_ path: String) -> String? {
+        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var buffer = [UInt8](repeating: 0, count: 256)
+        let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+        guard n >= 0 else { return nil }
+        let head = buffer.prefix(n)
+        if head.starts(with: [0x7f, 0x45, 0x4c, 0x46]) { return nil }
+        guard head.starts(with: Array("#!".utf8)) else { return "it is neither a program nor a script starting with #!" }
+        let line = String(decoding: head.dropFirst(2).prefix { $0 != 0x0a }, as: UTF8.self).trimmingWhitespace()
+        guard let interpreter = line.split(whereSeparator: { $0 == " " || $0 == "\t" }).first.map(String.init), !interpreter.isEmpty else {
+            return "its #! line names no interpreter"
+        }
+        if access(interpreter, X_OK) != 0 { return "its interpreter \(interpreter) cannot run: \(String(cString: strerror(errno)))" }
+        return nil
     }
 
     private mutating func checkStatusURL(_ e: Entry, _ v: String, insecureAllowed: Bool) {

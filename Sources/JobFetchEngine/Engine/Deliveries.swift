@@ -67,7 +67,7 @@ final class Deliveries {
     private var queues: [What: Heap<Due>] = [.hook: Heap(), .notify: Heap()]
     private var hooks: [JobKey: Running] = [:]
     /// Webhook requests in flight, by tag: the job and which run.
-    private var webhooks: [Int: (key: JobKey, run: Run)] = [:]
+    private var webhooks: [Int: (key: JobKey, run: Run, origin: String)] = [:]
     /// What is in the queues, so that a reload does not queue it twice.
     private var queued: [What: Set<JobKey>] = [.hook: [], .notify: []]
     /// Ends that could not be recorded (the store failed): tried again each turn.
@@ -87,6 +87,8 @@ final class Deliveries {
     /// pause cannot keep the loop from everything else.
     static let maxReadPerTurn = 64 * 1024
     static let webhookTimeout = 30.0
+    /// How long a shutdown waits for hooks to end after SIGTERM.
+    static let stopGrace = 2.0
     /// The most of `job.json` a webhook sends (ours is far smaller).
     static let maxBody = 16 << 20
 
@@ -431,7 +433,7 @@ final class Deliveries {
         request.post = body
         request.connectTimeout = config.daemon.connectTimeout
         do {
-            webhooks[try http.start(request)] = (r.key, run)
+            webhooks[try http.start(request)] = (r.key, run, url.origin)
             logger.debug("webhook: POST to \(url.origin) (attempt \(d.attempts))", metadata: Logger.job(r.key))
         } catch {
             ended(.notify, r.key, run, ok: false, detail: "cannot start the request: \(error)", now: now)
@@ -441,10 +443,9 @@ final class Deliveries {
     /// A webhook's answer: a 2xx is delivered; anything else (a redirect
     /// too: it is not followed) is retried.
     func answered(_ tag: Int, _ response: HTTPResponse, now: Double) {
-        guard let (key, run) = webhooks.removeValue(forKey: tag) else { return }
-        // The origin only: receivers often carry a token in the path.
-        let url = hooksOf(key).notifyURL?.origin ?? "notify_url"
-        let detail: String
+        // The origin the request went to (a reload may have changed the URL since), only: receivers often carry a token in the path.
+        guard let (key, run, url) = webhooks.removeValue(forKey: tag) else { return }
+        var detail: String
         if let e = response.error, response.status == 0 {
             detail = "no answer from \(url): \(e)"
         } else if (300..<400).contains(response.status) {
@@ -452,6 +453,8 @@ final class Deliveries {
         } else {
             detail = "HTTP \(response.status) from \(url)"
         }
+        // A status, then a failure (a timeout while the rest of the answer trickled in).
+        if let e = response.error, response.status != 0, !response.bodyTooLarge { detail += ", then: \(e)" }
         // A 2xx is delivered, even with a body larger than is kept.
         let ok = (200..<300).contains(response.status) && (response.error == nil || response.bodyTooLarge)
         ended(.notify, key, run, ok: ok, detail: detail, now: now)
@@ -512,20 +515,48 @@ final class Deliveries {
     // MARK: stop
 
     /// At shutdown: hooks still running are stopped (SIGTERM to their
-    /// groups) and stay `running` in the store, so the next start runs them
-    /// again; webhooks in flight likewise.
-    func shutdown() {
+    /// groups) and webhooks in flight dropped; neither was their own
+    /// failure, so each is pending again with its attempt given back, and
+    /// the next start runs it. (If that cannot be recorded they stay
+    /// `running`, and the next start counts them as interrupted.)
+    func shutdown(now: Double) {
+        var interrupted: [(what: What, key: JobKey, run: Run)] = []
+        // SIGTERM to every group, up to 2 s for the hooks to end, then SIGKILL: none outlives the daemon.
+        for h in hooks.values { kill(-h.pid, SIGTERM) }
+        let until = SystemClock.monotonic() + Self.stopGrace
         for h in hooks.values {
-            kill(-h.pid, SIGTERM)
+            var p = pollfd(fd: h.pidfd, events: Int16(POLLIN), revents: 0)
+            let left = max(0, until - SystemClock.monotonic())
+            if poll(&p, 1, Int32(left * 1000)) != 1 { logger.notice("on_complete did not stop on SIGTERM; killed", metadata: Logger.job(h.key)) }
+            kill(-h.pid, SIGKILL)
+            var status: Int32 = 0
+            waitpid(h.pid, &status, WNOHANG)
             if h.output >= 0 { close(h.output) }
             close(h.pidfd)
-            logger.info("on_complete stopped by the shutdown (attempt \(h.attempt)); it runs again at the next start", metadata: Logger.job(h.key))
+            interrupted.append((.hook, h.key, Run(retries: h.retries, attempt: h.attempt)))
         }
         hooks = [:]
-        for (key, _) in webhooks.values {
-            logger.info("webhook interrupted by the shutdown; it is sent again at the next start", metadata: Logger.job(key))
-        }
+        for (key, run, _) in webhooks.values { interrupted.append((.notify, key, run)) }
         webhooks = [:]
+        guard !interrupted.isEmpty else { return }
+        do {
+            try store.batch { () throws(StoreError) in
+                for (what, key, run) in interrupted {
+                    guard var r = try store.job(key), var d = r[keyPath: what.field], d.state == .running, Run(r, d) == run else { continue }
+                    d.state = .pending
+                    d.attempts -= 1
+                    d.nextAt = now
+                    r[keyPath: what.field] = d
+                    r.updatedAt = now
+                    try store.save(r, event: "\(what.name) stopped by the daemon's shutdown (attempt \(run.attempt)); it runs again at the next start")
+                }
+            }
+            for (what, key, _) in interrupted {
+                logger.info("\(what.name) stopped by the shutdown; it runs again at the next start", metadata: Logger.job(key))
+            }
+        } catch {
+            logger.error("cannot record the hooks stopped by the shutdown; the next start runs them again as interrupted: \(error)")
+        }
     }
 }
 

@@ -253,7 +253,7 @@ public final class Engine {
     func shutdown() {
         notifier.send("STOPPING=1\nSTATUS=stopping")
         driver.shutdown()
-        deliveries.shutdown()
+        deliveries.shutdown(now: clock.now())
         world.shutdown()
         if config.daemon.metricsFile != nil { writeMetrics(now: clock.now(), force: true) }
         crashGuard.stoppedCleanly()
