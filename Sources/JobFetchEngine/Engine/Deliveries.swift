@@ -48,9 +48,8 @@ final class Deliveries {
         let pid: Int32
         let pidfd: Int32
         var output: Int32
-        let attempt: Int
-        /// The job's retries when it started: with `attempt`, which run of which outcome it is.
-        let retries: Int
+        /// Which run of which outcome it is.
+        let run: Run
         let startedAt: Double
         let deadline: Double
         var killed = false
@@ -62,6 +61,8 @@ final class Deliveries {
     let store: JobStore
     let http: CurlMulti
     let secrets: SecretFileCache
+    /// Where a job's directory is published.
+    let publisher: Publisher
     let logger: Logger
     let driver: JobDriver
     private var queues: [What: Heap<Due>] = [.hook: Heap(), .notify: Heap()]
@@ -92,11 +93,12 @@ final class Deliveries {
     /// The most of `job.json` a webhook sends (ours is far smaller).
     static let maxBody = 16 << 20
 
-    init(config: Config, store: JobStore, http: CurlMulti, secrets: SecretFileCache, driver: JobDriver, logger: Logger) {
+    init(config: Config, store: JobStore, http: CurlMulti, secrets: SecretFileCache, publisher: Publisher, driver: JobDriver, logger: Logger) {
         self.config = config
         self.store = store
         self.http = http
         self.secrets = secrets
+        self.publisher = publisher
         self.driver = driver
         self.logger = logger
     }
@@ -122,7 +124,7 @@ final class Deliveries {
                 if d.state == .running {
                     // Ours (a reload while it runs) is left to end.
                     if busy(what, r.key) { continue }
-                    let runs = 1 + (config.kind(r.key.kind)?.hooks ?? config.daemon.hooks).hookRetries
+                    let runs = 1 + hooksOf(r.key).hookRetries
                     d.last = "interrupted: the daemon stopped while it ran"
                     d.lastAt = now
                     if d.attempts >= runs {
@@ -206,7 +208,7 @@ final class Deliveries {
                     d.attempts += 1
                     r[keyPath: what.field] = d
                     r.updatedAt = now
-                    try store.save(r, event: "\(what.name) started (attempt \(d.attempts) of \(1 + hooksOf(r).hookRetries))")
+                    try store.save(r, event: "\(what.name) started (attempt \(d.attempts) of \(1 + hooksOf(r.key).hookRetries))")
                     started.append((what, r))
                 }
             }
@@ -256,9 +258,7 @@ final class Deliveries {
         return r
     }
 
-    private func hooksOf(_ r: JobRecord) -> HookSettings { hooksOf(r.key) }
 
-    private func directory(_ key: JobKey) -> String { "\(config.daemon.outputDir)/\(key.kind)/\(key.id)" }
 
     // MARK: hooks
 
@@ -275,7 +275,7 @@ final class Deliveries {
             "JOBFETCH_KIND=\(r.key.kind)",
             "JOBFETCH_ID=\(r.key.id.rawValue)",
             "JOBFETCH_OUTCOME=\(r.state.rawValue)",
-            "JOBFETCH_DIR=\(directory(r.key))",
+            "JOBFETCH_DIR=\(publisher.finalDirectory(r.key))",
             "JOBFETCH_REASON=\(clean(r.reason ?? ""))",
             "JOBFETCH_ATTEMPT=\(attempt)",
         ]
@@ -283,7 +283,7 @@ final class Deliveries {
     }
 
     private func startHook(_ r: JobRecord, now: Double) {
-        let settings = hooksOf(r)
+        let settings = hooksOf(r.key)
         guard let argv = settings.onComplete, let d = r.hook else { return }
         let run = Run(r, d)
         let attempt = d.attempts
@@ -305,7 +305,7 @@ final class Deliveries {
             ended(.hook, r.key, run, ok: false, detail: "cannot watch the hook (pidfd_open: \(String(cString: strerror(e))))", now: now)
             return
         }
-        hooks[r.key] = Running(key: r.key, pid: pid, pidfd: pidfd, output: out, attempt: attempt, retries: r.retries, startedAt: now,
+        hooks[r.key] = Running(key: r.key, pid: pid, pidfd: pidfd, output: out, run: run, startedAt: now,
                                deadline: now + settings.hookTimeout)
         logger.info("on_complete started: \(argv[0]) (pid \(pid), attempt \(attempt))", metadata: Logger.job(r.key))
     }
@@ -356,7 +356,7 @@ final class Deliveries {
         let seconds = Units.formatDuration(max(0, now - h.startedAt))
         let exited = status & 0x7f == 0
         let code = (status >> 8) & 0xff
-        let run = Run(retries: h.retries, attempt: h.attempt)
+        let run = h.run
         if h.killed {
             ended(.hook, h.key, run, ok: false, detail: "killed after hook_timeout (\(Units.formatDuration(hooksOf(h.key).hookTimeout)))", now: now)
         } else if waitError != 0 {
@@ -414,11 +414,11 @@ final class Deliveries {
     // MARK: webhooks
 
     private func startWebhook(_ r: JobRecord, now: Double) {
-        let settings = hooksOf(r)
+        let settings = hooksOf(r.key)
         guard let url = settings.notifyURL, let secret = settings.notifySecret, let d = r.notify else { return }
         let run = Run(r, d)
         let body: [UInt8]
-        do { body = try FileIO.readAll(directory(r.key) + "/job.json", limit: Self.maxBody) } catch {
+        do { body = try FileIO.readAll(publisher.finalDirectory(r.key) + "/job.json", limit: Self.maxBody) } catch {
             ended(.notify, r.key, run, ok: false, detail: "cannot read job.json: \(error)", now: now)
             return
         }
@@ -478,7 +478,7 @@ final class Deliveries {
             if found != nil { schedule(what, key, at: now) }
             return
         }
-        let settings = hooksOf(r)
+        let settings = hooksOf(r.key)
         let runs = 1 + settings.hookRetries
         d.last = detail
         d.lastAt = now
@@ -533,7 +533,7 @@ final class Deliveries {
             waitpid(h.pid, &status, WNOHANG)
             if h.output >= 0 { close(h.output) }
             close(h.pidfd)
-            interrupted.append((.hook, h.key, Run(retries: h.retries, attempt: h.attempt)))
+            interrupted.append((.hook, h.key, h.run))
         }
         hooks = [:]
         for (key, run, _) in webhooks.values { interrupted.append((.notify, key, run)) }

@@ -61,7 +61,7 @@ public final class Engine {
         publisher = Publisher(outputDir: d.outputDir)
         world = SystemWorld(daemon: d, http: http, publisher: publisher, crashGuard: crashGuard, logger: logger)
         driver = JobDriver(config: config, store: store, world: world, clock: clock, logger: logger)
-        deliveries = Deliveries(config: config, store: store, http: http, secrets: world.secrets, driver: driver, logger: logger)
+        deliveries = Deliveries(config: config, store: store, http: http, secrets: world.secrets, publisher: publisher, driver: driver, logger: logger)
         intake = SpoolIntake(spoolDir: d.spoolDir, store: store, inotify: inotify, logger: logger, clock: clock)
         intake.apply = { [unowned self] request, key in self.driver.apply(request, key) }
         driver.delivered = { [unowned self] key in self.deliveries.enqueue(key, now: self.clock.now()) }

@@ -63,7 +63,7 @@ extension Engine {
         }
         var gone: [JobRecord] = []
         for var r in old.filter({ !retention.failed.contains($0.key) }).prefix(Retention.batch) {
-            let dir = "\(config.daemon.outputDir)/\(r.key.kind)/\(r.key.id)"
+            let dir = publisher.finalDirectory(r.key)
             let trash = "\(config.daemon.outputDir)/.incoming/\(r.key.kind)/.expired-\(r.key.id)"
             do {
                 try FileIO.removeTree(trash)
