@@ -25,6 +25,7 @@ let package = Package(
         .systemLibrary(name: "CCurl", pkgConfig: "libcurl", providers: [.apt(["libcurl4-openssl-dev"])]),
         .systemLibrary(name: "CIsal", pkgConfig: "libisal", providers: [.apt(["libisal-dev"])]),
         .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
+        .systemLibrary(name: "CPQ", pkgConfig: "libpq", providers: [.apt(["libpq-dev"])]),
         .systemLibrary(name: "COpenSSL", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
         .systemLibrary(name: "CLinux"),
         // The modules, each depending only on those above it (README "Architecture"):
@@ -36,7 +37,7 @@ let package = Package(
         ),
         .target(
             name: "JobFetchStore",
-            dependencies: ["JobFetchCore", "CSQLite", .product(name: "HeapModule", package: "swift-collections")]
+            dependencies: ["JobFetchCore", "CSQLite", "CPQ", .product(name: "HeapModule", package: "swift-collections")]
         ),
         .target(name: "JobFetchTransfer", dependencies: ["JobFetchCore", "CCurl"]),
         .target(

@@ -55,14 +55,11 @@ struct GlobalOptions: ParsableArguments {
     }
 
     /// The store, read-only; nil when the daemon has never run (or is creating it right now).
-    func openStore(_ config: Config) throws -> JobStore? {
-        let path = config.daemon.databasePath
-        guard FileIO.exists(path) else { return nil }
+    func openStore(_ config: Config) throws -> (any JobStoring)? {
         do {
-            let store = try JobStore(path: path, readOnly: true)
-            return store.isUnset ? nil : store
+            return try config.daemon.openStore(readOnly: true)
         } catch {
-            throw ValidationError("cannot read the state database: \(error)")
+            throw ValidationError(config.daemon.store.isShared ? "cannot read the shared store: \(error)" : "cannot read the state database: \(error)")
         }
     }
 }

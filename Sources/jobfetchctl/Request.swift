@@ -28,7 +28,7 @@ struct JobArguments: ParsableArguments {
     func key() throws -> JobKey { JobKey(kind: kind, id: try JobID(id)) }
 
     /// The store and the job's record; an error naming the job when it is not registered.
-    func registered(_ config: Config) throws -> (store: JobStore, record: JobRecord) {
+    func registered(_ config: Config) throws -> (store: any JobStoring, record: JobRecord) {
         let key = try key()
         guard let store = try options.openStore(config), let r = try store.job(key) else {
             throw ValidationError("no job \(key) is registered (a job added moments ago appears once the daemon has taken it from the spool)")

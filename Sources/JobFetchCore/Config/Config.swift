@@ -1,3 +1,4 @@
+import Glibc
 
 /// The daemon's configuration, as read from `daemon.conf`.
 public struct Config: Sendable {
@@ -50,10 +51,33 @@ public struct DaemonSettings: Sendable, Equatable {
     public var hooks = HookSettings()
     /// Hooks running at once, and webhook deliveries in flight at once.
     public var maxHooks = 2
+    /// Where jobs live: SQLite in `state_dir`, or a PostgreSQL database several daemons share.
+    public var store = StoreSetting.sqlite
+    /// This daemon's name among those sharing a PostgreSQL store (default: the host name).
+    public var nodeName = DaemonSettings.hostName
+    /// How long a claimed job stays this daemon's without a renewal (PostgreSQL).
+    public var lease: Double = 30
 
     public init() {}
 
+    public static var hostName: String {
+        var buf = [CChar](repeating: 0, count: 256)
+        guard gethostname(&buf, buf.count - 1) == 0 else { return "localhost" }
+        let name = String(decoding: buf.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        return name.isEmpty ? "localhost" : name
+    }
+
     public var databasePath: String { stateDir + "/jobfetchd.sqlite" }
+}
+
+/// `store =`: the embedded SQLite database, or a PostgreSQL connection URI
+/// (its password through a secret reference, resolved at each connection).
+public enum StoreSetting: Sendable, Equatable {
+    case sqlite
+    /// `uri` as written (secrets unresolved); `label` is what messages show: no password.
+    case postgresql(uri: SecretTemplate, label: String)
+
+    public var isShared: Bool { if case .postgresql = self { return true } else { return false } }
 }
 
 public struct RateLimit: Sendable, Equatable {

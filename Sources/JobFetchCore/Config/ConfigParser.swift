@@ -24,7 +24,8 @@ public struct ConfigParser {
     static let daemonKeys = ["spool_dir", "state_dir", "output_dir", "max_downloads", "max_polls", "log_level",
                              "max_artifact_size", "max_output_size", "max_compression_ratio", "min_free_space", "metrics_file",
                              "max_host_connections", "connect_timeout", "low_speed_limit", "low_speed_time",
-                             "segments", "segment_min_size", "segment_below_rate", "keep_results", "forget_after", "max_hooks"] + hookKeys
+                             "segments", "segment_min_size", "segment_below_rate", "keep_results", "forget_after", "max_hooks",
+                             "store", "node_name", "lease"] + hookKeys
     static let kindKeys = ["preset", "status_url", "header", "poll_interval", "max_poll_interval", "timeout",
                            "rate_limit", "not_found_grace", "allow_insecure_http", "segments"] + hookKeys + StatusMapping.keys
     /// Keys of `[daemon]` (for every kind) and of a kind (for its own jobs).
@@ -163,10 +164,21 @@ public struct ConfigParser {
     private mutating func readDaemon(_ section: Section, into d: inout DaemonSettings) {
         let byKey = entries(section, allowed: Self.daemonKeys)
         d.hooks = readHooks(byKey, insecureAllowed: false, inKind: false)
-        for (key, list) in byKey where !Self.hookKeys.contains(key) {
+        if let e = byKey["store"]?.first { readStore(e, into: &d) }
+        for (key, list) in byKey where !Self.hookKeys.contains(key) && key != "store" {
             let e = list[0]
             guard let value = expand(e) else { continue }
             switch key {
+            case "node_name":
+                if value.isEmpty || value.utf8.count > 64 || !value.unicodeScalars.allSatisfy({ $0.isASCII && ($0.properties.isAlphabetic || ("0"..."9").contains($0) || "._-".unicodeScalars.contains($0)) }) {
+                    problem(e.line, key, "\(JobID.quoted(value)) is not a node name: 1 to 64 of A-Z a-z 0-9 . _ -")
+                } else {
+                    d.nodeName = value
+                }
+            case "lease":
+                if let t = duration(e, value) {
+                    if t < 2 || t > 3600 { problem(e.line, key, "must be between 2s and 1h") } else { d.lease = t }
+                }
             case "spool_dir": if let p = path(e, value) { d.spoolDir = p }
             case "state_dir": if let p = path(e, value) { d.stateDir = p }
             case "output_dir": if let p = path(e, value) { d.outputDir = p }
@@ -411,7 +423,7 @@ public struct ConfigParser {
     }
 
     /// `t` with each secret as the word `secret`: its shape, without reading it.
-    static func placeholder(_ t: SecretTemplate) -> String {
+    public static func placeholder(_ t: SecretTemplate) -> String {
         t.parts.map { if case .literal(let s) = $0 { s } else { "secret" } }.joined()
     }
 
@@ -442,6 +454,47 @@ public struct ConfigParser {
             problem(e.line, e.key, "header value contains a line break"); return nil
         }
         return t
+    }
+
+    /// `store = sqlite` or `store = postgresql://…`: the URI is kept as a
+    /// template (a `${credential:}` password is read at each connection) and
+    /// shown only without its password.
+    private mutating func readStore(_ e: Entry, into d: inout DaemonSettings) {
+        guard let t = template(e) else { return }
+        let shown = Self.placeholder(t)
+        if shown == "sqlite" { d.store = .sqlite; return }
+        guard shown.hasPrefix("postgresql://") || shown.hasPrefix("postgres://") else {
+            problem(e.line, e.key, "should be sqlite or a postgresql://… connection URI"); return
+        }
+        let label = Self.withoutPassword(shown)
+        if case .resolve = secretsMode {
+            do { _ = try t.resolve(secrets) } catch { problem(e.line, e.key, error.message); return }
+        }
+        if sharedFile && !t.readsFiles && label != shown {
+            warnings.append(ConfigProblem(file: file, line: e.line, key: e.key, message:
+                "store holds a literal password in a file readable by others than its owner; put it in ${credential:NAME} or ${file:PATH}"))
+        }
+        d.store = .postgresql(uri: t, label: label)
+    }
+
+    /// A connection URI with the password of its user part and any
+    /// `password=` parameter shown as `mark`, or left out when it is nil.
+    public static func withoutPassword(_ uri: String, mark: String? = "…") -> String {
+        var s = uri
+        if let scheme = s.range(of: "://") {
+            let rest = s[scheme.upperBound...]
+            let authorityEnd = rest.firstIndex { $0 == "/" || $0 == "?" } ?? rest.endIndex
+            if let at = rest[..<authorityEnd].lastIndex(of: "@"), let colon = rest[..<at].firstIndex(of: ":") {
+                s.replaceSubrange(colon..<at, with: mark.map { ":" + $0 } ?? "")
+            }
+        }
+        if let q = s.firstIndex(of: "?") {
+            let params = s[s.index(after: q)...].split(separator: "&", omittingEmptySubsequences: false).compactMap { p in
+                p.lowercased().hasPrefix("password=") ? mark.map { "password=" + $0 } : String(p)
+            }
+            s = String(s[...q]) + params.joined(separator: "&")
+        }
+        return s
     }
 
     /// `on_complete`, `notify_url`, `notify_secret`, `hook_timeout` and `hook_retries` of one section.

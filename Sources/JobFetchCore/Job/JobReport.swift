@@ -9,6 +9,7 @@ public enum JobReport {
             JSONMember("kind", .string(r.key.kind)),
             JSONMember("id", .string(r.key.id.rawValue)),
             JSONMember("state", .string(r.state.rawValue)),
+            JSONMember("node", str(r.node)),
             JSONMember("api_status", str(r.apiStatus)),
             JSONMember("progress", num(percent(r).map { $0 / 100 })),
             JSONMember("bytes_done", .int(r.bytesDone)),
@@ -71,7 +72,9 @@ public enum JobReport {
     /// The human table; `colour` adds ANSI colours to the state (a terminal).
     /// Server text in a note is escaped: it can neither split a row nor drive the terminal.
     public static func table(_ records: [JobRecord], now: Double, colour: Bool = false) -> String {
-        var rows: [[String]] = [["KIND", "ID", "STATE", "PROGRESS", "BYTES", "RATE", "ETA", "AGE", "NOTE"]]
+        // A shared store's jobs say which daemon holds (or last held) them.
+        let nodes = records.contains { $0.node != nil }
+        var rows: [[String]] = [["KIND", "ID", "STATE"] + (nodes ? ["NODE"] : []) + ["PROGRESS", "BYTES", "RATE", "ETA", "AGE", "NOTE"]]
         for r in records {
             let progress = percent(r).map { "\(Int($0.rounded()))%" } ?? "-"
             var bytes = r.bytesDone > 0 ? Units.formatBytes(r.bytesDone) : "-"
@@ -79,7 +82,7 @@ public enum JobReport {
             let rate = r.state == .fetching ? r.rate.map { Units.formatBytes(Int64($0)) + "/s" } ?? "-" : "-"
             let eta = eta(r).map { Units.formatDuration(max(1, $0.rounded())) } ?? "-"
             let note = r.reason ?? r.lastError ?? r.apiStatus.map { "API: \($0)" } ?? ""
-            rows.append([r.key.kind, r.key.id.rawValue, r.state.rawValue, progress, bytes, rate, eta,
+            rows.append([r.key.kind, r.key.id.rawValue, r.state.rawValue] + (nodes ? [r.node.map(ServerText.escaped) ?? "-"] : []) + [progress, bytes, rate, eta,
                          Units.formatDuration(max(0, now - r.registeredAt)), String(ServerText.escaped(note).prefix(60))])
         }
         var widths = [Int](repeating: 0, count: rows[0].count)

@@ -58,6 +58,8 @@ public struct JobRecord: Sendable, Equatable {
     /// publication; nil when the kind had none.
     public var hook: Delivery?
     public var notify: Delivery?
+    /// With a shared (PostgreSQL) store: the daemon that holds the job, or last held it; not written by `save`.
+    public var node: String?
 
     /// Where the `timeout` clock starts.
     public var clockStart: Double { timeoutFrom ?? registeredAt }

@@ -59,6 +59,19 @@ public struct TokenBucket: Sendable {
         if tokens >= 1 { tokens -= 1; return nil }
         return (1 - tokens) / rate
     }
+
+    /// The bucket for a new limit (the kind's share changed): the tokens
+    /// saved so far are kept up to the new burst, never topped up.
+    public func rescaled(_ limit: RateLimit) -> TokenBucket {
+        var b = TokenBucket(limit, now: last)
+        b.tokens = min(b.burst, tokens)
+        return b
+    }
+}
+
+extension RateLimit {
+    /// One daemon's share when `nodes` share the limit.
+    public func share(_ nodes: Int) -> RateLimit { RateLimit(requests: requests / Double(max(1, nodes)), per: per) }
 }
 
 extension KindConfig {

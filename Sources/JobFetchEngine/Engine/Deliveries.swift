@@ -58,7 +58,7 @@ final class Deliveries {
     }
 
     var config: Config
-    let store: JobStore
+    let store: any JobStoring
     let http: CurlMulti
     let secrets: SecretFileCache
     /// Where a job's directory is published.
@@ -93,7 +93,7 @@ final class Deliveries {
     /// The most of `job.json` a webhook sends (ours is far smaller).
     static let maxBody = 16 << 20
 
-    init(config: Config, store: JobStore, http: CurlMulti, secrets: SecretFileCache, publisher: Publisher, driver: JobDriver, logger: Logger) {
+    init(config: Config, store: any JobStoring, http: CurlMulti, secrets: SecretFileCache, publisher: Publisher, driver: JobDriver, logger: Logger) {
         self.config = config
         self.store = store
         self.http = http

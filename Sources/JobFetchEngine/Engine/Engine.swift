@@ -16,7 +16,7 @@ public final class Engine {
     let configPath: String
     let logger: Logger
     let clock: any JobClock
-    let store: JobStore
+    let store: any JobStoring
     let http: CurlMulti
     let inotify: Inotify
     public let control: EngineControl
@@ -40,6 +40,8 @@ public final class Engine {
     var retention: Retention
     /// on_complete hooks and notify_url webhooks.
     let deliveries: Deliveries
+    /// The shared store's last failure to answer, reported once.
+    var storeProblem: String?
 
     public init(config: Config, configPath: String, logger: Logger, clock: any JobClock = SystemClock.shared) throws {
         self.config = config
@@ -54,7 +56,8 @@ public final class Engine {
         crashGuard = try CrashGuard(stateDir: d.stateDir)
         try FileIO.makeDirectories(d.outputDir)
         try FileIO.makeDirectories(d.outputDir + "/.incoming")
-        store = try JobStore(path: d.databasePath)
+        guard let opened = try d.openStore(readOnly: false) else { throw StoreError(code: 0, message: "not created", context: "open the store") }
+        store = opened
         http = try CurlMulti(maxPerHost: d.maxHostConnections, maxTotal: d.maxPolls + d.maxDownloads * 16)
         inotify = try Inotify()
         control = try EngineControl()
@@ -77,7 +80,9 @@ public final class Engine {
         intake.scanAll(now: now)
         if let key = crashGuard.repeatOffender { driver.failRepeatOffender(key, signal: crashGuard.lastCrashSignal) }
         deliveries.load(now: now)
-        logger.notice("jobfetchd \(Version.string) started: \(config.kinds.count) kind(s), spool \(config.daemon.spoolDir), output \(config.daemon.outputDir)")
+        let shared: String
+        if case .postgresql(_, let label) = config.daemon.store { shared = ", store \(label) as node \(config.daemon.nodeName)" } else { shared = "" }
+        logger.notice("jobfetchd \(Version.string) started: \(config.kinds.count) kind(s), spool \(config.daemon.spoolDir), output \(config.daemon.outputDir)\(shared)")
         // The store is open and the spool scanned: from now on nothing dropped in is missed.
         notifier.send("READY=1\nSTATUS=\(statusLine())")
         nextNotifyAt = now + notifyInterval
@@ -86,6 +91,7 @@ public final class Engine {
             // Due work in one transaction, opened only when something is due.
             let turn = clock.now()
             if let due = driver.nextDue(now: turn), due <= turn { driver.batch { driver.startDueWork() } }
+            maintainLeases(now: clock.now())
             deliveries.startDue(now: clock.now())
             let wake = nextWake(now: clock.now())
             let decoding = world.decodeFDs(among: driver.decodingKeys)
@@ -137,7 +143,29 @@ public final class Engine {
         if config.daemon.metricsFile != nil { wake = min(wake, driver.metrics.dirty ? nextMetricsAt : nextMetricsAt + Self.metricsRefresh) }
         if retention.isOn { wake = min(wake, retention.nextAt) }
         if let t = deliveries.nextWake() { wake = min(wake, t) }
+        if let t = store.maintainAt { wake = min(wake, t) }
         return wake
+    }
+
+    // MARK: a shared store
+
+    /// With a PostgreSQL store: renews the leases of the jobs at work (the
+    /// jobs whose lease was lost stop here), says which jobs were taken over
+    /// from a daemon whose lease ran out, and whether the database answers.
+    func maintainLeases(now: Double) {
+        guard let shared = store as? PostgresStore else { return }
+        for (key, from) in shared.takeOvers() {
+            logger.notice("taking the job over from node \(from), whose lease on it ran out; it goes on from what is on disk", metadata: Logger.job(key))
+        }
+        for key in store.maintain(now: now) { driver.leaseLost(key) }
+        if shared.unreachable != storeProblem {
+            if let problem = shared.unreachable {
+                logger.error("the store does not answer; claiming nothing until it does, and work whose lease runs out meanwhile stops: \(problem)")
+            } else {
+                logger.notice("the store answers again")
+            }
+            storeProblem = shared.unreachable
+        }
     }
 
     #if DEBUG

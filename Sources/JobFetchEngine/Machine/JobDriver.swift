@@ -24,6 +24,8 @@ public final class JobDriver {
     /// Whole downloads whose decompressor is draining.
     private(set) var awaitingDecode: [JobKey: (url: ParsedURL, response: HTTPResponse, bytes: Int64)] = [:]
     var buckets: [String: TokenBucket] = [:]
+    /// The limit each bucket was made for (a daemon joining or leaving a shared store changes it).
+    var bucketShares: [String: RateLimit] = [:]
     /// `kind` + normalised status values already warned about.
     var warnedUnknownStatus: Set<String> = []
     var warnedMissingKind: Set<String> = []
@@ -62,6 +64,7 @@ public final class JobDriver {
     public func reconfigure(_ config: Config) {
         self.config = config
         buckets = [:]
+        bucketShares = [:]
         warnedMissingKind = []
         warnedUnknownStatus = []
     }
@@ -149,10 +152,10 @@ public final class JobDriver {
                     deferredPublishes.append(r)
                     continue
                 }
-                switch world.publish(r, kind: config.kind(key.kind)) {
-                case .published(let path): step(r, .published(path: path, recovered: false))
-                case .resultMissing: step(r, .resultMissing)
+                switch publishFenced(r) {
+                case .done: break
                 case .failed(let problem): failed(problem); return
+                case .notHeld: return
                 }
             case .removeStaging:
                 world.removeStaging(key)
@@ -192,13 +195,62 @@ public final class JobDriver {
         for r in pending {
             world.handling(r.key) { carryOut([PlannedEffect(effect: .publish(r), record: r)], key: r.key) }
         }
+        // Jobs claimed this turn that now wait again are let go (a shared store's leases).
+        store.settle()
+    }
+
+    enum Publication { case done, failed(String), notHeld }
+
+    /// Publishes under the store's fence (with a shared store, only while
+    /// this daemon provably holds the job) and records the outcome in the
+    /// same transaction; its hooks are handed on once that commits, as in `batch`.
+    private func publishFenced(_ r: JobRecord) -> Publication {
+        let key = r.key
+        var problem: String?
+        batching = true
+        defer { batching = false }
+        do {
+            try store.fenced(key) { () throws(StoreError) in
+                switch world.publish(r, kind: config.kind(key.kind)) {
+                case .published(let path): step(r, .published(path: path, recovered: false))
+                case .resultMissing: step(r, .resultMissing)
+                case .failed(let p): problem = p
+                }
+            }
+        } catch {
+            deferredDeliveries = []
+            if error.leaseLost {
+                logger.warning("not publishing: \(error.message)", metadata: Logger.job(key))
+                abortInFlight(key)
+            } else {
+                logger.error("cannot publish: \(error)", metadata: Logger.job(key))
+            }
+            return .notHeld
+        }
+        let committed = deferredDeliveries
+        deferredDeliveries = []
+        for k in committed { delivered?(k) }
+        return problem.map { .failed($0) } ?? .done
+    }
+
+    /// A shared store says this daemon's lease on the job is gone (it was
+    /// paused or cut off past it): its work stops here, nothing more of it
+    /// is written or published; the daemon that takes it over resumes it.
+    public func leaseLost(_ key: JobKey) {
+        let running = inFlight.values.first { $0.key == key }?.described
+        abortInFlight(key)
+        logger.warning("lost the lease on this job\(running.map { " during \($0)" } ?? ""); stopped its work, another node takes it over; this node does not publish it",
+                       metadata: Logger.job(key))
     }
 
     /// Takes a token from the kind's `rate_limit` bucket: nil, or how long until one is free.
+    /// With a shared store, each of the daemons sharing it takes its share of the limit.
     func takeToken(_ kind: KindConfig) -> Double? {
-        guard let limit = kind.rateLimit else { return nil }
+        guard let whole = kind.rateLimit else { return nil }
+        let limit = whole.share(store.liveNodes)
         let now = clock.now()
-        var bucket = buckets[kind.name] ?? TokenBucket(limit, now: now)
+        var bucket = buckets[kind.name].map { bucketShares[kind.name] == limit ? $0 : $0.rescaled(limit) } ?? TokenBucket(limit, now: now)
+        bucketShares[kind.name] = limit
         let wait = bucket.take(now: now)
         buckets[kind.name] = bucket
         return wait

@@ -89,8 +89,8 @@ struct JobColumn: Sendable {
 
     /// A row of `SELECT selectList`, read by column name.
     struct Row {
-        let s: Statement
-        init(_ s: Statement) { self.s = s }
+        let s: any ColumnSource
+        init(_ s: any ColumnSource) { self.s = s }
         private func at(_ name: String) -> Int32 {
             guard let i = JobColumn.index[name] else { preconditionFailure("no column \(name) in JobColumn.all") }
             return i
@@ -101,4 +101,17 @@ struct JobColumn: Sendable {
         func int(_ name: String) -> Int64 { s.int(at(name)) }
         func optionalInt(_ name: String) -> Int64? { s.optionalInt(at(name)) }
     }
+}
+
+/// A result row whose columns are read by position: SQLite's statement, PostgreSQL's result row.
+protocol ColumnSource {
+    func isNull(_ i: Int32) -> Bool
+    func int(_ i: Int32) -> Int64
+    func double(_ i: Int32) -> Double
+    func text(_ i: Int32) -> String?
+}
+
+extension ColumnSource {
+    func optionalInt(_ i: Int32) -> Int64? { isNull(i) ? nil : int(i) }
+    func optionalDouble(_ i: Int32) -> Double? { isNull(i) ? nil : double(i) }
 }

@@ -1,16 +1,26 @@
 import JobFetchCore
-/// A store's failure: the backend's code (SQLite's result code; 0 where it
-/// has none), its message and what was being done.
+/// A store's failure: the backend's code (SQLite's result code; PostgreSQL's
+/// SQLSTATE; 0 where it has none), its message and what was being done.
 public struct StoreError: Error, CustomStringConvertible, Sendable {
     public let code: Int32
     public let message: String
     public let context: String
-    public init(code: Int32, message: String, context: String) {
+    /// PostgreSQL's five-character error code, for its errors.
+    public let sqlstate: String?
+    /// The job is held by another daemon (or this one's lease on it ran out): nothing was written.
+    public let leaseLost: Bool
+    public init(code: Int32, message: String, context: String, sqlstate: String? = nil, leaseLost: Bool = false) {
         self.code = code
         self.message = message
         self.context = context
+        self.sqlstate = sqlstate
+        self.leaseLost = leaseLost
     }
-    public var description: String { "\(context): \(message) (SQLite code \(code))" }
+    public var description: String {
+        if leaseLost { return "\(context): \(message)" }
+        if let sqlstate { return "\(context): \(message) (PostgreSQL SQLSTATE \(sqlstate))" }
+        return "\(context): \(message) (SQLite code \(code))"
+    }
 }
 
 /// Where jobs live: the seam between the engine and a backend (SQLite in
@@ -45,6 +55,26 @@ public protocol JobStoring: AnyObject {
     func forget(finishedBefore cutoff: Double, resultsRemoved: Bool, limit: Int) throws(StoreError) -> Int
     /// Jobs whose hook or webhook is pending, or was running when a daemon stopped.
     func outstandingDeliveries() throws(StoreError) -> [JobRecord]
+
+    // A shared store's leases. SQLite and memory have one daemon: nothing to do.
+    /// Renews the leases on the jobs this daemon works on, when due; returns the jobs whose lease was lost.
+    func maintain(now: Double) -> [JobKey]
+    /// When `maintain` next has work, or nil.
+    var maintainAt: Double? { get }
+    /// Lets go of the jobs claimed by `dueKeys` but not being worked on (the end of a turn).
+    func settle()
+    /// Runs `body` (a publication) in one transaction while this daemon provably holds the job.
+    func fenced<T>(_ key: JobKey, _ body: () throws(StoreError) -> T) throws(StoreError) -> T
+    /// The daemons sharing the store, this one included.
+    var liveNodes: Int { get }
+}
+
+extension JobStoring {
+    public func maintain(now: Double) -> [JobKey] { [] }
+    public var maintainAt: Double? { nil }
+    public func settle() {}
+    public func fenced<T>(_ key: JobKey, _ body: () throws(StoreError) -> T) throws(StoreError) -> T { try batch(body) }
+    public var liveNodes: Int { 1 }
 }
 
 extension JobStoring {

@@ -98,7 +98,7 @@ public enum SQLValue {
     case null, int(Int64), double(Double), text(String)
 }
 
-public final class Statement {
+public final class Statement: ColumnSource {
     let db: SQLiteDatabase
     let stmt: OpaquePointer
     let sql: String
@@ -149,9 +149,7 @@ public final class Statement {
 
     public func isNull(_ i: Int32) -> Bool { sqlite3_column_type(stmt, i) == SQLITE_NULL }
     public func int(_ i: Int32) -> Int64 { sqlite3_column_int64(stmt, i) }
-    public func optionalInt(_ i: Int32) -> Int64? { isNull(i) ? nil : int(i) }
     public func double(_ i: Int32) -> Double { sqlite3_column_double(stmt, i) }
-    public func optionalDouble(_ i: Int32) -> Double? { isNull(i) ? nil : double(i) }
     /// The whole text, NUL bytes included (read by its byte count).
     public func text(_ i: Int32) -> String? {
         guard let p = sqlite3_column_text(stmt, i) else { return nil }
