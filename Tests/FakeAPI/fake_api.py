@@ -458,16 +458,22 @@ class Handler(Base):
         return self.send_json(200, {"data": {"task": task}, "meta": {"api": "v2"}})
 
 
+class Server(ThreadingHTTPServer):
+    # A real API's listen backlog is large; the default 5 drops the SYNs of
+    # several daemons' hundreds of connections at once (connect timeouts).
+    request_queue_size = 1024
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--api-key", required=True)
     ap.add_argument("--data-dir", default="")
     ap.add_argument("--port", type=int, default=0)
     args = ap.parse_args()
-    files = ThreadingHTTPServer(("127.0.0.1", 0), FilesHandler)
+    files = Server(("127.0.0.1", 0), FilesHandler)
     files.daemon_threads = True
     files.data_dir = args.data_dir
-    server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
+    server = Server(("127.0.0.1", args.port), Handler)
     server.daemon_threads = True
     server.api_key = args.api_key
     server.data_dir = args.data_dir

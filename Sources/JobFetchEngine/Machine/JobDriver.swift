@@ -179,12 +179,23 @@ public final class JobDriver {
     /// is simply done again, and nothing was published ahead of them.
     public func batch(_ body: () -> Void) {
         batching = true
+        var ran = false
         do {
-            try store.batch { () throws(StoreError) in body() }
+            try store.batch { () throws(StoreError) in
+                ran = true
+                body()
+            }
         } catch {
             logger.error("cannot commit job state: \(error)")
             deferredPublishes = []
             deferredDeliveries = []
+            if !ran {
+                // The transaction did not even begin (a store that does not answer): the
+                // turn's answers are still handed on, each write then on its own, or they
+                // would be lost with their requests counted in flight for ever.
+                batching = false
+                body()
+            }
         }
         batching = false
         let committed = deferredDeliveries
@@ -298,6 +309,12 @@ public final class JobDriver {
         guard let request = inFlight.removeValue(forKey: tag) else { return }
         release(request)
         let key = request.key
+        // A daemon paused past its lease acts on nothing that arrived meanwhile: the job is another's now.
+        guard store.holds(key, now: clock.now()) else {
+            if request.purpose == .transfer { world.dropDecoder(key) }
+            leaseLost(key)
+            return
+        }
         world.handling(key) {
             if let r = record(key) {
                 switch request.purpose {
@@ -317,6 +334,7 @@ public final class JobDriver {
         for (key, outcome) in world.finishedDecodes(among: Set(awaitingDecode.keys)) {
             guard let pending = awaitingDecode.removeValue(forKey: key) else { continue }
             store.unclaim(key)
+            guard store.holds(key, now: clock.now()) else { leaseLost(key); continue }
             guard let r = record(key), r.state == .fetching else { continue }
             world.handling(key) { step(r, .decodeFinished(url: pending.url, response: pending.response, bytes: pending.bytes, outcome: outcome)) }
         }

@@ -28,6 +28,8 @@ public final class SpoolIntake {
     /// Carries out a cancel or retry request; returns why it could not be, or nil.
     public var apply: ((SpoolRequest, JobKey) -> String?)?
     public private(set) var recheckAt: Double?
+    /// How soon a file whose registration failed is read again.
+    static let retryTime = 2.0
     static let settleTime = 2.0
     /// How many bad lines a `.reason` file (and the log) lists.
     static let maxProblemsShown = 20
@@ -187,8 +189,10 @@ public final class SpoolIntake {
                 let known = contents.ids.count - added.count
                 if known > 0 { logger.debug("\(known) job(s) in spool file \(kind)/\(name) were already registered") }
             } catch {
-                // The file stays: nothing is lost, it is tried again at the next scan.
-                logger.error("cannot register the jobs of spool file \(kind)/\(name); it stays in the spool: \(error)")
+                // The file stays: nothing is lost, it is tried again shortly (a store that did not answer, a deadlock).
+                logger.error("cannot register the jobs of spool file \(kind)/\(name); it stays in the spool and is tried again in \(Int(Self.retryTime))s: \(error)")
+                unsettled[path] = (request, kind)
+                recheckAt = min(recheckAt ?? .infinity, clock.now() + Self.retryTime)
                 return
             }
         }

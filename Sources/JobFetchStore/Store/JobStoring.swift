@@ -67,6 +67,8 @@ public protocol JobStoring: AnyObject {
     func fenced<T>(_ key: JobKey, _ body: () throws(StoreError) -> T) throws(StoreError) -> T
     /// The daemons sharing the store, this one included.
     var liveNodes: Int { get }
+    /// Whether this daemon still holds the job it works on (its lease has not run out).
+    func holds(_ key: JobKey, now: Double) -> Bool
 }
 
 extension JobStoring {
@@ -75,6 +77,7 @@ extension JobStoring {
     public func settle() {}
     public func fenced<T>(_ key: JobKey, _ body: () throws(StoreError) -> T) throws(StoreError) -> T { try batch(body) }
     public var liveNodes: Int { 1 }
+    public func holds(_ key: JobKey, now: Double) -> Bool { true }
 }
 
 extension JobStoring {

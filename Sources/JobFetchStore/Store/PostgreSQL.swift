@@ -25,14 +25,26 @@ public final class PGConnection {
 
     deinit { if let conn { PQfinish(conn) } }
 
+    /// After a failed connection, the next attempt waits this long (monotonic
+    /// seconds): a connection attempt blocks the loop, up to `connect_timeout`.
+    private var nextConnectAt = 0.0
+    private var lastConnectError = ""
+    static let reconnectDelay = 2.0
+
     private func connect() throws(StoreError) {
         if let conn { PQfinish(conn) }
         conn = nil
+        let now = PostgresStore.monotonic()
+        guard now >= nextConnectAt else {
+            throw StoreError(code: 0, message: "not connected (\(lastConnectError); trying again shortly)", context: "connect to \(label)")
+        }
+        nextConnectAt = now + Self.reconnectDelay
         guard let c = PQconnectdb(conninfo) else {
             throw StoreError(code: 0, message: "out of memory", context: "connect to \(label)")
         }
         guard PQstatus(c) == CONNECTION_OK else {
             let message = Self.message(PQerrorMessage(c))
+            lastConnectError = message
             PQfinish(c)
             throw StoreError(code: 0, message: message, context: "connect to \(label)")
         }

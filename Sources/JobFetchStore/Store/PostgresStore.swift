@@ -126,6 +126,8 @@ public final class PostgresStore: JobStoring {
 
     // MARK: register and read
 
+    /// Rows are inserted in key order, so two daemons registering
+    /// overlapping files at once wait for each other instead of deadlocking.
     @discardableResult
     public func register(_ keys: [JobKey], now: Double) throws(StoreError) -> [JobKey] {
         guard !keys.isEmpty else { return [] }
@@ -133,7 +135,7 @@ public final class PostgresStore: JobStoring {
             try pg.exec("""
                 WITH new AS (
                     INSERT INTO jobs (kind, id, state, registered_at, updated_at, next_at)
-                    SELECT k, i, 'registered', $3, $3, $3 FROM unnest($1::text[], $2::text[]) AS t(k, i)
+                    SELECT k, i, 'registered', $3, $3, $3 FROM unnest($1::text[], $2::text[]) AS t(k, i) ORDER BY k, i
                     ON CONFLICT DO NOTHING RETURNING kind, id),
                 logged AS (INSERT INTO events (kind, id, at, message) SELECT kind, id, $3, 'registered' FROM new)
                 SELECT kind, id FROM new
@@ -403,7 +405,9 @@ public final class PostgresStore: JobStoring {
         return lost
     }
 
-    /// Whether the lease on `key` still runs by this daemon's clock (writes of its download check it).
+    /// Whether this daemon's lease on `key` still runs by its own clock: a
+    /// daemon paused past it (SIGSTOP, a stalled VM) finds the answers that
+    /// arrived meanwhile are no longer its to act on, before `maintain` runs.
     public func holds(_ key: JobKey, now: Double) -> Bool { (deadline[key] ?? 0) > now }
 
     static func monotonic() -> Double {
