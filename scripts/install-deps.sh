@@ -3,7 +3,7 @@
 # curl for the download tests, systemd for systemd-analyze; EXTRA_PKGS for the
 # benchmark), if any is missing.
 set -euo pipefail
-PKGS="libcurl4-openssl-dev zlib1g-dev libisal-dev libsqlite3-dev libssl-dev libpq-dev postgresql pkg-config python3 gzip curl nginx-light systemd ${EXTRA_PKGS:-}"
+PKGS="libcurl4-openssl-dev zlib1g-dev libisal-dev libsqlite3-dev libssl-dev libpq-dev postgresql binutils pkg-config python3 gzip curl nginx-light systemd ${EXTRA_PKGS:-}"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -7,19 +7,22 @@ import Testing
 /// ZIPFoundation) out of it; this checks the binaries as built, with the
 /// daemon as the control that shows each check can see what it looks for.
 @Suite struct LinkageTests {
-    /// The shared libraries `ldd` resolves for a binary (sonames).
+    /// The shared libraries a binary names itself (its `DT_NEEDED` entries).
+    /// Not `ldd`'s whole closure: libpq, which jobfetchctl needs for a shared
+    /// store, brings libcrypto for TLS to PostgreSQL, and that is not the
+    /// artifacts layer's hashing linked in.
     func sharedLibraries(_ binary: String) throws -> [String] {
         let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/ldd")
-        p.arguments = [binary]
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/readelf")
+        p.arguments = ["-d", binary]
         let out = Pipe()
         p.standardOutput = out
         try p.run()
         let data = out.fileHandleForReading.readDataToEndOfFile()
         p.waitUntilExit()
         #expect(p.terminationStatus == 0)
-        return String(decoding: data, as: UTF8.self).split(separator: "\n")
-            .compactMap { $0.split(separator: " ").first.map { String($0.trimmingCharacters(in: .whitespaces)) } }
+        return String(decoding: data, as: UTF8.self).split(separator: "\n").filter { $0.contains("(NEEDED)") }
+            .compactMap { line in line.split(separator: "[").last.map { String($0.dropLast()) } }
     }
 
     /// Whether a Swift module is linked into a binary (read once): its
@@ -36,6 +39,7 @@ import Testing
             #expect(!ctlLibraries.contains { $0.hasPrefix(library) }, "jobfetchctl links \(library): \(ctlLibraries)")
         }
         #expect(ctlLibraries.contains { $0.hasPrefix("libsqlite3.so") }, "\(ctlLibraries)")
+        #expect(ctlLibraries.contains { $0.hasPrefix("libpq.so") }, "\(ctlLibraries)")
         let ctlBytes = try Data(contentsOf: URL(fileURLWithPath: ctl))
         let daemonBytes = try Data(contentsOf: URL(fileURLWithPath: daemon))
         for module in ["ZIPFoundation", "JobFetchTransfer", "JobFetchArtifacts", "JobFetchEngine"] {
