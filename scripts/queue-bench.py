@@ -89,7 +89,8 @@ def main():
             os.chown(p, uid, pwd.getpwnam("postgres").pw_gid)
     pg(cluster, f"{PGBIN}/initdb", "-D", f"{cluster}/data", "--auth=trust", "-U", "postgres", "-E", "UTF8", "--locale=C")
     pg(cluster, f"{PGBIN}/pg_ctl", "-D", f"{cluster}/data", "-l", f"{cluster}/server.log", "-w",
-       "-o", f"-k {cluster}/sock -c listen_addresses='' -c max_connections=50", "start")
+       "-o", f"-k {cluster}/sock -c listen_addresses='' -c max_connections=50" +
+       (" -c shared_preload_libraries=pg_stat_statements" if os.environ.get("QUEUE_BENCH_STATEMENTS") else ""), "start")
     uri = f"postgresql:///jobfetch?host={cluster}/sock&user=postgres"
     psql = [f"{PGBIN}/psql", "-h", f"{cluster}/sock", "-U", "postgres", "-Atc"]
 
@@ -97,6 +98,8 @@ def main():
         if store == "postgresql":
             pg(cluster, f"{PGBIN}/dropdb", "-h", f"{cluster}/sock", "-U", "postgres", "--if-exists", "jobfetch")
             pg(cluster, f"{PGBIN}/createdb", "-h", f"{cluster}/sock", "-U", "postgres", "jobfetch")
+            if os.environ.get("QUEUE_BENCH_STATEMENTS"):
+                pg(cluster, *psql, "CREATE EXTENSION pg_stat_statements", "-d", "jobfetch")
         base = os.path.join(root, label.replace(" ", "-"))
         shutil.rmtree(base, ignore_errors=True)
         daemons = []
@@ -141,6 +144,10 @@ timeout = 7d
         n0, k0, d0, p0, t0 = polls(access), tokens(), sum(cpu_seconds(d.pid) for d in daemons), postgres_cpu(uid), time.monotonic()
         time.sleep(SECONDS)
         n1, k1, d1, p1, t1 = polls(access), tokens(), sum(cpu_seconds(d.pid) for d in daemons), postgres_cpu(uid), time.monotonic()
+        if store == "postgresql" and os.environ.get("QUEUE_BENCH_STATEMENTS"):
+            # Where PostgreSQL's time goes: the statements by total time.
+            print(pg(cluster, *psql, "SELECT calls, round(total_exec_time::numeric, 0), round(mean_exec_time::numeric, 3), left(regexp_replace(query, '\\s+', ' ', 'g'), 110) "
+                     "FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 8", "-d", "jobfetch"))
         for d in daemons:
             d.terminate()
         for d in daemons:
@@ -153,7 +160,8 @@ timeout = 7d
     print(f"{JOBS:,} jobs, each due every second, max_polls 256 per daemon; {SECONDS:.0f} s measured after a 10 s warm-up; {os.cpu_count()} cores")
     print("| store                  |   polls/s |  claims/s | daemons | PostgreSQL |")
     print("|---|---|---|---|---|")
-    run("SQLite, 1 daemon", "sqlite", 1)
+    if not os.environ.get("QUEUE_BENCH_STATEMENTS"):
+        run("SQLite, 1 daemon", "sqlite", 1)
     run("PostgreSQL, 1 daemon", "postgresql", 1)
     run("PostgreSQL, 3 daemons", "postgresql", 3)
     pg(cluster, f"{PGBIN}/pg_ctl", "-D", f"{cluster}/data", "-m", "fast", "-w", "stop")

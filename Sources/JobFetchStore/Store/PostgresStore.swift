@@ -31,7 +31,7 @@ public final class PostgresStore: JobStoring {
     public private(set) var takenOver: [(key: JobKey, from: String)] = []
 
     /// The database's clock, as epoch seconds: leases are compared on one clock, whatever the hosts' say.
-    static let dbNow = "extract(epoch from clock_timestamp())::double precision"
+    static let dbNow = "extract(epoch from statement_timestamp())::double precision"
     /// How long a `nextDue` answer is trusted: jobs other daemons register are seen within it.
     static let dueRefresh = 1.0
     /// Serialises migrations between daemons starting at once.
@@ -80,8 +80,13 @@ public final class PostgresStore: JobStoring {
                 PRIMARY KEY (kind, id)
             )
             """,
-            "CREATE INDEX jobs_due ON jobs (state, next_at)",
-            "CREATE INDEX jobs_lease ON jobs (lease_node) WHERE lease_until IS NOT NULL",
+            // What is due, in order, for each class the engine asks about (polls, downloads):
+            // a claim reads the index from its start and stops at its limit.
+            "CREATE INDEX jobs_due_polls ON jobs (next_at) WHERE state IN \(stateList([.registered, .polling]))",
+            "CREATE INDEX jobs_due_fetches ON jobs (next_at) WHERE state IN \(stateList([.fetching, .publishing]))",
+            // A queue's rows are rewritten at every poll: dead versions at the head of the due
+            // indexes would slow every claim, so the table is vacuumed often and cheaply.
+            "ALTER TABLE jobs SET (autovacuum_vacuum_scale_factor = 0.01, autovacuum_vacuum_cost_delay = 0, autovacuum_vacuum_insert_scale_factor = 0.05)",
             "CREATE SEQUENCE jobfetch_lease_tokens",
             """
             CREATE TABLE events (
@@ -97,6 +102,10 @@ public final class PostgresStore: JobStoring {
         ]
     }
     static let firstVersion = 5
+
+    /// States as an SQL list, written into the statement (they are this
+    /// program's own names) so that the planner matches the partial indexes.
+    static func stateList(_ states: [JobState]) -> String { "(" + states.map { "'\($0.rawValue)'" }.joined(separator: ", ") + ")" }
 
     /// Creates or migrates the schema in one transaction under an advisory
     /// lock: of daemons starting at once one migrates, the others wait and
@@ -281,12 +290,12 @@ public final class PostgresStore: JobStoring {
             claimed = try pg.exec("""
                 WITH due AS (
                     SELECT kind, id, lease_node, lease_until FROM jobs
-                    WHERE state = ANY($1::text[]) AND next_at <= $2 AND (lease_until IS NULL OR lease_until < \(Self.dbNow))
-                    ORDER BY next_at LIMIT $3 FOR UPDATE SKIP LOCKED)
-                UPDATE jobs j SET lease_node = $4, lease_token = nextval('jobfetch_lease_tokens'), lease_until = \(Self.dbNow) + $5
+                    WHERE state IN \(Self.stateList(states)) AND next_at <= $1 AND (lease_until IS NULL OR lease_until < \(Self.dbNow))
+                    ORDER BY next_at LIMIT $2 FOR UPDATE SKIP LOCKED)
+                UPDATE jobs j SET lease_node = $3, lease_token = nextval('jobfetch_lease_tokens'), lease_until = \(Self.dbNow) + $4
                 FROM due WHERE j.kind = due.kind AND j.id = due.id
                 RETURNING j.kind, j.id, j.lease_token, due.lease_node, due.lease_until IS NOT NULL
-                """, [PGConnection.array(states.map(\.rawValue)), .double(now), .int(Int64(limit)), .text(node), .double(lease)])
+                """, [.double(now), .int(Int64(limit)), .text(node), .double(lease)])
         } catch {
             return []
         }
@@ -321,9 +330,11 @@ public final class PostgresStore: JobStoring {
         }
         let at: Double?
         do {
-            let row = try pg.exec("SELECT min(next_at) FROM jobs WHERE state = ANY($1::text[]) AND (lease_until IS NULL OR lease_until < \(Self.dbNow))",
-                                  [PGConnection.array(states.map(\.rawValue))]).row(0)
-            at = row.isNull(0) ? nil : row.double(0)
+            let row = try pg.exec("""
+                SELECT next_at FROM jobs WHERE state IN \(Self.stateList(states)) AND (lease_until IS NULL OR lease_until < \(Self.dbNow))
+                ORDER BY next_at LIMIT 1
+                """)
+            at = row.count == 0 || row.row(0).isNull(0) ? nil : row.row(0).double(0)
         } catch {
             at = nil
         }
@@ -346,12 +357,19 @@ public final class PostgresStore: JobStoring {
         let idle = held.filter { !busy.contains($0.key) }
         guard !idle.isEmpty else { return }
         do {
-            try pg.exec("UPDATE jobs SET lease_until = NULL WHERE lease_node = $1 AND lease_token = ANY($2::bigint[])",
-                        [.text(node), .text("{" + idle.values.map(String.init).joined(separator: ",") + "}")])
+            try pg.exec("UPDATE jobs j SET lease_until = NULL FROM \(Self.heldRows) WHERE \(Self.heldMatch)", Self.heldParams(idle.map { ($0.key, $0.value) }))
         } catch {
             // Not released: the leases run out by themselves.
         }
         for key in idle.keys { held[key] = nil; deadline[key] = nil }
+    }
+
+    /// Held jobs as rows to join on, by primary key: `$1` kinds, `$2` IDs, `$3` tokens.
+    static let heldRows = "unnest($1::text[], $2::text[], $3::bigint[]) AS h(kind, id, token)"
+    static let heldMatch = "j.kind = h.kind AND j.id = h.id AND j.lease_token = h.token"
+    static func heldParams(_ jobs: [(JobKey, Int64)]) -> [SQLValue] {
+        [PGConnection.array(jobs.map(\.0.kind)), PGConnection.array(jobs.map(\.0.id.rawValue)),
+         .text("{" + jobs.map { String($0.1) }.joined(separator: ",") + "}")]
     }
 
     /// Publication's fence: the job's row locked and this daemon's token on it, still in lease.
@@ -381,11 +399,11 @@ public final class PostgresStore: JobStoring {
         nextMaintain = now + lease / 3
         var lost: [JobKey] = []
         do {
-            let tokens = busy.compactMap { held[$0] }
+            let working = busy.compactMap { key in held[key].map { (key, $0) } }
             let renewed = try pg.exec("""
-                UPDATE jobs SET lease_until = \(Self.dbNow) + $3 WHERE lease_node = $1 AND lease_token = ANY($2::bigint[])
-                AND lease_until >= \(Self.dbNow) RETURNING lease_token
-                """, [.text(node), .text("{" + tokens.map(String.init).joined(separator: ",") + "}"), .double(lease)])
+                UPDATE jobs j SET lease_until = \(Self.dbNow) + $4 FROM \(Self.heldRows)
+                WHERE \(Self.heldMatch) AND j.lease_until >= \(Self.dbNow) RETURNING j.lease_token
+                """, Self.heldParams(working) + [.double(lease)])
             let kept = Set(renewed.rows.map { $0.int(0) })
             for key in busy where !kept.contains(held[key] ?? -1) { lost.append(key) }
             for key in busy where kept.contains(held[key] ?? -1) { deadline[key] = now + lease }
