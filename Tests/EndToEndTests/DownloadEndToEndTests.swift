@@ -205,7 +205,8 @@ import TestSupport
         #expect(try inst.waitForResult("expiring-x"), "log:\n\(inst.daemonLog)")
         #expect(try FileIO.readAll("\(inst.output)/dataset/expiring-x/exp.bin", limit: 64 << 20) == data)
         #expect(inst.daemonLog.contains("dataset/expiring-x: result URL \(nginx.base)/slow/exp.bin: its expiry"))
-        #expect(inst.api.allLines.filter { $0 == "STATUS expiring-x completed" }.count == 2)
+        // Refreshed at least once (a loaded machine may take longer than the new URL's 1 s to resume, and refresh again).
+        #expect(inst.api.allLines.filter { $0 == "STATUS expiring-x completed" }.count >= 2)
         let last = try #require(nginx.accessLog.filter { request($0, "/slow/exp.bin") }.last)
         #expect(logField(last, "status") == "206")
         #expect(logField(last, "if_range") == part.etag)

@@ -76,6 +76,30 @@ import TestSupport
         #expect(try b.fenced(mine[1]) { () throws(StoreError) in true })
     }
 
+    /// Each live daemon counts the others through the heartbeat `maintain` sends, and takes its share of a rate limit.
+    @Test func liveNodesShareARateLimit() throws {
+        guard available() else { return }
+        let a = try open("share-a"), b = try open("share-b"), c = try open("share-c")
+        let now = PostgresStore.wallClock()
+        _ = a.maintain(now: now)
+        _ = b.maintain(now: now)
+        #expect(b.liveNodes == 2)
+        _ = c.maintain(now: now)
+        _ = a.maintain(now: now + 100)  // its next renewal
+        #expect(a.liveNodes == 3)
+        let limit = RateLimit(requests: 9, per: 1)
+        #expect(limit.share(a.liveNodes) == RateLimit(requests: 3, per: 1))
+        // A bucket rescaled to a smaller share keeps no more than the new burst, and is never topped up.
+        var bucket = TokenBucket(limit, now: 0)
+        for _ in 0..<8 { #expect(bucket.take(now: 0) == nil) }
+        let shared = bucket.rescaled(limit.share(3))
+        var s1 = shared
+        #expect(s1.take(now: 0) == nil, "one token was left")
+        #expect(s1.take(now: 0) != nil)
+        var s2 = TokenBucket(limit, now: 0).rescaled(limit.share(3))
+        #expect(s2.take(now: 0) == nil && s2.take(now: 0) == nil && s2.take(now: 0) == nil && s2.take(now: 0) != nil, "a full bucket keeps its new burst of 3")
+    }
+
     @Test func settleLetsGoOfWhatIsNotWorkedOn() throws {
         guard available() else { return }
         let a = try open("settle-a"), b = try open("settle-b")

@@ -102,6 +102,8 @@ public final class PostgresStore: JobStoring {
         ]
     }
     static let firstVersion = 5
+    /// Registrations at least this large refresh the planner's statistics.
+    static let analyzeAfter = 1000
 
     /// States as an SQL list, written into the statement (they are this
     /// program's own names) so that the planner matches the partial indexes.
@@ -152,6 +154,10 @@ public final class PostgresStore: JobStoring {
         }
         let added = result.rows.compactMap(Self.key)
         if !added.isEmpty { mergeDue(now, state: .registered) }
+        // Many new rows at once: the planner's statistics would still say the table is
+        // small until autovacuum's next look (up to a minute), and each claim would then
+        // sort every due row instead of reading the due index's first rows (67 ms, not 1).
+        if added.count >= Self.analyzeAfter { _ = try? pg.exec("ANALYZE jobs") }
         return added
     }
 
