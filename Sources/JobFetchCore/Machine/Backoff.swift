@@ -60,8 +60,9 @@ public struct TokenBucket: Sendable {
         return (1 - tokens) / rate
     }
 
-    /// The bucket for a new limit (the kind's share changed): the tokens
-    /// saved so far are kept up to the new burst, never topped up.
+    /// The bucket for `limit`: this one when the limit is the same; for a
+    /// new one (the kind's share changed), the tokens saved so far are kept
+    /// up to the new burst, never topped up.
     public func rescaled(_ limit: RateLimit) -> TokenBucket {
         var b = TokenBucket(limit, now: last)
         b.tokens = min(b.burst, tokens)

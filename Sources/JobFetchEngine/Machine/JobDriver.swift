@@ -24,8 +24,6 @@ public final class JobDriver {
     /// Whole downloads whose decompressor is draining.
     private(set) var awaitingDecode: [JobKey: (url: ParsedURL, response: HTTPResponse, bytes: Int64)] = [:]
     var buckets: [String: TokenBucket] = [:]
-    /// The limit each bucket was made for (a daemon joining or leaving a shared store changes it).
-    var bucketShares: [String: RateLimit] = [:]
     /// `kind` + normalised status values already warned about.
     var warnedUnknownStatus: Set<String> = []
     var warnedMissingKind: Set<String> = []
@@ -64,7 +62,6 @@ public final class JobDriver {
     public func reconfigure(_ config: Config) {
         self.config = config
         buckets = [:]
-        bucketShares = [:]
         warnedMissingKind = []
         warnedUnknownStatus = []
     }
@@ -244,11 +241,14 @@ public final class JobDriver {
         return problem.map { .failed($0) } ?? .done
     }
 
+    /// What the job has in flight, described for a log line; nil when nothing.
+    func requestInFlight(_ key: JobKey) -> String? { inFlight.values.first { $0.key == key }?.described }
+
     /// A shared store says this daemon's lease on the job is gone (it was
     /// paused or cut off past it): its work stops here, nothing more of it
     /// is written or published; the daemon that takes it over resumes it.
     public func leaseLost(_ key: JobKey) {
-        let running = inFlight.values.first { $0.key == key }?.described
+        let running = requestInFlight(key)
         abortInFlight(key)
         logger.warning("lost the lease on this job\(running.map { " during \($0)" } ?? ""); stopped its work, another node takes it over; this node does not publish it",
                        metadata: Logger.job(key))
@@ -260,8 +260,8 @@ public final class JobDriver {
         guard let whole = kind.rateLimit else { return nil }
         let limit = whole.share(store.liveNodes)
         let now = clock.now()
-        var bucket = buckets[kind.name].map { bucketShares[kind.name] == limit ? $0 : $0.rescaled(limit) } ?? TokenBucket(limit, now: now)
-        bucketShares[kind.name] = limit
+        // Rescaling to the share it already has changes nothing; a daemon joining or leaving changes the share.
+        var bucket = buckets[kind.name]?.rescaled(limit) ?? TokenBucket(limit, now: now)
         let wait = bucket.take(now: now)
         buckets[kind.name] = bucket
         return wait
@@ -370,7 +370,7 @@ public final class JobDriver {
         switch request {
         case .register: return nil
         case .cancel:
-            let running = inFlight.values.first { $0.key == key }?.described
+            let running = requestInFlight(key)
             world.handling(key) { step(r, .cancelRequested(inFlight: running)) }
         case .retry:
             world.handling(key) { step(r, .retryRequested) }

@@ -34,7 +34,7 @@ public final class PGConnection {
     private func connect() throws(StoreError) {
         if let conn { PQfinish(conn) }
         conn = nil
-        let now = PostgresStore.monotonic()
+        let now = SystemClock.monotonic()
         guard now >= nextConnectAt else {
             throw StoreError(code: 0, message: "not connected (\(lastConnectError); trying again shortly)", context: "connect to \(label)")
         }

@@ -329,8 +329,8 @@ public final class PostgresStore: JobStoring {
     public func nextDue(in states: [JobState]) -> Double? {
         guard !readOnly else { return nil }
         let key = Self.cacheKey(states)
-        let mono = Self.monotonic()
-        let wallNow = Self.wallClock()
+        let mono = SystemClock.monotonic()
+        let wallNow = SystemClock.now()
         if let c = dueCache[key], mono < c.until {
             return min(c.at ?? .infinity, wallNow + (c.until - mono))
         }
@@ -433,17 +433,5 @@ public final class PostgresStore: JobStoring {
     /// daemon paused past it (SIGSTOP, a stalled VM) finds the answers that
     /// arrived meanwhile are no longer its to act on, before `maintain` runs.
     public func holds(_ key: JobKey, now: Double) -> Bool { (deadline[key] ?? 0) > now }
-
-    static func monotonic() -> Double {
-        var ts = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &ts)
-        return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
-    }
-
-    static func wallClock() -> Double {
-        var ts = timespec()
-        clock_gettime(CLOCK_REALTIME, &ts)
-        return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
-    }
 }
 
