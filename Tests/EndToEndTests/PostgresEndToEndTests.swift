@@ -14,6 +14,8 @@ import TestSupport
         let inst: Installation
         let pg: PostgresServer
         var daemons: [String: Child] = [:]
+        /// The artifacts' server of `downloadingOnA`, kept as long as the installation.
+        var nginx: Nginx?
 
         init(lease: String = "3s", sections: String = "", daemonLines: String = "") throws {
             pg = try PostgresServer()
@@ -85,6 +87,22 @@ import TestSupport
             return true
         }
 
+        /// Node a alone starts `dataset/ext-<name>`, 12 MiB from nginx's 2 MB/s
+        /// location, until its part has a checkpoint; then node b starts.
+        /// Returns nginx, the file's bytes and that checkpoint.
+        func downloadingOnA(_ name: String, seed: UInt64) throws -> (nginx: Nginx, data: [UInt8], part: PartSidecar) {
+            let nginx = try Nginx(root: inst.root + "/nginx")
+            self.nginx = nginx
+            let data = pseudoRandomBytes(12 << 20, seed: seed)
+            try FileIO.writeAtomically(nginx.www + "/slow/\(name).bin", data)
+            try FileIO.writeAtomically(inst.dataDir + "/ext-\(name).url", Array((nginx.base + "/slow/\(name).bin").utf8))
+            try start("a")
+            #expect(try ctl("a", ["add", "dataset", "ext-\(name)"]).status == 0)
+            let part = try #require(try inst.waitForPart("ext-\(name)"))
+            try start("b")
+            return (nginx, data, part)
+        }
+
         /// How many of the nodes' logs say they published `kind/id` (a recovered publication is not one).
         func publications(_ kind: String, _ id: String) -> Int {
             daemons.keys.reduce(0) { n, node in
@@ -112,21 +130,8 @@ import TestSupport
 
     @Test func threeDaemonsPublishAThousandJobsEachExactlyOnce() throws {
         guard available() else { return }
-        let s = try Shared(lease: "30s", sections: """
-            [kind bulk]
-            preset = bulk-job
-            status_url = {API}/bulkjob/{id}/status
-            header = x-api-key: ${file:{KEYFILE}}
-            poll_interval = 200ms
-            max_poll_interval = 1s
-
-            [kind task]
-            preset = job
-            status_url = {API}/jobs/{id}
-            header = x-api-key: ${file:{KEYFILE}}
-            poll_interval = 200ms
-            max_poll_interval = 1s
-            """)
+        // The preset tests' kinds: bulk (bulk-job) and task (job) among them.
+        let s = try Shared(lease: "30s", sections: PresetEndToEndTests.sections)
         let jobs: [(kind: String, ids: [String])] = [
             ("dataset", (0..<400).map { "done-1-m\($0)" }),
             ("task", (0..<300).map { "done-m\($0)" }),
@@ -179,14 +184,7 @@ import TestSupport
     @Test func aKilledDaemonsDownloadIsTakenOverAndResumedWithRange() throws {
         guard available() else { return }
         let s = try Shared()
-        let nginx = try Nginx(root: s.inst.root + "/nginx")
-        let data = pseudoRandomBytes(12 << 20, seed: 41)
-        try FileIO.writeAtomically(nginx.www + "/slow/takeover.bin", data)
-        try FileIO.writeAtomically(s.inst.dataDir + "/ext-takeover.url", Array((nginx.base + "/slow/takeover.bin").utf8))
-        try s.start("a")
-        #expect(try s.ctl("a", ["add", "dataset", "ext-takeover"]).status == 0)
-        let part = try #require(try s.inst.waitForPart("ext-takeover"))
-        try s.start("b")
+        let (nginx, data, part) = try s.downloadingOnA("takeover", seed: 41)
         s.daemons["a"]?.signal(SIGKILL)
         _ = s.daemons["a"]?.waitExit()
         #expect(try s.waitForLog("b", "dataset/ext-takeover: taking the job over from node a"), "\(s.logs)")
@@ -208,14 +206,7 @@ import TestSupport
     @Test func aDaemonPausedPastItsLeaseNeverPublishesTheJobTakenOver() throws {
         guard available() else { return }
         let s = try Shared()
-        let nginx = try Nginx(root: s.inst.root + "/nginx")
-        let data = pseudoRandomBytes(12 << 20, seed: 42)
-        try FileIO.writeAtomically(nginx.www + "/slow/paused.bin", data)
-        try FileIO.writeAtomically(s.inst.dataDir + "/ext-paused.url", Array((nginx.base + "/slow/paused.bin").utf8))
-        try s.start("a")
-        #expect(try s.ctl("a", ["add", "dataset", "ext-paused"]).status == 0)
-        _ = try #require(try s.inst.waitForPart("ext-paused"))
-        try s.start("b")
+        let (_, data, _) = try s.downloadingOnA("paused", seed: 42)
         s.daemons["a"]?.signal(SIGSTOP)
         #expect(try s.waitForLog("b", "dataset/ext-paused: taking the job over from node a"), "\(s.logs)")
         #expect(try s.inst.waitForResult("ext-paused", timeout: 60), "\(s.logs)")

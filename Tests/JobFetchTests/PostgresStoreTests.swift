@@ -33,7 +33,7 @@ import TestSupport
     @Test func claimsExcludeEachOtherAndALapsedLeaseIsTakenOver() throws {
         guard available() else { return }
         let a = try open("node-a"), b = try open("node-b")
-        let now = PostgresStore.wallClock()
+        let now = SystemClock.now()
         let ks = try keys("claim", 10)
         #expect(try a.register(ks, now: now).count == 10)
         #expect(try b.register(ks, now: now).isEmpty, "registering on another node adds nothing")
@@ -80,7 +80,7 @@ import TestSupport
     @Test func liveNodesShareARateLimit() throws {
         guard available() else { return }
         let a = try open("share-a"), b = try open("share-b"), c = try open("share-c")
-        let now = PostgresStore.wallClock()
+        let now = SystemClock.now()
         _ = a.maintain(now: now)
         _ = b.maintain(now: now)
         #expect(b.liveNodes == 2)
@@ -103,7 +103,7 @@ import TestSupport
     @Test func settleLetsGoOfWhatIsNotWorkedOn() throws {
         guard available() else { return }
         let a = try open("settle-a"), b = try open("settle-b")
-        let now = PostgresStore.wallClock()
+        let now = SystemClock.now()
         let ks = try keys("settle", 2)
         try a.register(ks, now: now)
         let got = a.dueKeys(in: [.registered], now: now + 1, limit: 2)
