@@ -21,24 +21,14 @@ import time
 BIN, WORK = sys.argv[1], os.path.abspath(sys.argv[2])
 SECONDS = float(sys.argv[3]) if len(sys.argv) > 3 else 30
 JOBS = 100_000
-TICK = os.sysconf("SC_CLK_TCK")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import free_port, start_nginx  # noqa: E402
+from benchlib import cpu_seconds, start_status_server  # noqa: E402
 
 PGBIN = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
 if not PGBIN:
     sys.exit("PostgreSQL is not installed (apt-get install postgresql)")
 PGBIN = os.path.dirname(PGBIN[-1])
 AS_PG = ["setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", "--"] if os.getuid() == 0 else []
-
-
-def cpu_seconds(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / TICK
-    except FileNotFoundError:
-        return 0.0
 
 
 def postgres_cpu(uid):
@@ -69,16 +59,7 @@ def pg(root, *args):
 def main():
     root = os.path.join(WORK, "queue")
     shutil.rmtree(root, ignore_errors=True)
-    os.makedirs(os.path.join(root, "www"))
-    with open(os.path.join(root, "www", "processing.json"), "w") as f:
-        f.write('{"status": "processing", "progress": 0.5, "csv_url": null}\n')
-    port = free_port()
-    access = os.path.join(root, "access.log")
-    nginx = start_nginx(root, f"""  log_format t '$msec';
-  access_log {access} t buffer=64k flush=100ms;
-  keepalive_requests 1000000;
-  server {{ listen 127.0.0.1:{port}; root {root}/www;
-    location /v0/datasets/ {{ default_type application/json; try_files /processing.json =404; }} }}""", connections=2048)
+    nginx, port, access = start_status_server(root, connections=2048)
 
     # The cluster: as the postgres user when root, fsync on (a daemon's commits are durable).
     cluster = os.path.join(root, "pg")

@@ -14,15 +14,8 @@ import time
 
 BIN, WORK = sys.argv[1], os.path.abspath(sys.argv[2])
 JOBS = 10_000
-TICK = os.sysconf("SC_CLK_TCK")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import free_port, start_nginx  # noqa: E402
-
-
-def cpu_seconds(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
+from benchlib import cpu_seconds, start_status_server  # noqa: E402
 
 
 def hwm_mib(pid):
@@ -41,16 +34,7 @@ def access_lines(path):
 def main():
     root = os.path.join(WORK, "scale")
     shutil.rmtree(root, ignore_errors=True)
-    os.makedirs(os.path.join(root, "www"))
-    with open(os.path.join(root, "www", "processing.json"), "w") as f:
-        f.write('{"status": "processing", "progress": 0.5, "csv_url": null}\n')
-    port = free_port()
-    access = os.path.join(root, "access.log")
-    nginx = start_nginx(root, f"""  log_format t '$msec $request_uri';
-  access_log {access} t buffer=64k flush=100ms;
-  keepalive_requests 1000000;
-  server {{ listen 127.0.0.1:{port}; root {root}/www;
-    location /v0/datasets/ {{ default_type application/json; try_files /processing.json =404; }} }}""", connections=1024)
+    nginx, port, access = start_status_server(root, connections=1024)
 
     def start_daemon(interval):
         conf = os.path.join(root, "daemon.conf")
