@@ -12,7 +12,8 @@ Serves WWW/NAME as /capped/NAME: GET and HEAD, one `Range: bytes=A-B` (or
 `A-`) honoured when `If-Range` is absent or matches, a strong ETag,
 Last-Modified, Accept-Ranges, keep-alive. Each connection's token bucket
 holds at most one chunk (128 KiB), so an idle connection gains nothing.
-Appends `PATH STATUS SENT` to LOG when a request ends (or its client goes).
+Appends `PATH STATUS SENT CLIENT_PORT BEGAN ENDED` to LOG when a request
+ends (or its client goes); the times are this server's monotonic clock.
 
 Usage: capserver.py WWW RATE_BYTES_PER_SECOND LOG   (prints "PORT n")
 """
@@ -47,6 +48,7 @@ class Handler(BaseHTTPRequestHandler):
         self.serve(True)
 
     def serve(self, body):
+        self.began = time.monotonic()
         path = unquote(urlsplit(self.path).path)
         name = path[len("/capped/"):] if path.startswith("/capped/") else ""
         fpath = os.path.join(WWW, name)
@@ -109,7 +111,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def note(self, path, status, sent):
         with log_lock, open(LOG, "a") as log:
-            log.write(f"{path} {status} {sent}\n")
+            log.write(f"{path} {status} {sent} {self.client_address[1]} {self.began:.4f} {time.monotonic():.4f}\n")
 
 
 server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
