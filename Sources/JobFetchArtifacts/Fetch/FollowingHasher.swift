@@ -8,6 +8,10 @@ import JobFetchCore
 public final class FollowingHasher: Sendable {
     public var path: String { follower.path }
     private let follower: FileFollower<Result<String, SystemError>>
+    private let position = Atomic<Int64>(0)
+
+    /// Bytes of the file hashed so far.
+    public var hashed: Int64 { position.load(ordering: .relaxed) }
 
     /// `job` (`kind/id`): a crash on the worker thread is held against it (`CrashGuard`).
     public init(path: String, job: String? = nil) throws(SystemError) {
@@ -46,6 +50,7 @@ public final class FollowingHasher: Sendable {
                 if n == 0 { return .failure(SystemError("read", path, errno: EIO)) }
                 sha.update(UnsafeRawBufferPointer(rebasing: buffer[0..<n]))
                 pos += Int64(n)
+                position.store(pos, ordering: .relaxed)
                 continue
             }
             if isEnded { return .success(sha.finish()) }

@@ -40,6 +40,8 @@ public final class PartInflater: Sendable {
     public var doneFD: Int32 { follower.doneFD }
     /// Bumped at each fresh body: the worker starts over.
     private let generation = Atomic<Int>(0)
+    /// How far the worker has read the part (a zip's is read only at the end: 0 until then).
+    private let readPosition = Atomic<Int64>(0)
     private let encoding = Mutex<String?>(nil)
 
     /// `job` (`kind/id`): a crash on the worker threads is held against it (`CrashGuard`).
@@ -66,6 +68,10 @@ public final class PartInflater: Sendable {
     }
 
     public var outcome: Outcome? { follower.outcome }
+
+    /// Bytes of the part the worker has read: the part's pages before this
+    /// are not read again (see `Part`'s release of its page cache).
+    public var consumed: Int64 { readPosition.load(ordering: .relaxed) }
 
     // MARK: called by the engine thread
 
@@ -116,8 +122,9 @@ public final class PartInflater: Sendable {
         var plain: SHA256Stream?
         var hasher: FollowingHasher?
         defer { hasher?.cancel() }
-        var hinted: Int64 = 0
+        var writeback = OutputWriteback()
         var pos: Int64 = 0
+        readPosition.store(0, ordering: .relaxed)
         var isZip = false
         while true {
             if follower.isCancelled { return .failed("cancelled") }
@@ -150,6 +157,7 @@ public final class PartInflater: Sendable {
                 if n < 0 { return .writeFailed(SystemError("read", part).description) }
                 if n == 0 { throw .again }  // the file was cut under us: a fresh body is on its way
                 pos += Int64(n)
+                readPosition.store(pos, ordering: .relaxed)
                 let input = UnsafeRawBufferPointer(rebasing: buffer[0..<n])
                 if let plain { plain.update(input); continue }
                 guard let s = stream else { continue }
@@ -167,10 +175,8 @@ public final class PartInflater: Sendable {
                     return .failed(error.message)
                 }
                 hasher?.advance(to: s.produced)
-                if s.produced - hinted >= 8 << 20 {
-                    // Start writing the output back now, so publishing's fsync has little left to do.
-                    _ = jf_sync_file_range(outFD, hinted, s.produced - hinted, UInt32(SYNC_FILE_RANGE_WRITE))
-                    hinted = s.produced
+                if let problem = writeback.advance(fd: outFD, to: s.produced, hashed: hasher?.hashed ?? 0) {
+                    return .writeFailed(SystemError(problem.call, output, errno: problem.errno).description)
                 }
                 continue
             }
@@ -198,5 +204,42 @@ public final class PartInflater: Sendable {
             // Nothing to read yet: sleep until the engine reports more.
             follower.waitForMore()
         }
+    }
+}
+
+/// The decompressed output's way to the disk while it is written: its
+/// writeback is started every `step`, so publishing's fsync has little left
+/// to do; a range whose writeback was started a step earlier is waited for
+/// and, once the hasher has read it, its pages are released from the page
+/// cache. Nothing reads them again before the publication, and an output
+/// of gigabytes would otherwise push the host's working set out of memory
+/// (on a VM whose balloon hands free pages back to the host, fresh page
+/// cache is also what costs most: a released page is reused at once).
+struct OutputWriteback {
+    static let step: Int64 = 8 << 20
+    /// Writeback was started up to `hinted`; the step before ended at `previous`.
+    private(set) var hinted: Int64 = 0
+    private(set) var previous: Int64 = 0
+    /// Pages before `released` were dropped (they are on disk).
+    private(set) var released: Int64 = 0
+
+    /// Returns the call that failed (a write-back error is the output's:
+    /// the publication's fsync might not report it again).
+    mutating func advance(fd: Int32, to produced: Int64, hashed: Int64) -> (call: String, errno: Int32)? {
+        guard produced - hinted >= Self.step else { return nil }
+        _ = jf_sync_file_range(fd, hinted, produced - hinted, UInt32(SYNC_FILE_RANGE_WRITE))
+        let ready = min(previous, hashed)
+        previous = hinted
+        hinted = produced
+        guard ready > released else { return nil }
+        if jf_sync_file_range(fd, released, ready - released,
+                              UInt32(SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER)) != 0 {
+            // Where sync_file_range is not supported the pages simply stay.
+            guard [ENOSYS, EINVAL, ESPIPE].contains(errno) else { return ("sync_file_range", errno) }
+            return nil
+        }
+        _ = posix_fadvise(fd, off_t(released), off_t(ready - released), POSIX_FADV_DONTNEED)
+        released = ready
+        return nil
     }
 }

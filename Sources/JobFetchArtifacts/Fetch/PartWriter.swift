@@ -22,6 +22,9 @@ package final class Part {
     /// `segments`, `segment_min_size`, `segment_below_rate`: how a fresh body may be split.
     let split: SplitRule
     let observer: (@Sendable (PartEvent) -> Void)?
+    /// How far the part's reader (the decompressor, or the hasher of a part
+    /// that is not compressed) has read it; nil: nothing reads it.
+    let consumed: (@Sendable () -> Int64)?
 
     struct Segment {
         var start: Int64
@@ -69,6 +72,8 @@ package final class Part {
     private var lastCheckpoint = SystemClock.monotonic()
     private var sinceCheckpoint: Int64 = 0
     private var unrecorded: Int64 = 0
+    /// The part's pages before this were released from the page cache.
+    private var released: Int64 = 0
 
     static let checkpointBytes: Int64 = 16 << 20
     static let checkpointSeconds = 1.0
@@ -78,12 +83,13 @@ package final class Part {
     static let progressBytes: Int64 = 256 << 10
 
     package init(path: String, limit: Int64, resume: PartSidecar.Resume?, split: SplitRule = SplitRule(count: 1),
-                 observer: (@Sendable (PartEvent) -> Void)?) {
+                 observer: (@Sendable (PartEvent) -> Void)?, consumed: (@Sendable () -> Int64)? = nil) {
         self.path = path
         self.limit = limit
         self.resume = resume
         self.split = split
         self.observer = observer
+        self.consumed = consumed
     }
 
     deinit {
@@ -453,6 +459,7 @@ package final class Part {
         }
         if advanced, let s = recordedSidecar() {
             do { try s.save(part: path); sidecar = s } catch { self.error = error; return }
+            releaseCache()
         }
         for i in segments.indices where segments[i].written > segments[i].pending {
             let s = segments[i]
@@ -460,6 +467,32 @@ package final class Part {
             segments[i].pending = s.written
             segments[i].hinted = s.written
         }
+    }
+
+    /// The bytes from 0 that are on disk: whole segments' flushed ends, then
+    /// the first segment not flushed to its end.
+    var durablePrefix: Int64 {
+        for s in segments {
+            guard let end = s.end, s.synced >= end else { return s.synced }
+        }
+        return segments.last.map { $0.end ?? $0.synced } ?? 0
+    }
+
+    /// Releases the page cache of what is on disk and was read: nothing
+    /// reads it again before the publication, and a download of gigabytes
+    /// would otherwise push the host's working set out of memory (on a VM
+    /// whose balloon hands free pages back to the host, fresh page cache is
+    /// also what costs most: a released page is reused at once). A resume on
+    /// this boot still starts from the file's length: released pages were
+    /// clean, on disk.
+    private func releaseCache() {
+        guard let consumed else { return }
+        let upTo = min(durablePrefix, consumed())
+        if upTo > released {
+            _ = posix_fadvise(fd, off_t(released), off_t(upTo - released), POSIX_FADV_DONTNEED)
+        }
+        // A fresh body starts both again from 0.
+        released = upTo
     }
 
     /// A connection ended, whatever the reason: what arrived is kept, and

@@ -102,7 +102,7 @@ final class SystemWorld: JobWorld {
                                      metadata: Logger.job(key))
                      }
                      decoder.observe(event)
-                 }).firstWriter()
+                 }, consumed: { decoder.consumed }).firstWriter()
         }, timeout: nil)
         http.connectTimeout = daemon.connectTimeout
         http.lowSpeedLimit = Int(daemon.lowSpeedLimit)

@@ -1,0 +1,96 @@
+import Glibc
+import Synchronization
+import Testing
+@testable import JobFetchArtifacts
+@testable import JobFetchCore
+@testable import JobFetchTransfer
+
+/// A download's part and its decompressed output leave the page cache once
+/// they are on disk and were read: asked of the kernel itself (mincore).
+@Suite struct PageCacheReleaseTests {
+    static let page = Int64(sysconf(Int32(_SC_PAGESIZE)))
+    static let mib: Int64 = 1 << 20
+
+    /// Pages of `path` in the page cache in `from..<to` (the file mapped, not read).
+    func resident(_ path: String, _ from: Int64, _ to: Int64) throws -> Int {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        try #require(fd >= 0)
+        defer { close(fd) }
+        let length = Int(to)
+        let map = try #require(mmap(nil, length, PROT_READ, MAP_SHARED, fd, 0))
+        try #require(map != MAP_FAILED)
+        defer { munmap(map, length) }
+        var vec = [UInt8](repeating: 0, count: (length + Int(Self.page) - 1) / Int(Self.page))
+        try #require(mincore(map, length, &vec) == 0)
+        return vec[Int(from / Self.page)...].filter { $0 & 1 == 1 }.count
+    }
+
+    func pages(_ from: Int64, _ to: Int64) -> Int { Int((to - from) / Self.page) }
+
+    /// 40 MiB written through a part's stream, then one more checkpoint; the reader has read `consumed`.
+    func writePart(_ path: String, consumed: Int64) throws -> Part {
+        let reader = Atomic<Int64>(consumed)
+        let part = Part(path: path, limit: 1 << 30, resume: nil, observer: nil,
+                        consumed: { reader.load(ordering: .relaxed) })
+        let stream = part.firstWriter()
+        let url = try ParsedURL("https://files.example/x.bin")
+        #expect(stream.begin(status: 200, headers: ["etag": "\"e\"", "content-length": "\(40 * Self.mib)"], url: url))
+        let chunk = [UInt8](repeating: 7, count: Int(Self.mib))
+        for _ in 0..<40 { #expect(chunk.withUnsafeBytes { stream.write($0) }) }
+        part.checkpoint()
+        part.checkpoint()
+        #expect(part.error == nil)
+        return part
+    }
+
+    @Test func aPartsPagesOnDiskAndReadLeaveThePageCache() throws {
+        let dir = makeTempDir()
+        defer { try? FileIO.removeTree(dir) }
+        let part = try writePart(dir + "/read", consumed: .max)
+        let prefix = part.durablePrefix
+        #expect(prefix == 40 * Self.mib)
+        #expect(try resident(dir + "/read", 0, prefix) == 0)
+    }
+
+    @Test func aPartKeepsWhatTheReaderHasNotReadYet() throws {
+        let dir = makeTempDir()
+        defer { try? FileIO.removeTree(dir) }
+        // The reader is at 8 MiB: only the pages before it go.
+        _ = try writePart(dir + "/behind", consumed: 8 * Self.mib)
+        #expect(try resident(dir + "/behind", 0, 8 * Self.mib) == 0)
+        #expect(try resident(dir + "/behind", 8 * Self.mib, 40 * Self.mib) == pages(8 * Self.mib, 40 * Self.mib))
+        // Nothing read: everything stays.
+        _ = try writePart(dir + "/unread", consumed: 0)
+        #expect(try resident(dir + "/unread", 0, 40 * Self.mib) == pages(0, 40 * Self.mib))
+    }
+
+    /// 48 MiB of output written 1 MiB at a time, the hasher at `hashed` (nil: as far as written).
+    func writeOutput(_ path: String, hashed: Int64?) throws -> OutputWriteback {
+        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        try #require(fd >= 0)
+        defer { close(fd) }
+        var writeback = OutputWriteback()
+        let chunk = [UInt8](repeating: 3, count: Int(Self.mib))
+        var produced: Int64 = 0
+        for _ in 0..<48 {
+            try chunk.withUnsafeBytes { try FileIO.writeAll(fd: fd, $0, at: produced, path: path) }
+            produced += Self.mib
+            #expect(writeback.advance(fd: fd, to: produced, hashed: hashed ?? produced) == nil)
+        }
+        return writeback
+    }
+
+    @Test func theOutputLeavesThePageCacheOnceWrittenBackAndHashed() throws {
+        let dir = makeTempDir()
+        defer { try? FileIO.removeTree(dir) }
+        let hashed = try writeOutput(dir + "/out", hashed: nil)
+        // A step's writeback is waited for a step later: 32 MiB of 48 are released.
+        #expect(hashed.released == 32 * Self.mib)
+        #expect(try resident(dir + "/out", 0, hashed.released) == 0)
+        #expect(try resident(dir + "/out", hashed.released, 48 * Self.mib) == pages(hashed.released, 48 * Self.mib))
+        // The hasher at 4 MiB: the pages it has still to read stay.
+        let behind = try writeOutput(dir + "/behind", hashed: 4 * Self.mib)
+        #expect(behind.released == 4 * Self.mib)
+        #expect(try resident(dir + "/behind", 4 * Self.mib, 48 * Self.mib) == pages(4 * Self.mib, 48 * Self.mib))
+    }
+}
