@@ -1,6 +1,6 @@
 // Linux interfaces that Swift's Glibc module does not import: signalfd, eventfd,
 // renameat2(RENAME_EXCHANGE) and sync_file_range, which glibc declares only
-// under _GNU_SOURCE, openat2 (no glibc wrapper), prctl and a crash marker.
+// under _GNU_SOURCE, statfs's filesystem type, openat2 (no glibc wrapper), prctl and a crash marker.
 #ifndef JOBFETCH_CLINUX_SHIM_H
 #define JOBFETCH_CLINUX_SHIM_H
 #include <sys/signalfd.h>
@@ -28,6 +28,18 @@ static inline int jf_rename_exchange(const char *a, const char *b) {
 /// Starts or waits for the writeback of a byte range without a full fsync.
 static inline int jf_sync_file_range(int fd, long long offset, long long nbytes, unsigned int flags) {
     return (int)syscall(SYS_sync_file_range, fd, offset, nbytes, flags);
+}
+#include <sys/vfs.h>
+
+/// The filesystem's magic number (statfs's f_type) of an open file, or of a
+/// path; -1 with errno when it cannot be asked.
+static inline long long jf_fs_type(int fd) {
+    struct statfs st;
+    return fstatfs(fd, &st) == 0 ? (long long)st.f_type : -1;
+}
+static inline long long jf_path_fs_type(const char *path) {
+    struct statfs st;
+    return statfs(path, &st) == 0 ? (long long)st.f_type : -1;
 }
 #include <linux/openat2.h>
 #include <sys/prctl.h>

@@ -1,3 +1,4 @@
+import CLinux
 import Glibc
 import Synchronization
 import Testing
@@ -92,5 +93,34 @@ import Testing
         let behind = try writeOutput(dir + "/behind", hashed: 4 * Self.mib)
         #expect(behind.released == 4 * Self.mib)
         #expect(try resident(dir + "/behind", 4 * Self.mib, 48 * Self.mib) == pages(4 * Self.mib, 48 * Self.mib))
+    }
+}
+
+/// A checkpoint's flush follows the part's filesystem (see `CheckpointFlush`).
+@Suite struct CheckpointFlushTests {
+    @Test func onlyExt4AndXFSTrustARangeFlush() {
+        #expect(CheckpointFlush.forFilesystem(magic: 0xEF53) == .dataRange)
+        #expect(CheckpointFlush.forFilesystem(magic: 0x5846_5342) == .dataRange)
+        #expect(CheckpointFlush.forFilesystem(magic: 0x9123_683E) == .wholeFile, "btrfs")
+        #expect(CheckpointFlush.forFilesystem(magic: 0x0102_1994) == .wholeFile, "tmpfs")
+        #expect(CheckpointFlush.forFilesystem(magic: 0x6969) == .wholeFile, "NFS")
+    }
+
+    @Test func aPartElsewhereIsCheckpointedWithFdatasync() throws {
+        guard jf_path_fs_type("/dev/shm") == 0x0102_1994 else { return }  // no tmpfs here
+        let dir = "/dev/shm/jobfetch-test-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        try FileIO.makeDirectories(dir)
+        defer { try? FileIO.removeTree(dir) }
+        let part = Part(path: dir + "/p", limit: 1 << 30, resume: nil, observer: nil)
+        let stream = part.firstWriter()
+        #expect(stream.begin(status: 200, headers: ["etag": "\"e\"", "content-length": "\(20 << 20)"],
+                             url: try ParsedURL("https://files.example/x.bin")))
+        #expect(part.flush == .wholeFile)
+        let chunk = [UInt8](repeating: 1, count: 1 << 20)
+        for _ in 0..<20 { #expect(chunk.withUnsafeBytes { stream.write($0) }) }
+        part.checkpoint()
+        part.checkpoint()
+        #expect(part.error == nil)
+        #expect(PartSidecar.load(part: dir + "/p")?.synced == 20 << 20)
     }
 }

@@ -74,6 +74,8 @@ package final class Part {
     private var unrecorded: Int64 = 0
     /// The part's pages before this were released from the page cache.
     private var released: Int64 = 0
+    /// How a checkpoint makes its ranges durable on this part's filesystem.
+    private(set) var flush = CheckpointFlush.wholeFile
 
     static let checkpointBytes: Int64 = 16 << 20
     static let checkpointSeconds = 1.0
@@ -180,6 +182,7 @@ package final class Part {
         if fd >= 0 { close(fd) }
         fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC | (truncating ? O_TRUNC : 0), 0o644)
         guard fd >= 0 else { error = SystemError("open", path); return false }
+        flush = CheckpointFlush.forFile(fd)
         return true
     }
 
@@ -446,7 +449,13 @@ package final class Part {
         sinceCheckpoint = 0
         if isSegmented { recordProgress() }
         var advanced = false
-        for i in segments.indices where segments[i].pending > segments[i].synced {
+        let waiting = segments.indices.filter { segments[$0].pending > segments[$0].synced }
+        if flush == .wholeFile && !waiting.isEmpty {
+            guard fdatasync(fd) == 0 else { error = SystemError("fdatasync", path); return }
+            for i in waiting { segments[i].synced = segments[i].pending }
+            advanced = true
+        }
+        for i in waiting where flush == .dataRange {
             let s = segments[i]
             if jf_sync_file_range(fd, s.synced, s.pending - s.synced,
                                   UInt32(SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER)) != 0 {
@@ -531,6 +540,27 @@ package final class Part {
         s.boot = nil
         do { try s.save(part: path); sidecar = s } catch { PartSidecar.discard(part: path) }
     }
+}
+
+/// How a checkpoint makes the ranges it records durable. `sync_file_range`
+/// waits for the data alone. On ext4 and XFS the allocation that writeback
+/// made for it is in the one journal, committed in order no later than the
+/// sidecar's own fsync, so the recorded bytes are readable after a power
+/// cut. btrfs logs each file's extents apart (the sidecar's fsync does not
+/// commit the part's), and of other filesystems nothing is known: there a
+/// checkpoint is an `fdatasync` of the part, which includes its allocation.
+package enum CheckpointFlush: Sendable, Equatable {
+    case dataRange
+    case wholeFile
+
+    static let ext4: Int64 = 0xEF53
+    static let xfs: Int64 = 0x5846_5342
+
+    package static func forFilesystem(magic: Int64) -> CheckpointFlush {
+        magic == ext4 || magic == xfs ? .dataRange : .wholeFile
+    }
+
+    package static func forFile(_ fd: Int32) -> CheckpointFlush { forFilesystem(magic: jf_fs_type(fd)) }
 }
 
 /// How a fresh download may be split over several connections.
