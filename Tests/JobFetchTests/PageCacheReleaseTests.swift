@@ -48,7 +48,7 @@ import Testing
         let dir = makeTempDir()
         defer { try? FileIO.removeTree(dir) }
         let part = try writePart(dir + "/read", consumed: .max)
-        let prefix = part.durablePrefix
+        let prefix = try #require(part.sidecar).durableBytes
         #expect(prefix == 40 * Self.mib)
         #expect(try resident(dir + "/read", 0, prefix) == 0)
     }

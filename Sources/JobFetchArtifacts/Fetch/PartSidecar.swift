@@ -166,6 +166,9 @@ public struct PartSidecar: Equatable, Sendable {
         return p
     }
 
+    /// The bytes from 0 on disk: `synced`, or a segmented part's durable prefix.
+    var durableBytes: Int64 { segments.map { Self.durablePrefix($0) } ?? synced }
+
     public static func path(for part: String) -> String { part + ".json" }
     /// Where a segmented part's writers note how far each segment was written
     /// (not flushed: it counts on the boot that wrote it).
@@ -212,7 +215,7 @@ public struct PartSidecar: Equatable, Sendable {
             JSONMember("length", length.map { .int($0) } ?? .null),
             // A segmented part is sparse: a reader that knows no segments (an older
             // daemon) sees no boot and the durable prefix, and resumes from there.
-            JSONMember("synced", .int(segments.map { Self.durablePrefix($0) } ?? synced)),
+            JSONMember("synced", .int(durableBytes)),
             JSONMember("encoding", encoding.map { .string($0) } ?? .null),
             JSONMember(segments == nil ? "boot" : "segments_boot", boot.map { .string($0) } ?? .null),
         ] + (segments.map { list in

@@ -468,7 +468,7 @@ package final class Part {
         }
         if advanced, let s = recordedSidecar() {
             do { try s.save(part: path); sidecar = s } catch { self.error = error; return }
-            releaseCache()
+            releaseCache(upTo: s.durableBytes)
         }
         for i in segments.indices where segments[i].written > segments[i].pending {
             let s = segments[i]
@@ -478,25 +478,16 @@ package final class Part {
         }
     }
 
-    /// The bytes from 0 that are on disk: whole segments' flushed ends, then
-    /// the first segment not flushed to its end.
-    var durablePrefix: Int64 {
-        for s in segments {
-            guard let end = s.end, s.synced >= end else { return s.synced }
-        }
-        return segments.last.map { $0.end ?? $0.synced } ?? 0
-    }
-
-    /// Releases the page cache of what is on disk and was read: nothing
+    /// Releases the page cache of what is on disk (the `durable` bytes from 0) and was read: nothing
     /// reads it again before the publication, and a download of gigabytes
     /// would otherwise push the host's working set out of memory (on a VM
     /// whose balloon hands free pages back to the host, fresh page cache is
     /// also what costs most: a released page is reused at once). A resume on
     /// this boot still starts from the file's length: released pages were
     /// clean, on disk.
-    private func releaseCache() {
+    private func releaseCache(upTo durable: Int64) {
         guard let consumed else { return }
-        let upTo = min(durablePrefix, consumed())
+        let upTo = min(durable, consumed())
         if upTo > released {
             _ = posix_fadvise(fd, off_t(released), off_t(upTo - released), POSIX_FADV_DONTNEED)
         }
