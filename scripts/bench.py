@@ -318,6 +318,6 @@ poll_interval = 100ms
         print(f"kill -9 during 300 MB (25 MB/s/conn): re-sent {', '.join(f'{b / 2**20:.2f} MiB' for b in resent)}; median {statistics.median(resent) / 2**20:.2f} MiB (target <= 1 MiB)")
     print(f"daemon peak RSS (VmHWM): {state['hwm'] / 1024:.1f} MiB (target <= 64)")
     print("downloads split over several connections, by path:", splits)
-    print("all runs:", {k: [round(x, 3) for x in v] for k, v in results.items()})
+    print("all runs:", {k: [round(x, 3) for x in v] for k, v in results.items() if v})
 
 main()
