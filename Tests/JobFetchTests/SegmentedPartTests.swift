@@ -22,21 +22,30 @@ import Testing
     }
 
     /// Pieces after a stream measured slow: its own piece past where it is,
-    /// then pieces of the given size, quartered for the last round so the
-    /// connections finish together; never more than `maxPieces`.
+    /// then pieces of the given size; the last round shrinks down to a
+    /// sixteenth of a piece so the connections finish together; never more
+    /// than `maxPieces`.
     @Test func piecesFollowTheStreamAndShrinkAtTheEnd() throws {
         let mib: Int64 = 1 << 20
-        let segs = try #require(PartSidecar.layout(length: 100 * mib + 7, count: 4, minSize: 1, piece: 4 * mib, from: 3 * mib + 5))
-        #expect(segs[0].start == 0 && segs[0].end == 3 * mib + 65536 + 4 * mib, "the stream's piece runs on past where it is")
-        #expect(segs.last?.end == 100 * mib + 7)
+        let segs = try #require(PartSidecar.layout(length: 400 * mib + 7, count: 4, minSize: 1, piece: 16 * mib, from: 3 * mib + 5))
+        #expect(segs[0].start == 0 && segs[0].end == 3 * mib + 65536 + 16 * mib, "the stream's piece runs on past where it is")
+        #expect(segs.last?.end == 400 * mib + 7)
         for (a, b) in zip(segs, segs.dropFirst()) { #expect(a.end == b.start && b.start % 65536 == 0) }
         let sizes = segs.dropFirst().map { $0.end - $0.start }
-        // 4 MiB pieces while more than a round (4 × 4 MiB) is left, then 1 MiB
-        // ones; the tail under 1 MiB joins the last.
-        let regular = sizes.prefix(while: { $0 == 4 * mib }).count
-        let endgame = sizes.dropFirst(regular)
-        #expect(regular >= 15 && endgame.reduce(0, +) <= 16 * mib && endgame.reduce(0, +) > 12 * mib, "\(sizes)")
-        #expect(endgame.dropLast().allSatisfy { $0 == mib } && endgame.last! < 2 * mib, "\(sizes)")
+        // 16 MiB pieces while more than a round (4 × 16 MiB) is left; then
+        // each piece an eighth of what is left (never more, but for rounding
+        // to 64 KiB), shrinking to equal shares of 1 MiB (a sixteenth of a
+        // piece), the last one no larger.
+        let regular = sizes.prefix(while: { $0 == 16 * mib }).count
+        let endgame = Array(sizes.dropFirst(regular))
+        #expect(regular >= 19 && endgame.reduce(0, +) <= 64 * mib && endgame.reduce(0, +) > 48 * mib, "\(sizes)")
+        var left = endgame.reduce(0, +)
+        for (i, size) in endgame.enumerated() {
+            #expect(size >= mib && size <= max(left / 8, mib) + 0x10000, "\(size) of \(left) left: \(sizes)")
+            if i > 0 { #expect(size <= endgame[i - 1] + 0x10000, "never growing: \(sizes)") }
+            left -= size
+        }
+        #expect(endgame.suffix(6).allSatisfy { $0 < mib + 0x10000 }, "the last pieces are 1 MiB: \(sizes)")
         for length in [Int64(1) << 40, 300 * mib, 64 * mib] {
             for count in [2, 4, 16] {
                 let l = try #require(PartSidecar.layout(length: length, count: count, minSize: 1, piece: mib, from: 0))
@@ -69,6 +78,22 @@ import Testing
         #expect(helpers.count == 3 && slow.isSegmented)
         #expect(helpers.allSatisfy { $0.ask!.from >= 1 << 20 }, "after the stream's own piece")
         #expect(PartSidecar.load(part: dir + "/s")?.segments?.first?.end == helpers.first?.ask?.from)
+    }
+
+    /// The probe's verdict: nothing before a quarter of it; from then on a
+    /// connection under half the rate is split; one nearer the rate is
+    /// watched to the end and split only if still under it; one over it
+    /// stays one stream.
+    @Test func aClearlySlowStreamIsSplitAfterAQuarterOfTheProbe() {
+        let rule = SplitRule(count: 4, minSize: 1, belowRate: 100e6, probeSeconds: 0.2)
+        #expect(rule.verdict(bytes: 0, elapsed: 0.049) == .watch, "too soon to tell")
+        #expect(rule.verdict(bytes: 1_250_000, elapsed: 0.05) == .split, "25 MB/s: clearly slow")
+        #expect(rule.verdict(bytes: 3_500_000, elapsed: 0.05) == .watch, "70 MB/s: watched on")
+        #expect(rule.verdict(bytes: 13_000_000, elapsed: 0.1) == .watch, "130 MB/s: watched to the end")
+        #expect(rule.verdict(bytes: 14_000_000, elapsed: 0.2) == .split, "70 MB/s over the probe")
+        #expect(rule.verdict(bytes: 21_000_000, elapsed: 0.2) == .stay, "105 MB/s over the probe")
+        let always = SplitRule(count: 4, minSize: 1, belowRate: .greatestFiniteMagnitude, probeSeconds: 0)
+        #expect(always.verdict(bytes: 1 << 30, elapsed: 0) == .split)
     }
 
     /// Pieces are handed out in order: a connection that made its piece whole

@@ -124,26 +124,36 @@ public struct PartSidecar: Equatable, Sendable {
     /// 1 MiB are left). Segment 0 is the first connection's: up to a piece
     /// past `from`. The rest are pieces of `piece` bytes (nil: equal parts,
     /// one per connection), handed out in order, so the contiguous prefix
-    /// grows at the connections' sum; the last `count` pieces are quartered,
-    /// so connections finish together. Boundaries fall on 64 KiB; at most
-    /// `maxPieces` pieces.
+    /// grows at the connections' sum. The last round shrinks as it goes
+    /// (each piece 1/(2 × count) of what is left, down to a sixteenth of a
+    /// piece or 1 MiB, in equal shares at the end), so whichever connection
+    /// frees up last has little left to fetch alone and the connections
+    /// finish together. Boundaries fall on 64 KiB; at most `maxPieces` pieces.
     public static func layout(length: Int64, count: Int, minSize: Int64, piece: Int64? = nil, from: Int64 = 0) -> [Segment]? {
         let up: (Int64) -> Int64 = { ($0 + 0xFFFF) & ~0xFFFF }
         let mib: Int64 = 1 << 20
         let n = Int64(count)
         guard n > 1, length >= minSize, from >= 0, from < length else { return nil }
         let equal = max(mib, ((length - from) / n) & ~0xFFFF)
-        // Pieces: no larger than equal parts; few enough that the endgame's
-        // quarters (4 per connection, 16 connections at most) stay within maxPieces.
-        let size = piece.map { min(equal, max(mib, up($0), up((length - from) / Int64(maxPieces - 65)))) } ?? equal
+        // Pieces: no larger than equal parts; few enough that the last round's
+        // (2n × ln 8 shrinking ones, then under 2n equal shares: under 8n) stay within maxPieces.
+        let size = piece.map { min(equal, max(mib, up($0), up((length - from) / max(1, Int64(maxPieces) - 8 * n - 1)))) } ?? equal
         var ends = [min(length, up(from) + size)]
         guard length - ends[0] >= mib else { return nil }
-        let endgame = max(mib, up(size / 4))
-        while let last = ends.last, last < length {
-            let left = length - last
-            let step = piece != nil && left <= n * size ? endgame : size
-            // A tail under 1 MiB joins the piece before it.
-            ends.append(left - step < mib ? length : last + step)
+        // Whole pieces while more than a round is left (equal parts: to the end);
+        // a tail under 1 MiB joins the piece before it.
+        while let last = ends.last, length - last > (piece == nil ? 0 : n * size) {
+            ends.append(length - last - size < mib ? length : last + size)
+        }
+        // The last round: pieces of 1/(2n) of what is left, then equal shares of at least `smallest`.
+        if let last = ends.last, last < length {
+            let smallest = max(mib, up(size / 16))
+            while let last = ends.last, length - last >= 2 * n * smallest {
+                ends.append(last + up((length - last) / (2 * n)))
+            }
+            let tail = ends[ends.count - 1], rest = length - tail, k = max(1, rest / smallest)
+            for i in 1..<k { ends.append(tail + ((rest * i / k) & ~0xFFFF)) }
+            ends.append(length)
         }
         var start: Int64 = 0
         return ends.map { end in

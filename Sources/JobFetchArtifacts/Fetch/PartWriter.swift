@@ -303,14 +303,16 @@ package final class Part {
         observer?(.split(connections: split.count, pieces: segments.count - 1, rate: rate))
     }
 
-    /// The stream has run `probeSeconds`: split it if it is slower than `belowRate`.
+    /// Split the stream once `split` finds it slow; stop watching once it finds it fast.
     private func considerSplit(_ w: PartWriter) {
         guard let p = probe, w.stream, segments.count == 1 else { return }
         let elapsed = SystemClock.monotonic() - p.since
-        guard elapsed >= split.probeSeconds else { return }
-        let rate = Double(w.position) / max(elapsed, 1e-6)
-        guard rate < split.belowRate else { probe = nil; return }
-        splitStream(w, rate: rate)
+        switch split.verdict(bytes: w.position, elapsed: elapsed) {
+        case .watch: return
+        case .stay: probe = nil; return
+        case .split: break
+        }
+        splitStream(w, rate: Double(w.position) / max(elapsed, 1e-6))
         guard let s = sidecar else { return }
         do { try s.save(part: path) } catch { self.error = error }
     }
@@ -561,9 +563,10 @@ package struct SplitRule: Sendable {
     /// `segment_min_size`: smaller objects are one stream.
     package var minSize: Int64
     /// `segment_below_rate`: split only when the first connection brings
-    /// fewer bytes per second than this over its first `probeSeconds`
-    /// (a fast connection is not what limits the download); .infinity:
-    /// split at the first answer, in equal parts.
+    /// fewer bytes per second than this over its first `probeSeconds`, or
+    /// less than half of it over the first quarter of them (a fast
+    /// connection is not what limits the download); .infinity: split at the
+    /// first answer, in equal parts.
     package var belowRate: Double
     package var probeSeconds: Double
     /// A piece is this many seconds of the first connection's rate: small
@@ -581,6 +584,23 @@ package struct SplitRule: Sendable {
         self.probeSeconds = probeSeconds
         self.pieceSeconds = pieceSeconds
         self.piece = piece
+    }
+
+    package enum Verdict: Equatable { case watch, split, stay }
+
+    /// What to do with a fresh stream that brought `bytes` in the `elapsed`
+    /// seconds since its answer began. A connection clearly slower than the
+    /// rate (under half of it) is split after a quarter of the probe: every
+    /// moment on one connection is the other connections' worth lost, and
+    /// one that slow would pass at the end only by bringing more than 7/6 of
+    /// the rate, over twice its speed so far, for the rest of the probe. One
+    /// nearer the rate is judged over the whole probe.
+    package func verdict(bytes: Int64, elapsed: Double) -> Verdict {
+        guard elapsed >= probeSeconds / 4 else { return .watch }
+        let rate = Double(bytes) / max(elapsed, 1e-6)
+        if rate < belowRate / 2 { return .split }
+        guard elapsed >= probeSeconds else { return .watch }
+        return rate < belowRate ? .split : .stay
     }
 }
 
