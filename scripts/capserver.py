@@ -12,8 +12,9 @@ Serves WWW/NAME as /capped/NAME: GET and HEAD, one `Range: bytes=A-B` (or
 `A-`) honoured when `If-Range` is absent or matches, a strong ETag,
 Last-Modified, Accept-Ranges, keep-alive. Each connection's token bucket
 holds at most one chunk (128 KiB), so an idle connection gains nothing.
-Appends `PATH STATUS SENT CLIENT_PORT BEGAN ENDED` to LOG when a request
-ends (or its client goes); the times are this server's monotonic clock.
+Appends `PATH STATUS SENT CLIENT_PORT BEGAN ENDED WALL` to LOG when a request
+ends (or its client goes); BEGAN and ENDED are this server's monotonic
+clock, WALL the end on the wall clock (to set beside the daemon's log).
 
 Usage: capserver.py WWW RATE_BYTES_PER_SECOND LOG   (prints "PORT n")
 """
@@ -111,7 +112,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def note(self, path, status, sent):
         with log_lock, open(LOG, "a") as log:
-            log.write(f"{path} {status} {sent} {self.client_address[1]} {self.began:.4f} {time.monotonic():.4f}\n")
+            log.write(f"{path} {status} {sent} {self.client_address[1]} {self.began:.4f} {time.monotonic():.4f} {time.time():.4f}\n")
 
 
 server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
