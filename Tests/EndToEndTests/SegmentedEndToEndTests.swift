@@ -160,9 +160,15 @@ import TestSupport
         try addExternal(inst, nginx, "ext-seg-gz", "/slower/rows.csv.gz")
         #expect(try waitForSegments(inst, "ext-seg-gz") != nil)
         inst.killDaemon()
+        // A part a killed daemon had renamed away but not yet unlinked: the next start removes it.
+        let leftover = inst.output + "/.incoming/.discard-4242-7"
+        try FileIO.writeAtomically(leftover, [1, 2, 3])
         try inst.startDaemon()
         #expect(try inst.waitForResult("ext-seg-gz", timeout: 90), "log:\n\(inst.daemonLog)")
         #expect(sha256sum("\(inst.output)/dataset/ext-seg-gz/rows.csv") == sha256Hex(text + pseudoRandomBytes(10 << 20, seed: 34)))
+        #expect(!FileIO.exists(leftover) && inst.daemonLog.contains("removed 1 discarded part(s)"))
+        // The part left the staging directory before it was published (unlinked on a thread of its own).
+        #expect(try FileIO.list("\(inst.output)/dataset/ext-seg-gz").sorted() == ["job.json", "rows.csv"])
     }
 
     /// The file is replaced while segments are in flight, and the connections

@@ -264,9 +264,10 @@ public struct PartSidecar: Equatable, Sendable {
         try FileIO.writeAtomically(Self.path(for: part), Array((JSONWriter.string(json) + "\n").utf8))
     }
 
-    /// Removes a part and its sidecar (a fresh start).
-    public static func discard(part: String) {
-        FileIO.unlinkIfPresent(part)
+    /// Removes a part and its sidecar (a fresh start); the part, which may
+    /// be large, through `discarder` when there is one.
+    public static func discard(part: String, using discarder: Discarder? = nil) {
+        if let discarder { discarder.discard(part) } else { FileIO.unlinkIfPresent(part) }
         FileIO.unlinkIfPresent(path(for: part))
         FileIO.unlinkIfPresent(progressPath(for: part))
     }

@@ -62,7 +62,10 @@ public final class Engine {
         inotify = try Inotify()
         control = try EngineControl()
         publisher = Publisher(outputDir: d.outputDir)
-        world = SystemWorld(daemon: d, http: http, publisher: publisher, crashGuard: crashGuard, logger: logger)
+        let discarder = try Discarder(directory: d.outputDir + "/.incoming")
+        let swept = discarder.sweep()
+        if swept > 0 { logger.info("removed \(swept) discarded part(s) a previous run left in \(discarder.directory)") }
+        world = SystemWorld(daemon: d, http: http, publisher: publisher, crashGuard: crashGuard, discarder: discarder, logger: logger)
         driver = JobDriver(config: config, store: store, world: world, clock: clock, logger: logger)
         deliveries = Deliveries(config: config, store: store, http: http, secrets: world.secrets, publisher: publisher, driver: driver, logger: logger)
         intake = SpoolIntake(spoolDir: d.spoolDir, store: store, inotify: inotify, logger: logger, clock: clock)

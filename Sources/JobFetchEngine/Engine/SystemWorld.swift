@@ -19,13 +19,16 @@ final class SystemWorld: JobWorld {
     let crashGuard: CrashGuard
     let logger: Logger
     let secrets = SecretFileCache()
+    /// Parts are unlinked off the engine thread (see `Discarder`).
+    let discarder: Discarder
     /// Decompressors following downloads in progress, by job.
     var decoders: [JobKey: PartInflater] = [:]
     /// Digests computed while downloading, by job: publishing need not read the artifact again.
     var knownDigests: [JobKey: [PublishedFile]] = [:]
 
-    init(daemon: DaemonSettings, http: CurlMulti, publisher: Publisher, crashGuard: CrashGuard, logger: Logger) {
+    init(daemon: DaemonSettings, http: CurlMulti, publisher: Publisher, crashGuard: CrashGuard, discarder: Discarder, logger: Logger) {
         self.daemon = daemon
+        self.discarder = discarder
         self.http = http
         self.publisher = publisher
         self.crashGuard = crashGuard
@@ -82,7 +85,7 @@ final class SystemWorld: JobWorld {
         // A segmented part: each segment from what the progress file says (this boot) or its checkpoint.
         let resume = PartSidecar.load(part: part)?.resume(partSize: FileIO.size(part) ?? 0, boot: PartSidecar.currentBoot,
                                                           written: PartSidecar.loadProgress(part: part))
-        if resume == nil { PartSidecar.discard(part: part) }
+        if resume == nil { PartSidecar.discard(part: part, using: discarder) }
         // Decompression follows the download on a worker; after a resume it first
         // catches up over the bytes already on disk.
         dropDecoder(key)
@@ -183,7 +186,7 @@ final class SystemWorld: JobWorld {
         do { try FileIO.appendDurably(publisher.stagingDirectory(key) + "/" + file, bytes) } catch { throw JobFetchError("\(error)") }
     }
 
-    func discardPart(_ key: JobKey) { PartSidecar.discard(part: partPath(key)) }
+    func discardPart(_ key: JobKey) { PartSidecar.discard(part: partPath(key), using: discarder) }
 
     // MARK: decompression
 
@@ -221,10 +224,10 @@ final class SystemWorld: JobWorld {
         switch artifact.source {
         case .inflated:
             guard rename(inflated, staging + "/" + artifact.name) == 0 else { throw JobFetchError("\(SystemError("rename", inflated))") }
-            PartSidecar.discard(part: part)
+            PartSidecar.discard(part: part, using: discarder)
         case .extracted:
             FileIO.unlinkIfPresent(inflated)
-            PartSidecar.discard(part: part)
+            PartSidecar.discard(part: part, using: discarder)
         case .part:
             FileIO.unlinkIfPresent(inflated)
             guard rename(part, staging + "/" + artifact.name) == 0 else { throw JobFetchError("\(SystemError("rename", part))") }
