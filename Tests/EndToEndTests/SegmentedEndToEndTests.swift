@@ -163,12 +163,17 @@ import TestSupport
         // A part a killed daemon had renamed away but not yet unlinked: the next start removes it.
         let leftover = inst.output + "/.incoming/.discard-4242-7"
         try FileIO.writeAtomically(leftover, [1, 2, 3])
+        let incoming = try Inotify()
+        _ = try incoming.watch(inst.output + "/.incoming", mask: UInt32(IN_MOVED_TO))
         try inst.startDaemon()
         #expect(try inst.waitForResult("ext-seg-gz", timeout: 90), "log:\n\(inst.daemonLog)")
         #expect(sha256sum("\(inst.output)/dataset/ext-seg-gz/rows.csv") == sha256Hex(text + pseudoRandomBytes(10 << 20, seed: 34)))
         #expect(!FileIO.exists(leftover) && inst.daemonLog.contains("removed 1 discarded part(s)"))
-        // The part left the staging directory before it was published (unlinked on a thread of its own).
+        // The part was renamed out of the staging directory, then unlinked on a thread of its own.
         #expect(try FileIO.list("\(inst.output)/dataset/ext-seg-gz").sorted() == ["job.json", "rows.csv"])
+        #expect(try incoming.read().contains { $0.name.hasPrefix(".discard-") }, "the part went through the discarder")
+        let noneLeft = { ((try? FileIO.list(inst.output + "/.incoming")) ?? []).allSatisfy { !$0.hasPrefix(".discard-") } }
+        #expect(try Inotify.wait(until: noneLeft, in: inst.output + "/.incoming", mask: UInt32(IN_DELETE), timeout: 30))
     }
 
     /// The file is replaced while segments are in flight, and the connections

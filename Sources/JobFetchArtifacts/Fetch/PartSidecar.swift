@@ -152,7 +152,8 @@ public struct PartSidecar: Equatable, Sendable {
                 ends.append(last + up((length - last) / (2 * n)))
             }
             let tail = ends[ends.count - 1], rest = length - tail, k = max(1, rest / smallest)
-            for i in 1..<k { ends.append(tail + ((rest * i / k) & ~0xFFFF)) }
+            // rest × i / k without the product (which overflows Int64 for objects near 2^62 bytes).
+            for i in 1..<k { ends.append(tail + ((rest / k * i + rest % k * i / k) & ~0xFFFF)) }
             ends.append(length)
         }
         var start: Int64 = 0

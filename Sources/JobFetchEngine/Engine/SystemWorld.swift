@@ -269,6 +269,8 @@ final class SystemWorld: JobWorld {
 
     func shutdown() {
         for key in Array(decoders.keys) { dropDecoder(key) }
+        // Parts being unlinked are let finish (else the next start sweeps them).
+        discarder.waitUntilIdle(timeout: 5)
     }
 }
 
