@@ -10,7 +10,7 @@ jobfetchd and its peers; medians and ratios are printed.
 2. gzip, 361 MiB -> 1 GiB of CSV: against `curl | igzip -dc > FILE` (+ sync);
 3. 1 GiB from a server that caps every connection at 25 MB/s, as many object
    stores and CDNs do (scripts/capserver.py: a token bucket per connection,
-   no burst): against `aria2c -x4 -s4` (+ sync) and, in the first run,
+   256 KiB deep): against `aria2c -x4 -s4` (+ sync) and, in the first run,
    `curl -o FILE`; and the same from nginx's `limit_rate 25m`, which is per
    request and lets each request send its first second at once (so pieces,
    which are many short requests, would gain from it: shown, not the target);

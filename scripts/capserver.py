@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""A file server that caps every TCP connection at a fixed rate, with no burst.
+"""A file server that caps every TCP connection at a fixed rate.
 
 nginx's `limit_rate` is per request and lets each request send one second's
 worth at once (its allowance is rate x (elapsed + 1)), so a client that
@@ -11,14 +11,13 @@ pieces with aria2's four long ranges fairly.
 Serves WWW/NAME as /capped/NAME: GET and HEAD, one `Range: bytes=A-B` (or
 `A-`) honoured when `If-Range` is absent or matches, a strong ETag,
 Last-Modified, Accept-Ranges, keep-alive. Each connection has a token
-bucket two chunks deep (256 KiB, 10 ms at 25 MB/s): no connection ever
-sends more than the rate over any window longer than that, and an idle one
-gains at most that. One chunk deep, as this server first was, it lost the
-tokens of every wake-up of its thread later than due, and its threads wake
-later the busier the machine's two cores are: a client that decompresses
-and hashes while it downloads (jobfetchd) got 24.1 MB/s of the 25, one that
-only downloads (aria2) 24.5, a difference a server on another machine
-would not make.
+bucket two chunks deep (256 KiB, 10 ms at 25 MB/s): over any time T a
+connection sends at most RATE x T + 256 KiB, idle or not. One chunk deep,
+as this server first was, it lost the tokens of every wake-up of its
+thread later than due, and its threads wake later the busier the
+machine's two cores are: a client that decompresses and hashes while it
+downloads (jobfetchd) got 24.1 MB/s of the 25, one that only downloads
+(aria2) 24.5, a difference a server on another machine would not make.
 Appends `PATH STATUS SENT CLIENT_PORT BEGAN ENDED WALL` to LOG when a request
 ends (or its client goes); BEGAN and ENDED are this server's monotonic
 clock, WALL the end on the wall clock (to set beside the daemon's log).
