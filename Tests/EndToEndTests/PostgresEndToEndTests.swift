@@ -212,6 +212,8 @@ import TestSupport
         #expect(try s.inst.waitForResult("ext-paused", timeout: 60), "\(s.logs)")
         s.daemons["a"]?.signal(SIGCONT)
         #expect(try s.waitForLog("a", "dataset/ext-paused: lost the lease on this job"), "\(s.logs)")
+        // b logs its publication after the rename that waitForResult saw: under load, after a's line.
+        #expect(try s.waitForLog("b", "dataset/ext-paused: published "), "\(s.logs)")
         #expect(s.publications("dataset", "ext-paused") == 1)
         #expect(!s.log("a").contains("dataset/ext-paused: published"), "\(s.log("a"))")
         #expect(try FileIO.readAll("\(s.inst.output)/dataset/ext-paused/paused.bin", limit: 64 << 20) == data)
