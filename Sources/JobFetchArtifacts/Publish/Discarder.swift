@@ -10,7 +10,7 @@ import JobFetchCore
 /// 360 MiB `.part` of a compressed download on this machine's disk. Done on
 /// the engine thread between naming the decompressed artifact and
 /// publishing it, that delays every publication by as much. Here the file
-/// is renamed to `<directory>/.discard-<pid>-<n>` (the same filesystem, so
+/// is renamed to `<directory>/.discard-<pid>-<n>-<random>` (the same filesystem, so
 /// the rename is atomic and it leaves the job's staging directory at once)
 /// and a thread unlinks it. What a crash leaves there is removed by `sweep`
 /// at the next start; nothing under that name is ever anything else. The
