@@ -1,4 +1,5 @@
 import CLinux
+import Dispatch
 import Glibc
 import Synchronization
 import Testing
@@ -38,8 +39,8 @@ import Testing
         #expect(stream.begin(status: 200, headers: ["etag": "\"e\"", "content-length": "\(40 * Self.mib)"], url: url))
         let chunk = [UInt8](repeating: 7, count: Int(Self.mib))
         for _ in 0..<40 { #expect(chunk.withUnsafeBytes { stream.write($0) }) }
-        part.checkpoint()
-        part.checkpoint()
+        part.checkpointAndWait()
+        part.checkpointAndWait()
         #expect(part.error == nil)
         return part
     }
@@ -118,9 +119,57 @@ import Testing
         #expect(part.flush == .wholeFile)
         let chunk = [UInt8](repeating: 1, count: 1 << 20)
         for _ in 0..<20 { #expect(chunk.withUnsafeBytes { stream.write($0) }) }
-        part.checkpoint()
-        part.checkpoint()
+        part.checkpointAndWait()
+        part.checkpointAndWait()
         #expect(part.error == nil)
         #expect(PartSidecar.load(part: dir + "/p")?.synced == 20 << 20)
+    }
+}
+
+extension Part {
+    /// A checkpoint as the engine starts one, waited for as the end of a connection waits for it.
+    func checkpointAndWait() {
+        settle()
+        checkpoint()
+        settle()
+    }
+}
+
+/// Checkpoints wait for the disk on the queue's thread: while it is held
+/// the connection goes on writing, and nothing is recorded as durable
+/// before the queue says so.
+@Suite struct CheckpointQueueTests {
+    @Test func writesGoOnWhileTheCheckpointWaitsAndItIsRecordedOnceItIsDone() throws {
+        let dir = makeTempDir()
+        defer { try? FileIO.removeTree(dir) }
+        let queue = CheckpointQueue(label: "test.checkpoint")
+        let gate = DispatchSemaphore(value: 0)
+        let opened = Atomic<Bool>(false)
+        queue.run { gate.wait() }
+        // Only a safety net, should the writes wait for the queue: the test then fails below instead of hanging.
+        DispatchQueue.global().asyncAfter(deadline: .now() + 20) { if !opened.exchange(true, ordering: .relaxed) { gate.signal() } }
+
+        let path = dir + "/p"
+        let part = Part(path: path, limit: 1 << 30, resume: nil, observer: nil, flusher: queue)
+        let stream = part.firstWriter()
+        #expect(stream.begin(status: 200, headers: ["etag": "\"e\"", "content-length": "\(48 << 20)"],
+                             url: try ParsedURL("https://files.example/x.bin")))
+        let chunk = [UInt8](repeating: 3, count: 1 << 20)
+        // Three checkpoints' worth (one every 16 MiB), and one asked for outright.
+        for _ in 0..<48 { #expect(chunk.withUnsafeBytes { stream.write($0) }) }
+        part.checkpoint()
+        let waited = opened.load(ordering: .relaxed)
+        #expect(!waited, "the writes waited for the held queue")
+        #expect(PartSidecar.load(part: path)?.synced == 0, "nothing is recorded before its flush is done")
+        #expect(part.sidecar?.synced == 0)
+
+        if !opened.exchange(true, ordering: .relaxed) { gate.signal() }
+        part.settle()
+        // The first checkpoint only started the writeback; the next two wait for it and for the rest.
+        part.checkpointAndWait()
+        part.checkpointAndWait()
+        #expect(part.error == nil)
+        #expect(part.sidecar?.synced == 48 << 20)
+        #expect(PartSidecar.load(part: path)?.synced == 48 << 20)
     }
 }

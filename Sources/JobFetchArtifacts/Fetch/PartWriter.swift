@@ -6,14 +6,14 @@ import JobFetchCore
 /// segments (one open-ended stream, or the ranges of a segmented download),
 /// how far each is written and flushed, the sidecar and the progress file.
 /// Each connection writes through a `PartWriter` of its own. Checkpoints
-/// run on a bounded schedule: the bytes are flushed (`sync_file_range`,
-/// waited for) and only then is the sidecar's `synced` advanced, so a power
-/// cut loses at most the bytes of two intervals; a kill on the same boot
-/// loses nothing that was written with one stream (the file's length says
-/// how far), at most 256 KiB with segments (the progress file, noted that
-/// often). The decompressor
-/// is told the contiguous prefix. Runs on the engine thread, inside
-/// libcurl's callbacks.
+/// run on a bounded schedule, on the `CheckpointQueue`'s thread: the bytes
+/// are flushed (`sync_file_range`, waited for) and only then is the
+/// sidecar's `synced` advanced, so a power cut loses at most the bytes of
+/// two intervals; a kill on the same boot loses nothing that was written
+/// with one stream (the file's length says how far), at most 256 KiB with
+/// segments (the progress file, noted that often). The decompressor is
+/// told the contiguous prefix. Runs on the engine thread, inside libcurl's
+/// callbacks.
 package final class Part {
     let path: String
     package let limit: Int64
@@ -76,6 +76,12 @@ package final class Part {
     private var released: Int64 = 0
     /// How a checkpoint makes its ranges durable on this part's filesystem.
     private(set) var flush = CheckpointFlush.wholeFile
+    /// Where checkpoints wait for the disk.
+    let flusher: CheckpointQueue
+    /// The part's descriptor for the checkpoint queue.
+    private var flushFile: SharedFD?
+    /// The checkpoint on the queue, and the segments' `synced` once it is done.
+    private var flushing: (ticket: FlushTicket, targets: [(Int, Int64)])?
 
     static let checkpointBytes: Int64 = 16 << 20
     static let checkpointSeconds = 1.0
@@ -85,8 +91,10 @@ package final class Part {
     static let progressBytes: Int64 = 256 << 10
 
     package init(path: String, limit: Int64, resume: PartSidecar.Resume?, split: SplitRule = SplitRule(count: 1),
-                 observer: (@Sendable (PartEvent) -> Void)?, consumed: (@Sendable () -> Int64)? = nil) {
+                 observer: (@Sendable (PartEvent) -> Void)?, consumed: (@Sendable () -> Int64)? = nil,
+                 flusher: CheckpointQueue = .shared) {
         self.path = path
+        self.flusher = flusher
         self.limit = limit
         self.resume = resume
         self.split = split
@@ -95,6 +103,8 @@ package final class Part {
     }
 
     deinit {
+        // No record of this part may land after its owner moved on (published or discarded it).
+        settle()
         if fd >= 0 { close(fd) }
         if progressFD >= 0 { close(progressFD) }
     }
@@ -179,10 +189,13 @@ package final class Part {
 
     func openFile(truncating: Bool) -> Bool {
         if fd >= 0 && !truncating { return true }
+        settle()
         if fd >= 0 { close(fd) }
         fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC | (truncating ? O_TRUNC : 0), 0o644)
         guard fd >= 0 else { error = SystemError("open", path); return false }
         flush = CheckpointFlush.forFile(fd)
+        flushFile = SharedFD(dup: fd)
+        guard flushFile != nil else { error = SystemError("dup", path); return false }
         return true
     }
 
@@ -205,13 +218,14 @@ package final class Part {
         guard let i = index(w.start) else { return false }
         if !isSegmented {
             guard openFile(truncating: false) else { return false }
+            settle()
             // Whatever lies past the offset may be garbage (after a reboot, past
             // the last checkpoint): cut it, then append.
             guard ftruncate(fd, off_t(asked.from)) == 0 else { error = SystemError("truncate", path); return false }
             // The kept bytes past the checkpoint start their writeback now, so the
             // first checkpoint does not wait for all of them at once.
             if asked.from > old.synced {
-                _ = jf_sync_file_range(fd, old.synced, asked.from - old.synced, UInt32(SYNC_FILE_RANGE_WRITE))
+                hint(old.synced, asked.from)
             }
             // Still only `synced` is known to be durable: the first checkpoint
             // flushes from there, the bytes kept from before the restart included.
@@ -254,6 +268,7 @@ package final class Part {
         w.position = 0
         segments = [Segment(start: 0, end: nil, written: 0, synced: 0, pending: 0, hinted: 0, owner: ObjectIdentifier(w), live: true, busy: true)]
         firstOpen = 0
+        released = 0
         validator = nil
         probe = nil
         streamRunning = true
@@ -284,6 +299,7 @@ package final class Part {
     private func splitStream(_ w: PartWriter, rate: Double?) {
         guard let p = probe else { return }
         probe = nil
+        settle()
         let piece = split.piece ?? rate.map { Int64(min($0 * split.pieceSeconds, Double(p.length))) }
         guard segments.count == 1, let layout = PartSidecar.layout(length: p.length, count: split.count, minSize: split.minSize,
                                                                     piece: piece, from: w.position) else { return }
@@ -353,7 +369,7 @@ package final class Part {
             sinceCheckpoint += room
             unrecorded += room
             if w.position - segments[i].hinted >= Self.hintBytes {
-                _ = jf_sync_file_range(fd, segments[i].hinted, w.position - segments[i].hinted, UInt32(SYNC_FILE_RANGE_WRITE))
+                hint(segments[i].hinted, w.position)
                 segments[i].hinted = w.position
             }
         }
@@ -430,7 +446,8 @@ package final class Part {
         _ = record.withUnsafeBytes { pwrite(progressFD, $0.baseAddress, $0.count, 0) }
     }
 
-    private func recordedSidecar() -> PartSidecar? {
+    private func recordedSidecar(_ segments: [Segment]? = nil) -> PartSidecar? {
+        let segments = segments ?? self.segments
         guard var s = sidecar else { return nil }
         if isSegmented {
             s.segments = segments.map { PartSidecar.Segment(start: $0.start, end: $0.end ?? $0.written, synced: $0.synced) }
@@ -442,59 +459,72 @@ package final class Part {
 
     /// Records progress without stalling the transfer: the ranges written
     /// since the last checkpoint have had one interval to reach the disk
-    /// (their writeback was started then); wait for them, advance `synced`
-    /// to their ends in the sidecar, and start the writeback of what came
-    /// since. A power cut re-sends at most two intervals.
+    /// (their writeback was started then); the checkpoint queue waits for
+    /// them, advances `synced` to their ends in the sidecar, and starts the
+    /// writeback of what came since. A power cut re-sends at most two
+    /// intervals (longer ones while the disk is slower than the download:
+    /// one checkpoint runs at a time, and the next is due again at the next
+    /// write once it is done). The engine thread only hands it over.
     func checkpoint() {
         guard fd >= 0, sidecar != nil else { return }
+        if let (ticket, _) = flushing {
+            guard ticket.result != nil else { return }
+            absorb()
+            guard error == nil else { return }
+        }
         lastCheckpoint = SystemClock.monotonic()
         sinceCheckpoint = 0
         if isSegmented { recordProgress() }
-        var advanced = false
+        guard let file = flushFile else { return }
         let waiting = segments.indices.filter { segments[$0].pending > segments[$0].synced }
-        if flush == .wholeFile && !waiting.isEmpty {
-            guard fdatasync(fd) == 0 else { error = SystemError("fdatasync", path); return }
-            for i in waiting { segments[i].synced = segments[i].pending }
-            advanced = true
+        var record: PartSidecar?
+        if !waiting.isEmpty {
+            var after = segments
+            for i in waiting { after[i].synced = after[i].pending }
+            record = recordedSidecar(after)
         }
-        for i in waiting where flush == .dataRange {
-            let s = segments[i]
-            if jf_sync_file_range(fd, s.synced, s.pending - s.synced,
-                                  UInt32(SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER)) != 0 {
-                // An I/O error was this flush's: a later fdatasync would not report it again.
-                guard [ENOSYS, EINVAL, ESPIPE].contains(errno) else { error = SystemError("sync_file_range", path); return }
-                guard fdatasync(fd) == 0 else { error = SystemError("fdatasync", path); return }
-            }
-            segments[i].synced = s.pending
-            advanced = true
+        let starts = segments.indices.filter { segments[$0].written > segments[$0].pending }
+        guard record != nil || !starts.isEmpty else { return }
+        let job = FlushJob(file: file, path: path, flush: flush,
+                           waits: waiting.map { FlushJob.Span(from: segments[$0].synced, to: segments[$0].pending) },
+                           record: record, consumed: consumed, released: released,
+                           starts: starts.map { FlushJob.Span(from: segments[$0].pending, to: segments[$0].written) })
+        let targets = waiting.map { ($0, segments[$0].pending) }
+        for i in starts {
+            segments[i].pending = segments[i].written
+            segments[i].hinted = segments[i].written
         }
-        if advanced, let s = recordedSidecar() {
-            do { try s.save(part: path); sidecar = s } catch { self.error = error; return }
-            releaseCache(upTo: s.durableBytes)
-        }
-        for i in segments.indices where segments[i].written > segments[i].pending {
-            let s = segments[i]
-            _ = jf_sync_file_range(fd, s.pending, s.written - s.pending, UInt32(SYNC_FILE_RANGE_WRITE))
-            segments[i].pending = s.written
-            segments[i].hinted = s.written
-        }
+        let ticket = FlushTicket()
+        flushing = (ticket, targets)
+        flusher.run { ticket.complete(job.run()) }
     }
 
-    /// Releases the page cache of what is on disk (the `durable` bytes from 0) and was read: nothing
-    /// reads it again before the publication, and a download of gigabytes
-    /// would otherwise push the host's working set out of memory (on a VM
-    /// whose balloon hands free pages back to the host, fresh page cache is
-    /// also what costs most: a released page is reused at once). A resume on
-    /// this boot still starts from the file's length: released pages were
-    /// clean, on disk.
-    private func releaseCache(upTo durable: Int64) {
-        guard let consumed else { return }
-        let upTo = min(durable, consumed())
-        if upTo > released {
-            _ = posix_fadvise(fd, off_t(released), off_t(upTo - released), POSIX_FADV_DONTNEED)
-        }
-        // A fresh body starts both again from 0.
-        released = upTo
+    /// Waits for the checkpoint on the queue, if one is, and takes in what
+    /// it did. Whatever changes the file or its sidecar on the engine
+    /// thread (a fresh body, a split, the end) settles first, so no older
+    /// record lands after it.
+    package func settle() {
+        guard let (ticket, _) = flushing else { return }
+        _ = ticket.wait()
+        absorb()
+    }
+
+    /// The finished checkpoint's outcome: its ranges are durable and
+    /// recorded, or its error is the part's.
+    private func absorb() {
+        guard let (ticket, targets) = flushing, let outcome = ticket.result else { return }
+        flushing = nil
+        released = outcome.released
+        if let e = outcome.error { if error == nil { error = e }; return }
+        guard let saved = outcome.saved else { return }
+        for (i, synced) in targets where i < segments.count { segments[i].synced = max(segments[i].synced, synced) }
+        sidecar = saved
+    }
+
+    /// Starts the writeback of `from..<to`, off the engine thread.
+    private func hint(_ from: Int64, _ to: Int64) {
+        guard let file = flushFile else { return }
+        flusher.run { _ = jf_sync_file_range(file.fd, from, to - from, UInt32(SYNC_FILE_RANGE_WRITE)) }
     }
 
     /// A connection ended, whatever the reason: what arrived is kept, and
@@ -508,6 +538,7 @@ package final class Part {
             recordProgress()
             return
         }
+        settle()
         if durably, sidecar != nil, segments.contains(where: { $0.written > $0.synced }) {
             if fdatasync(fd) == 0 {
                 for i in segments.indices { segments[i].synced = segments[i].written; segments[i].pending = segments[i].written }
@@ -518,7 +549,9 @@ package final class Part {
                 error = SystemError("fdatasync", path)
             }
         } else {
+            // The last checkpoint is waited for: what the sidecar says when the connection is gone is what a resume finds.
             checkpoint()
+            settle()
         }
         if error != nil { distrustUnsyncedBytes() }
     }
