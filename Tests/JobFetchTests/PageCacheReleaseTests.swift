@@ -172,4 +172,27 @@ extension Part {
         #expect(part.sidecar?.synced == 48 << 20)
         #expect(PartSidecar.load(part: path)?.synced == 48 << 20)
     }
+
+    /// A flush that failed on the queue is the part's error: nothing after it
+    /// is recorded as durable, not even by the durable end of a shutdown
+    /// (whose fdatasync would succeed: the failure was reported once, to the queue).
+    @Test func aFailedFlushIsNeverRecordedAsDurable() throws {
+        let dir = makeTempDir()
+        defer { try? FileIO.removeTree(dir) }
+        let queue = CheckpointQueue(label: "test.failing") { SystemError("sync_file_range", $0, errno: EIO) }
+        let path = dir + "/p"
+        let part = Part(path: path, limit: 1 << 30, resume: nil, observer: nil, flusher: queue)
+        let stream = part.firstWriter()
+        #expect(stream.begin(status: 200, headers: ["etag": "\"e\"", "content-length": "\(40 << 20)"],
+                             url: try ParsedURL("https://files.example/x.bin")))
+        let chunk = [UInt8](repeating: 5, count: 1 << 20)
+        for _ in 0..<20 { _ = chunk.withUnsafeBytes { stream.write($0) } }
+        part.checkpointAndWait()
+        part.checkpointAndWait()
+        #expect(part.error?.description.contains("sync_file_range") == true)
+        stream.finish(durably: true)
+        let saved = try #require(PartSidecar.load(part: path))
+        #expect(saved.synced == 0, "bytes whose flush failed were recorded as durable")
+        #expect(saved.boot == nil, "the file's length must not be trusted on this boot either")
+    }
 }

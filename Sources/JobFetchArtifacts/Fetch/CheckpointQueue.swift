@@ -4,21 +4,25 @@ import Glibc
 import Synchronization
 import JobFetchCore
 
-/// Where parts wait for the disk: one serial thread for every download, so
-/// the engine thread, which reads every socket, never does. A checkpoint's
-/// writeback wait, its sidecar's fsync and the release of its page cache
-/// run here; so does starting the writeback of what just arrived
-/// (`sync_file_range` may block when the device's queue is full). While the
-/// disk stalls the engine goes on receiving into the page cache, so the
-/// sockets do not fill up and a kill in the stall finds the bytes in the
-/// file, not in buffers it loses.
+/// Where a part waits for the disk, so the engine thread, which reads every
+/// socket, does not while its download runs. A checkpoint's writeback
+/// wait, its sidecar's fsync and the release of its page cache run here; so
+/// does starting the writeback of what just arrived (`sync_file_range` may
+/// block when the device's queue is full). While the disk stalls the engine
+/// goes on receiving into the page cache, so the sockets do not fill up and
+/// a kill in the stall finds the bytes in the file, not in buffers it
+/// loses. Each part has a serial queue of its own (work of one part stays
+/// in order; one slow file holds up no other download's checkpoints); the
+/// engine waits for it only where the file or its sidecar changes under it
+/// (`Part.settle`): a fresh body, a split, a connection's end.
 package final class CheckpointQueue: Sendable {
-    package static let shared = CheckpointQueue(label: "jobfetch.checkpoint")
-
     private let queue: DispatchQueue
+    /// A flush's error before it is tried (tests make the disk fail with it).
+    let fault: (@Sendable (String) -> SystemError?)?
 
-    package init(label: String) {
-        queue = DispatchQueue(label: label, qos: .utility)
+    package init(label: String = "jobfetch.checkpoint", fault: (@Sendable (String) -> SystemError?)? = nil) {
+        queue = DispatchQueue(label: label)
+        self.fault = fault
     }
 
     package func run(_ work: @escaping @Sendable () -> Void) { queue.async(execute: work) }
@@ -56,11 +60,12 @@ struct FlushJob: Sendable {
     let consumed: (@Sendable () -> Int64)?
     let released: Int64
     let starts: [Span]
+    let fault: (@Sendable (String) -> SystemError?)?
 
     func run() -> FlushOutcome {
         var outcome = FlushOutcome(error: nil, saved: nil, released: released)
         if !waits.isEmpty, let record {
-            if let error = waitForWaits() { outcome.error = error; return outcome }
+            if let error = fault?(path) ?? waitForWaits() { outcome.error = error; return outcome }
             do { try record.save(part: path) } catch { outcome.error = error; return outcome }
             outcome.saved = record
             outcome.released = releaseCache(upTo: record.durableBytes)
@@ -95,7 +100,7 @@ struct FlushJob: Sendable {
         if upTo > released {
             _ = posix_fadvise(file.fd, off_t(released), off_t(upTo - released), POSIX_FADV_DONTNEED)
         }
-        // A fresh body starts both again from 0.
+        // After a fresh body the reader starts again from 0, and so does this.
         return upTo
     }
 }

@@ -9,7 +9,7 @@ import JobFetchCore
 /// run on a bounded schedule, on the `CheckpointQueue`'s thread: the bytes
 /// are flushed (`sync_file_range`, waited for) and only then is the
 /// sidecar's `synced` advanced, so a power cut loses at most the bytes of
-/// two intervals; a kill on the same boot loses nothing that was written
+/// two intervals (more while the disk is slower than the download); a kill on the same boot loses nothing that was written
 /// with one stream (the file's length says how far), at most 256 KiB with
 /// segments (the progress file, noted that often). The decompressor is
 /// told the contiguous prefix. Runs on the engine thread, inside libcurl's
@@ -34,7 +34,7 @@ package final class Part {
         var written: Int64
         /// `start..<synced` are on disk and recorded.
         var synced: Int64
-        /// The end of the range whose writeback the last checkpoint started.
+        /// The end of the range whose writeback the last checkpoint asked the queue to start.
         var pending: Int64
         /// The end of the range whose writeback was last started (every `hintBytes`).
         var hinted: Int64
@@ -92,7 +92,7 @@ package final class Part {
 
     package init(path: String, limit: Int64, resume: PartSidecar.Resume?, split: SplitRule = SplitRule(count: 1),
                  observer: (@Sendable (PartEvent) -> Void)?, consumed: (@Sendable () -> Int64)? = nil,
-                 flusher: CheckpointQueue = .shared) {
+                 flusher: CheckpointQueue = CheckpointQueue()) {
         self.path = path
         self.flusher = flusher
         self.limit = limit
@@ -201,6 +201,8 @@ package final class Part {
 
     /// A 206 for `w`'s range: the same object, exactly the bytes asked for.
     func accept206(_ w: PartWriter, headers: [String: String], url: ParsedURL) -> Bool {
+        // What the last checkpoint recorded is what the resume builds on.
+        if !isSegmented { settle() }
         guard let asked = w.ask, let old = sidecar ?? resume?.sidecar else {
             mismatch = "a 206 answered a request without a range"; return false
         }
@@ -218,7 +220,6 @@ package final class Part {
         guard let i = index(w.start) else { return false }
         if !isSegmented {
             guard openFile(truncating: false) else { return false }
-            settle()
             // Whatever lies past the offset may be garbage (after a reboot, past
             // the last checkpoint): cut it, then append.
             guard ftruncate(fd, off_t(asked.from)) == 0 else { error = SystemError("truncate", path); return false }
@@ -466,7 +467,9 @@ package final class Part {
     /// one checkpoint runs at a time, and the next is due again at the next
     /// write once it is done). The engine thread only hands it over.
     func checkpoint() {
-        guard fd >= 0, sidecar != nil else { return }
+        // After a failed flush nothing more is recorded: the queue's descriptor shares the file's
+        // error state with this one, and the next flush of the same range would report success.
+        guard fd >= 0, sidecar != nil, error == nil else { return }
         if let (ticket, _) = flushing {
             guard ticket.result != nil else { return }
             absorb()
@@ -488,7 +491,8 @@ package final class Part {
         let job = FlushJob(file: file, path: path, flush: flush,
                            waits: waiting.map { FlushJob.Span(from: segments[$0].synced, to: segments[$0].pending) },
                            record: record, consumed: consumed, released: released,
-                           starts: starts.map { FlushJob.Span(from: segments[$0].pending, to: segments[$0].written) })
+                           starts: starts.map { FlushJob.Span(from: segments[$0].pending, to: segments[$0].written) },
+                           fault: flusher.fault)
         let targets = waiting.map { ($0, segments[$0].pending) }
         for i in starts {
             segments[i].pending = segments[i].written
@@ -539,6 +543,10 @@ package final class Part {
             return
         }
         settle()
+        if error != nil {
+            distrustUnsyncedBytes()
+            return
+        }
         if durably, sidecar != nil, segments.contains(where: { $0.written > $0.synced }) {
             if fdatasync(fd) == 0 {
                 for i in segments.indices { segments[i].synced = segments[i].written; segments[i].pending = segments[i].written }
