@@ -21,11 +21,13 @@ jobfetchd and its peers; medians and ratios are printed.
    writing 3 GiB) weighs as it does for a gzip artifact of that size;
 5. four 1 GiB downloads at once (4 x 4 segments), for the memory figure;
 6. kill -9 at a random moment of a 300 MB capped download, restart: the
-   bytes the capped server sent twice (its log);
+   bytes the capped server sent twice (its log); and (kill_stall) the same
+   with the daemon in a blkio cgroup that holds its writeback to 20 MB/s,
+   a disk five times slower than the download (cgroup v1 only);
 7. the daemon's peak RSS (VmHWM) and this disk's `dd ... conv=fdatasync`.
 
 Usage: bench.py BIN_DIR WORK_DIR [RUNS]
-BENCH_CASES=big,gz,capped,capped_gz,capped_gz3,nginx,four,kill (a comma list; default
+BENCH_CASES=big,gz,capped,capped_gz,capped_gz3,nginx,four,kill,kill_stall (a comma list; default
 all) runs only those cases.
 """
 import os
@@ -40,7 +42,7 @@ import time
 
 BIN, WORK = sys.argv[1], os.path.abspath(sys.argv[2])
 RUNS = int(sys.argv[3]) if len(sys.argv) > 3 else 3
-ALL_CASES = ("big", "gz", "capped", "capped_gz", "capped_gz3", "nginx", "four", "kill")
+ALL_CASES = ("big", "gz", "capped", "capped_gz", "capped_gz3", "nginx", "four", "kill", "kill_stall")
 CASES = [c for c in os.environ.get("BENCH_CASES", ",".join(ALL_CASES)).split(",") if c]
 if not CASES or any(c not in ALL_CASES for c in CASES):
     sys.exit(f"BENCH_CASES: a comma list of {', '.join(ALL_CASES)}")
@@ -102,6 +104,29 @@ def settle(scratch):
         for _ in range(WARM_BYTES >> 20):
             f.write(zeros)
     os.remove(warm)
+
+
+STALL_BPS = 20_000_000
+
+
+def throttled_cgroup(path):
+    """A cgroup v1 blkio group whose writes to the disk holding `path` are
+    held to STALL_BPS (writeback the daemon starts itself is charged to it),
+    or None where there is none (cgroup v2 only, a partition, no root)."""
+    base = "/sys/fs/cgroup/blkio"
+    st = os.stat(path)
+    cgroup = os.path.join(base, f"jobfetch-bench-{os.getpid()}")
+    try:
+        os.mkdir(cgroup)
+    except OSError:
+        return None
+    try:
+        with open(os.path.join(cgroup, "blkio.throttle.write_bps_device"), "w") as f:
+            f.write(f"{os.major(st.st_dev)}:{os.minor(st.st_dev)} {STALL_BPS}")
+        return cgroup
+    except OSError:
+        os.rmdir(cgroup)
+        return None
 
 
 def timed(cmd, scratch):
@@ -266,25 +291,42 @@ poll_interval = 100ms
         if "four" in CASES:
             results["jf_four"].append(jobfetchd("/big.bin", at_once=4))
 
-    # kill -9 at a random moment of a capped 300 MB download; what nginx sent twice.
-    resent = []
+    # kill -9 at a random moment of a capped 300 MB download; what the capped server sent twice.
     rnd = random.Random()
-    for k in range(RUNS if "kill" in CASES else 0):
+
+    def kill_once(cgroup=None):
         counter[0] += 1
         job = f"ext-{counter[0]}"
         open(capped_log, "w").close()
+        if cgroup:
+            # The daemon's own writeback (its sync_file_range and fsyncs) is
+            # held to the cgroup's rate: a disk slower than the download.
+            with open(os.path.join(cgroup, "cgroup.procs"), "w") as f:
+                f.write(str(state["daemon"].pid))
         register(job, f"{capped}/capped/mid.bin")
         time.sleep(rnd.uniform(0.8, 2.6))  # the random moment of the kill
         note_hwm()
         state["daemon"].kill()
         state["daemon"].wait()
-        start_daemon()
+        start_daemon()  # outside the cgroup: the disk is fast again
         wait_done(job)
         shutil.rmtree(os.path.join(out, job))
         time.sleep(0.5)  # a request is logged when its connection closes
         with open(capped_log) as f:
             sent = sum(int(l.split()[2]) for l in f if l.startswith("/capped/mid.bin "))
-        resent.append(sent - 300_000_000)
+        return sent - 300_000_000
+
+    resent = [kill_once() for _ in range(RUNS if "kill" in CASES else 0)]
+    stall_resent, stall_note = [], ""
+    if "kill_stall" in CASES:
+        cgroup = throttled_cgroup(inst)
+        if cgroup is None:
+            stall_note = "skipped: no cgroup v1 blkio throttle for this disk"
+        else:
+            try:
+                stall_resent = [kill_once(cgroup) for _ in range(RUNS)]
+            finally:
+                os.rmdir(cgroup)
 
     note_hwm()
     state["daemon"].send_signal(signal.SIGTERM)
@@ -329,6 +371,9 @@ poll_interval = 100ms
         print(f"                    time vs durable {paired('jf_capped_gz3', 'aria2_igzip3_sync'):.3f} paired, {med['jf_capped_gz3'] / med['aria2_igzip3_sync']:.3f} of medians (target <= 0.6), vs plain {med['jf_capped_gz3'] / med['aria2_igzip3']:.3f}")
     if "four" in CASES:
         print(f"4 x 1 GiB at once   jobfetchd {med['jf_four']:.3f}")
+    if "kill_stall" in CASES:
+        print(f"kill -9 during 300 MB, the daemon's writeback held to {STALL_BPS / 1e6:.0f} MB/s: " + (stall_note or
+              f"re-sent {', '.join(f'{b / 2**20:.2f} MiB' for b in stall_resent)}; median {statistics.median(stall_resent) / 2**20:.2f} MiB (target <= 1 MiB)"))
     if "kill" in CASES:
         print(f"kill -9 during 300 MB (25 MB/s/conn): re-sent {', '.join(f'{b / 2**20:.2f} MiB' for b in resent)}; median {statistics.median(resent) / 2**20:.2f} MiB (target <= 1 MiB)")
     print(f"daemon peak RSS (VmHWM): {state['hwm'] / 1024:.1f} MiB (target <= 64)")
