@@ -3,6 +3,37 @@ import Testing
 @testable import JobFetchStore
 
 @Suite struct JobStoreTests {
+    /// A download's progress is committed without an fsync (WAL, `synchronous=NORMAL`
+    /// for that transaction alone); every other commit stays FULL, a nested one included.
+    @Test func progressCommitsWithoutWaitingForTheDiskAndOnlyIt() throws {
+        let dir = makeTempDir()
+        defer { try? FileIO.removeTree(dir) }
+        let path = dir + "/s.sqlite"
+        let store = try JobStore(path: path)
+        func synchronous() throws(StoreError) -> Int64 {
+            let s = try store.db.prepare("PRAGMA synchronous")
+            _ = try s.step()
+            return s.int(0)
+        }
+        let a = JobKey(kind: "dataset", id: try JobID("a"))
+        try store.register([a], now: 0)
+        #expect(try synchronous() == 2, "FULL")
+        var r = try #require(try store.job(a))
+        r.bytesDone = 123
+        var inside: Int64 = -1
+        try store.batchUnsynced { () throws(StoreError) in
+            inside = try synchronous()
+            try store.save(r, event: nil)
+        }
+        #expect(inside == 1, "NORMAL while the progress commits")
+        #expect(try synchronous() == 2, "FULL again after it")
+        #expect(try JobStore(path: path, readOnly: true).job(a)?.bytesDone == 123, "committed: another connection reads it")
+        try store.batch { () throws(StoreError) in
+            try store.batchUnsynced { () throws(StoreError) in inside = try synchronous() }
+        }
+        #expect(inside == 2, "inside a durable transaction the progress is as durable as it")
+    }
+
     @Test func registerIsIdempotentAndOneTransaction() throws {
         let dir = makeTempDir()
         defer { try? FileIO.removeTree(dir) }

@@ -30,6 +30,25 @@ import TestSupport
         return true
     }
 
+    /// Progress commits with `synchronous_commit` off for its own transaction; the next is as durable as ever.
+    @Test func progressCommitsWithoutWaitingForTheWALAndOnlyIt() throws {
+        guard available() else { return }
+        let a = try open("node-a")
+        let k = try keys("progress", 1)[0]
+        try a.register([k], now: SystemClock.now())
+        a.claim(k)
+        var r = try #require(try a.job(k))
+        r.bytesDone = 321
+        var inside: String?
+        try a.batchUnsynced { () throws(StoreError) in
+            inside = try a.pg.exec("SHOW synchronous_commit").rows.first?.text(0)
+            try a.save(r, event: nil)
+        }
+        #expect(inside == "off")
+        #expect(try a.pg.exec("SHOW synchronous_commit").rows.first?.text(0) == "on")
+        #expect(try open("node-b").job(k)?.bytesDone == 321, "committed: another node reads it")
+    }
+
     @Test func claimsExcludeEachOtherAndALapsedLeaseIsTakenOver() throws {
         guard available() else { return }
         let a = try open("node-a"), b = try open("node-b")

@@ -42,7 +42,9 @@ public enum FileIO {
 
     /// Writes `bytes` to `path` durably: a temp file beside it, fsync,
     /// rename over, fsync of the directory. Readers see old or new, never half.
-    public static func writeAtomically(_ path: String, _ bytes: [UInt8], mode: mode_t = 0o644) throws(SystemError) {
+    /// `durable: false` leaves out both fsyncs (readers still see old or new, never half):
+    /// for a file rewritten every second that nothing needs after a power cut.
+    public static func writeAtomically(_ path: String, _ bytes: [UInt8], mode: mode_t = 0o644, durable: Bool = true) throws(SystemError) {
         let dir = parent(path)
         let tmp = dir + "/.tmp-" + basename(path) + "-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         let fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode)
@@ -51,14 +53,14 @@ public enum FileIO {
         bytes.withUnsafeBytes { b in
             do throws(SystemError) { try writeAll(fd: fd, b, path: tmp) } catch { failure = error }
         }
-        if failure == nil && fsync(fd) != 0 { failure = SystemError("fsync", tmp) }
+        if failure == nil && durable && fsync(fd) != 0 { failure = SystemError("fsync", tmp) }
         close(fd)
         if failure == nil && rename(tmp, path) != 0 { failure = SystemError("rename", tmp) }
         if let failure {
             unlink(tmp)
             throw failure
         }
-        try fsyncDirectory(dir)
+        if durable { try fsyncDirectory(dir) }
     }
 
     /// Appends `bytes` to `path` (created if missing) and fsyncs it: when

@@ -251,7 +251,8 @@ public final class Engine {
         guard force || (driver.metrics.dirty && now >= nextMetricsAt) || now >= nextMetricsAt + Self.metricsRefresh else { return }
         let jobs = (try? store.counts()) ?? []
         do {
-            try FileIO.writeAtomically(path, Array(driver.metrics.render(jobs: jobs, startedAt: startedAt).utf8))
+            // Rewritten every second on the engine's thread: no fsync, so a slow disk does not stop the downloads.
+            try FileIO.writeAtomically(path, Array(driver.metrics.render(jobs: jobs, startedAt: startedAt).utf8), durable: false)
             driver.metrics.dirty = false
         } catch {
             logger.error("cannot write metrics_file: \(error)")

@@ -393,6 +393,7 @@ public final class JobDriver {
         let now = clock.now()
         var seen = Set<JobKey>()
         var total = 0.0
+        var reports: [(JobRecord, JobEvent)] = []
         // Downloads and pages: a server that trickles cannot hold a slot past the job's timeout.
         // In the order the requests started: a run replays the same (a dictionary's order differs from process to process).
         for (tag, request) in inFlight.sorted(by: { $0.key < $1.key }) where request.usesDownloadSlot {
@@ -408,7 +409,15 @@ public final class JobDriver {
             var rate: Double?
             if let last = progressSamples[key], now > last.at, p.bytes >= last.bytes { rate = Double(p.bytes - last.bytes) / (now - last.at) }
             progressSamples[key] = (now, p.bytes)
-            total += step(r, .progressed(bytes: p.bytes, total: p.total, rate: rate)).rate ?? 0
+            reports.append((r, .progressed(bytes: p.bytes, total: p.total, rate: rate)))
+        }
+        // Only reported (list's bytes, rate, ETA): committed without waiting for the disk, which the downloads may be filling.
+        do {
+            try store.batchUnsynced { () throws(StoreError) in
+                for (r, event) in reports { total += step(r, event).rate ?? 0 }
+            }
+        } catch {
+            logger.error("cannot record download progress: \(error)")
         }
         for key in progressSamples.keys where !seen.contains(key) { progressSamples[key] = nil }
         downloadRate = total

@@ -173,8 +173,36 @@ public final class JobStore: JobStoring {
     /// Runs `body` as one transaction: the engine's updates of one turn of
     /// its loop are committed (and fsynced) together.
     public func batch<T>(_ body: () throws(SQLiteError) -> T) throws(SQLiteError) -> T {
-        try transaction(body)
+        if unsynced {
+            // A failed restore below: no durable commit without it.
+            try db.execute("PRAGMA synchronous=FULL")
+            unsynced = false
+        }
+        return try transaction(body)
     }
+
+    /// In WAL mode with `synchronous=NORMAL` a commit appends to the WAL
+    /// without an fsync; the next FULL commit's fsync of the WAL covers it.
+    public func batchUnsynced<T>(_ body: () throws(SQLiteError) -> T) throws(SQLiteError) -> T {
+        guard !db.inTransaction else { return try body() }
+        try db.execute("PRAGMA synchronous=NORMAL")
+        unsynced = true
+        let value: T
+        do { value = try transaction(body) } catch {
+            try? restoreSync()
+            throw error
+        }
+        try restoreSync()
+        return value
+    }
+
+    private func restoreSync() throws(SQLiteError) {
+        try db.execute("PRAGMA synchronous=FULL")
+        unsynced = false
+    }
+
+    /// Commits do not wait for the disk until `synchronous` is FULL again.
+    private var unsynced = false
 
     public func list(kind: String? = nil, state: JobState? = nil) throws(SQLiteError) -> [JobRecord] {
         let s = try db.prepare("SELECT \(JobColumn.selectList) FROM jobs WHERE (?1 IS NULL OR kind = ?1) AND (?2 IS NULL OR state = ?2) ORDER BY kind, registered_at, id")

@@ -36,6 +36,13 @@ public protocol JobStoring: AnyObject {
     func save(_ record: JobRecord, event: String?) throws(StoreError)
     /// Runs `body` as one transaction.
     func batch<T>(_ body: () throws(StoreError) -> T) throws(StoreError) -> T
+    /// Runs `body` as one transaction whose commit does not wait for the
+    /// disk: for what is only reported (a download's bytes and rate), so
+    /// that a disk slower than the download cannot stop the engine, and
+    /// with it every socket, once a second. A power cut may lose it, never
+    /// half of it; it is durable once a later transaction is. Inside
+    /// another transaction, that one decides.
+    func batchUnsynced<T>(_ body: () throws(StoreError) -> T) throws(StoreError) -> T
     func list(kind: String?, state: JobState?) throws(StoreError) -> [JobRecord]
     /// The unclaimed jobs in `states` whose `next_at` has come, soonest first, at most `limit`.
     func dueKeys(in states: [JobState], now: Double, limit: Int) -> [JobKey]
@@ -142,6 +149,8 @@ public final class MemoryStore: JobStoring {
             history[r.key] = h
         }
     }
+
+    public func batchUnsynced<T>(_ body: () throws(StoreError) -> T) throws(StoreError) -> T { try batch(body) }
 
     public func batch<T>(_ body: () throws(StoreError) -> T) throws(StoreError) -> T {
         if undo != nil { return try body() }

@@ -190,6 +190,16 @@ public final class PostgresStore: JobStoring {
         try pg.transaction(body)
     }
 
+    /// `SET LOCAL synchronous_commit TO OFF`: the server answers the commit
+    /// before its WAL is flushed, for this transaction only.
+    public func batchUnsynced<T>(_ body: () throws(StoreError) -> T) throws(StoreError) -> T {
+        guard !pg.inTransaction else { return try body() }
+        return try pg.transaction { () throws(StoreError) -> T in
+            _ = try pg.exec("SET LOCAL synchronous_commit TO OFF")
+            return try body()
+        }
+    }
+
     public func list(kind: String?, state: JobState?) throws(StoreError) -> [JobRecord] {
         try records("SELECT \(Self.selectList) FROM jobs WHERE ($1::text IS NULL OR kind = $1) AND ($2::text IS NULL OR state = $2) ORDER BY kind, registered_at, id",
                     [kind.map { .text($0) } ?? .null, state.map { .text($0.rawValue) } ?? .null])
