@@ -10,8 +10,8 @@ import JobFetchCore
 /// are flushed (`sync_file_range`, waited for) and only then is the
 /// sidecar's `synced` advanced, so a power cut loses at most the bytes of
 /// two intervals (more while the disk is slower than the download); a kill on the same boot loses nothing that was written
-/// with one stream (the file's length says how far), at most 64 KiB with
-/// segments (the progress file, noted that often). The decompressor is
+/// with one stream (the file's length says how far), at most 64 KiB and one
+/// callback's bytes with segments (the progress file, noted that often). The decompressor is
 /// told the contiguous prefix. Runs on the engine thread, inside libcurl's
 /// callbacks.
 package final class Part {
@@ -88,7 +88,8 @@ package final class Part {
     /// Writeback of what arrived is started every few MiB, so a checkpoint rarely has to wait for much.
     static let hintBytes: Int64 = 4 << 20
     /// A segmented part notes how far each segment was written this often
-    /// (bytes, all segments): a kill loses at most this much of what was
+    /// (bytes, all segments, checked once per libcurl callback of up to
+    /// 256 KiB): a kill loses at most about that much more of what was
     /// written, beside what the sockets held. One small pwrite into the
     /// page cache; at 100 MB/s, 1,600 a second.
     static let progressBytes: Int64 = 64 << 10

@@ -412,12 +412,16 @@ public final class JobDriver {
             reports.append((r, .progressed(bytes: p.bytes, total: p.total, rate: rate)))
         }
         // Only reported (list's bytes, rate, ETA): committed without waiting for the disk, which the downloads may be filling.
+        var ran = false
         do {
             try store.batchUnsynced { () throws(StoreError) in
+                ran = true
                 for (r, event) in reports { total += step(r, event).rate ?? 0 }
             }
         } catch {
-            logger.error("cannot record download progress: \(error)")
+            logger.error("cannot commit download progress: \(error)")
+            // The transaction did not begin: each save on its own, so the rates still count.
+            if !ran { for (r, event) in reports { total += step(r, event).rate ?? 0 } }
         }
         for key in progressSamples.keys where !seen.contains(key) { progressSamples[key] = nil }
         downloadRate = total

@@ -107,6 +107,10 @@ public final class JobStore: JobStoring {
 
     /// Runs a transaction; if it rolls back, the schedule is rebuilt from what is committed.
     func transaction<T>(_ body: () throws(SQLiteError) -> T) throws(SQLiteError) -> T {
+        if unsynced && !db.inTransaction {
+            // A progress commit could not restore FULL: no other write commits before it is.
+            try restoreSync()
+        }
         do {
             return try db.transaction(body)
         } catch {
@@ -173,12 +177,7 @@ public final class JobStore: JobStoring {
     /// Runs `body` as one transaction: the engine's updates of one turn of
     /// its loop are committed (and fsynced) together.
     public func batch<T>(_ body: () throws(SQLiteError) -> T) throws(SQLiteError) -> T {
-        if unsynced {
-            // A failed restore below: no durable commit without it.
-            try db.execute("PRAGMA synchronous=FULL")
-            unsynced = false
-        }
-        return try transaction(body)
+        try transaction(body)
     }
 
     /// In WAL mode with `synchronous=NORMAL` a commit appends to the WAL
@@ -188,7 +187,8 @@ public final class JobStore: JobStoring {
         try db.execute("PRAGMA synchronous=NORMAL")
         unsynced = true
         let value: T
-        do { value = try transaction(body) } catch {
+        do { value = try db.transaction(body) } catch {
+            if !db.inTransaction { try? loadSchedule() }
             try? restoreSync()
             throw error
         }
