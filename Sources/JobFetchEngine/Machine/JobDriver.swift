@@ -174,14 +174,16 @@ public final class JobDriver {
     /// then publishes the jobs it finished. A commit that fails is logged;
     /// the records on disk are then the last committed ones, so their work
     /// is simply done again, and nothing was published ahead of them.
-    public func batch(_ body: () -> Void) {
+    /// `durable: false` for what is only reported (see `JobStoring.batchUnsynced`).
+    public func batch(durable: Bool = true, _ body: () -> Void) {
         batching = true
         var ran = false
         do {
-            try store.batch { () throws(StoreError) in
+            let run = { () throws(StoreError) in
                 ran = true
                 body()
             }
+            try durable ? store.batch(run) : store.batchUnsynced(run)
         } catch {
             logger.error("cannot commit job state: \(error)")
             deferredPublishes = []
@@ -412,16 +414,8 @@ public final class JobDriver {
             reports.append((r, .progressed(bytes: p.bytes, total: p.total, rate: rate)))
         }
         // Only reported (list's bytes, rate, ETA): committed without waiting for the disk, which the downloads may be filling.
-        var ran = false
-        do {
-            try store.batchUnsynced { () throws(StoreError) in
-                ran = true
-                for (r, event) in reports { total += step(r, event).rate ?? 0 }
-            }
-        } catch {
-            logger.error("cannot commit download progress: \(error)")
-            // The transaction did not begin: each save on its own, so the rates still count.
-            if !ran { for (r, event) in reports { total += step(r, event).rate ?? 0 } }
+        batch(durable: false) {
+            for (r, event) in reports { total += step(r, event).rate ?? 0 }
         }
         for key in progressSamples.keys where !seen.contains(key) { progressSamples[key] = nil }
         downloadRate = total

@@ -106,10 +106,17 @@ public final class JobStore: JobStoring {
     }
 
     /// Runs a transaction; if it rolls back, the schedule is rebuilt from what is committed.
-    func transaction<T>(_ body: () throws(SQLiteError) -> T) throws(SQLiteError) -> T {
-        if unsynced && !db.inTransaction {
-            // A progress commit could not restore FULL: no other write commits before it is.
-            try restoreSync()
+    /// `synced: false` commits it without an fsync (WAL with `synchronous=NORMAL`:
+    /// the next FULL commit's fsync of the WAL covers it); every other
+    /// transaction is FULL, set again before it begins should restoring it have failed.
+    func transaction<T>(_ body: () throws(SQLiteError) -> T, synced: Bool = true) throws(SQLiteError) -> T {
+        if !db.inTransaction && synced != synchronousFull {
+            try db.execute(synced ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL")
+            synchronousFull = synced
+        }
+        defer {
+            // FULL again at once; should that fail, the next transaction sets it before it begins.
+            if !synchronousFull && !db.inTransaction && (try? db.execute("PRAGMA synchronous=FULL")) != nil { synchronousFull = true }
         }
         do {
             return try db.transaction(body)
@@ -118,6 +125,9 @@ public final class JobStore: JobStoring {
             throw error
         }
     }
+
+    /// The connection's `synchronous` is FULL (as opened).
+    private var synchronousFull = true
 
     func userVersion() throws(SQLiteError) -> Int {
         let s = try db.prepare("PRAGMA user_version")
@@ -180,29 +190,9 @@ public final class JobStore: JobStoring {
         try transaction(body)
     }
 
-    /// In WAL mode with `synchronous=NORMAL` a commit appends to the WAL
-    /// without an fsync; the next FULL commit's fsync of the WAL covers it.
     public func batchUnsynced<T>(_ body: () throws(SQLiteError) -> T) throws(SQLiteError) -> T {
-        guard !db.inTransaction else { return try body() }
-        try db.execute("PRAGMA synchronous=NORMAL")
-        unsynced = true
-        let value: T
-        do { value = try db.transaction(body) } catch {
-            if !db.inTransaction { try? loadSchedule() }
-            try? restoreSync()
-            throw error
-        }
-        try restoreSync()
-        return value
+        try transaction(body, synced: false)
     }
-
-    private func restoreSync() throws(SQLiteError) {
-        try db.execute("PRAGMA synchronous=FULL")
-        unsynced = false
-    }
-
-    /// Commits do not wait for the disk until `synchronous` is FULL again.
-    private var unsynced = false
 
     public func list(kind: String? = nil, state: JobState? = nil) throws(SQLiteError) -> [JobRecord] {
         let s = try db.prepare("SELECT \(JobColumn.selectList) FROM jobs WHERE (?1 IS NULL OR kind = ?1) AND (?2 IS NULL OR state = ?2) ORDER BY kind, registered_at, id")
