@@ -32,11 +32,7 @@ import Testing
     /// 40 MiB written through a part's stream, then one more checkpoint; the reader has read `consumed`.
     func writePart(_ path: String, consumed: Int64) throws -> Part {
         let reader = Atomic<Int64>(consumed)
-        let part = Part(path: path, limit: 1 << 30, resume: nil, observer: nil,
-                        consumed: { reader.load(ordering: .relaxed) })
-        let stream = part.firstWriter()
-        let url = try ParsedURL("https://files.example/x.bin")
-        #expect(stream.begin(status: 200, headers: ["etag": "\"e\"", "content-length": "\(40 * Self.mib)"], url: url))
+        let (part, stream) = try Part.fresh(path, length: 40 * Self.mib, consumed: { reader.load(ordering: .relaxed) })
         let chunk = [UInt8](repeating: 7, count: Int(Self.mib))
         for _ in 0..<40 { #expect(chunk.withUnsafeBytes { stream.write($0) }) }
         part.checkpointAndWait()
@@ -112,10 +108,7 @@ import Testing
         let dir = "/dev/shm/jobfetch-test-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         try FileIO.makeDirectories(dir)
         defer { try? FileIO.removeTree(dir) }
-        let part = Part(path: dir + "/p", limit: 1 << 30, resume: nil, observer: nil)
-        let stream = part.firstWriter()
-        #expect(stream.begin(status: 200, headers: ["etag": "\"e\"", "content-length": "\(20 << 20)"],
-                             url: try ParsedURL("https://files.example/x.bin")))
+        let (part, stream) = try Part.fresh(dir + "/p", length: 20 << 20)
         #expect(part.flush == .wholeFile)
         let chunk = [UInt8](repeating: 1, count: 1 << 20)
         for _ in 0..<20 { #expect(chunk.withUnsafeBytes { stream.write($0) }) }
@@ -127,6 +120,16 @@ import Testing
 }
 
 extension Part {
+    /// A part at `path` and its stream, which began a fresh 200 of `length` bytes with an ETag.
+    static func fresh(_ path: String, length: Int64, consumed: (@Sendable () -> Int64)? = nil,
+                      flusher: CheckpointQueue = CheckpointQueue()) throws -> (Part, PartWriter) {
+        let part = Part(path: path, limit: 1 << 30, resume: nil, observer: nil, consumed: consumed, flusher: flusher)
+        let stream = part.firstWriter()
+        #expect(stream.begin(status: 200, headers: ["etag": "\"e\"", "content-length": "\(length)"],
+                             url: try ParsedURL("https://files.example/x.bin")))
+        return (part, stream)
+    }
+
     /// A checkpoint as the engine starts one, waited for as the end of a connection waits for it.
     func checkpointAndWait() {
         settle()
@@ -150,10 +153,7 @@ extension Part {
         DispatchQueue.global().asyncAfter(deadline: .now() + 20) { if !opened.exchange(true, ordering: .relaxed) { gate.signal() } }
 
         let path = dir + "/p"
-        let part = Part(path: path, limit: 1 << 30, resume: nil, observer: nil, flusher: queue)
-        let stream = part.firstWriter()
-        #expect(stream.begin(status: 200, headers: ["etag": "\"e\"", "content-length": "\(48 << 20)"],
-                             url: try ParsedURL("https://files.example/x.bin")))
+        let (part, stream) = try Part.fresh(path, length: 48 << 20, flusher: queue)
         let chunk = [UInt8](repeating: 3, count: 1 << 20)
         // Three checkpoints' worth (one every 16 MiB), and one asked for outright.
         for _ in 0..<48 { #expect(chunk.withUnsafeBytes { stream.write($0) }) }
@@ -181,10 +181,7 @@ extension Part {
         defer { try? FileIO.removeTree(dir) }
         let queue = CheckpointQueue(label: "test.failing") { SystemError("sync_file_range", $0, errno: EIO) }
         let path = dir + "/p"
-        let part = Part(path: path, limit: 1 << 30, resume: nil, observer: nil, flusher: queue)
-        let stream = part.firstWriter()
-        #expect(stream.begin(status: 200, headers: ["etag": "\"e\"", "content-length": "\(40 << 20)"],
-                             url: try ParsedURL("https://files.example/x.bin")))
+        let (part, stream) = try Part.fresh(path, length: 40 << 20, flusher: queue)
         let chunk = [UInt8](repeating: 5, count: 1 << 20)
         for _ in 0..<20 { _ = chunk.withUnsafeBytes { stream.write($0) } }
         part.checkpointAndWait()
