@@ -3,6 +3,7 @@ import Foundation
 import Glibc
 import JobFetchArtifacts
 import JobFetchCore
+import Synchronization
 
 /// A child process started with posix_spawn: stdout to a pipe read line by
 /// line with a deadline (to wait on the fake API's events), stderr to a file.
@@ -113,6 +114,29 @@ final class Child {
             if n > 0 { return waitExit() }
             if n < 0 && errno != EINTR { return nil }
         }
+    }
+
+    /// Waits up to `timeout` for the process to stop (SIGSTOP, as a debug
+    /// build's `JOBFETCH_FAULT_STOP` does): true once it is stopped; false if
+    /// it ended instead or did neither in time (then it is killed).
+    func waitStopped(timeout: Double) -> Bool {
+        let pid = self.pid
+        let outcome = Mutex<Int32?>(nil)
+        let done = DispatchSemaphore(value: 0)
+        Thread.detachNewThread {
+            var status: Int32 = 0
+            while waitpid(pid, &status, WUNTRACED) < 0 && errno == EINTR {}
+            outcome.withLock { $0 = status }
+            done.signal()
+        }
+        if done.wait(timeout: .now() + timeout) == .timedOut {
+            kill(pid, SIGKILL)
+            done.wait()
+        }
+        let status = outcome.withLock { $0 } ?? 0
+        let stopped = status & 0xFF == 0x7F
+        if !stopped { reaped = true }
+        return stopped
     }
 
     /// Waits for the process to end; returns its exit status (128+signal if killed).

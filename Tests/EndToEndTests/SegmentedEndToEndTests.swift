@@ -176,6 +176,68 @@ import TestSupport
         #expect(try Inotify.wait(until: noneLeft, in: inst.output + "/.incoming", mask: UInt32(IN_DELETE), timeout: 30))
     }
 
+    /// A kill after the last byte arrived, at each point from there to the
+    /// store's record of the publication: the decompressor draining, the
+    /// artifact named in staging before the job's state says so (a gzip's
+    /// output, a zip's members, the part itself), that state committed, the
+    /// directory renamed into place. The restart fetches nothing again (at
+    /// most one range past the end, answered 416) and publishes the result
+    /// once, with no part and nothing stale left anywhere.
+    @Test(arguments: [("decoding", "gz"), ("named", "gz"), ("named", "zip"), ("named", "bin"),
+                      ("publishing", "gz"), ("published", "gz")])
+    func aKillAfterTheLastByteFetchesNothingAgain(at point: String, artifact: String) throws {
+        let (inst, nginx) = try setUp()
+        let id = "ext-\(point)-\(artifact)"
+        var text: [UInt8] = []
+        var i = 0
+        while text.count < 6 << 20 { text += Array("row \(i),\(i &* 2654435761 % 1000003),\(point)\n".utf8); i += 1 }
+        let content = text + pseudoRandomBytes(6 << 20, seed: 37)
+        let file = "\(id).\(artifact == "gz" ? "csv.gz" : artifact)"
+        let served = nginx.www + "/slow/" + file
+        // What is published, by name, and what it must hold.
+        var expected: [String: [UInt8]]
+        switch artifact {
+        case "gz":
+            try FileIO.writeAtomically(served, try DownloadEndToEndTests.gzip(content))
+            expected = ["\(id).csv": content]
+        case "zip":
+            try FileIO.writeAtomically(inst.root + "/rows.csv", content)
+            try FileIO.writeAtomically(inst.root + "/b.txt", Array("hello".utf8))
+            #expect(shell("python3 -c 'import sys, zipfile; z = zipfile.ZipFile(sys.argv[1], \"w\"); z.write(sys.argv[2], \"rows.csv\"); " +
+                          "z.write(sys.argv[3], \"b.txt\"); z.close()' \(served) \(inst.root)/rows.csv \(inst.root)/b.txt") == 0)
+            expected = ["rows.csv": content, "b.txt": Array("hello".utf8)]
+        default:
+            try FileIO.writeAtomically(served, content)
+            expected = ["\(id).bin": content]
+        }
+        try inst.startDaemon(environment: ["JOBFETCH_FAULT_STOP": "\(point) dataset/\(id)"])
+        try add(inst, nginx, id, "/slow/" + file)
+        let stopped = inst.daemon?.waitStopped(timeout: 60) == true
+        #expect(stopped, "the daemon never reached \(point); log:\n\(inst.daemonLog)")
+        guard stopped else { return }
+        inst.killDaemon()
+        let killed = Date().timeIntervalSince1970
+        #expect(lines(nginx, "/slow/" + file).count >= 2, "it was split")
+        try inst.startDaemon()
+        #expect(try inst.waitForResult(id), "log:\n\(inst.daemonLog)")
+        let again = lines(nginx, "/slow/" + file).filter { Nginx.began($0) > killed }
+        #expect(again.count <= 1 && again.allSatisfy { logField($0, "status") == "416" },
+                "fetched again after a kill at \(point): \(again)")
+        let dir = "\(inst.output)/dataset/\(id)"
+        #expect(try FileIO.list(dir).sorted() == (Array(expected.keys) + ["job.json"]).sorted())
+        let job = try inst.jobJSON(id)
+        #expect(job["outcome"] == "succeeded", "\(String(describing: job["reason"]))")
+        guard case .array(let files)? = job["files"] else { Issue.record("job.json files: \(String(describing: job["files"]))"); return }
+        #expect(files.count == expected.count)
+        for f in files {
+            let name = f["name"]?.scalarText ?? ""
+            let want = try #require(expected[name], "published \(name)")
+            #expect(f["sha256"]?.scalarText == sha256Hex(want) && sha256sum(dir + "/" + name) == sha256Hex(want), "\(name)")
+        }
+        #expect(!FileIO.exists(inst.output + "/.incoming/dataset/\(id)"), "nothing left in staging")
+        if point == "published" { #expect(inst.daemonLog.contains("(recovered)")) }
+    }
+
     /// The file is replaced while segments are in flight, and the connections
     /// drop: the resumed ranges carry the old ETag, nginx answers with the new
     /// file whole, and that answer alone makes the result: nothing spliced.

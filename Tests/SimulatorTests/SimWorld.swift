@@ -60,6 +60,12 @@ final class SimWorld: JobWorld {
         let tag = nextTag
         nextTag += 1
         sim.requestStarted(tag: tag, request, record: record, kind: kind)
+        if request.purpose == .transfer, var d = sim.disk[request.key] {
+            // As `SystemWorld.transferRequest`: what an earlier attempt named goes; the documents stay.
+            d.artifact = nil
+            d.staged.formIntersection(kind.mapping.documentNames)
+            sim.disk[request.key] = d
+        }
         return tag
     }
 
@@ -151,12 +157,9 @@ final class SimWorld: JobWorld {
     func nameArtifact(_ key: JobKey, _ artifact: NamedArtifact) throws(JobFetchError) {
         guard !dead else { return }
         guard var d = sim.disk[key], !d.part.isEmpty || artifact.files.first?.bytes == 0 else { throw JobFetchError("rename .artifact.part: No such file") }
+        // As `SystemWorld`: the part stays until the job publishes.
         d.artifact = (d.part, d.partVersions)
         d.staged.insert(artifact.name)
-        d.part = []
-        d.partSynced = 0
-        d.partVersion = nil
-        d.partVersions = []
         sim.disk[key] = d
     }
 

@@ -380,6 +380,10 @@ final class Simulation {
         var resume: Int64 = 0
         var version: Int?
         if request.purpose == .transfer, let d = disk[key], d.partSynced > 0 { resume = d.partSynced; version = d.partVersion }
+        // A job still fetching whose artifact is named (a kill before its new state was committed) has its part whole.
+        if request.purpose == .transfer, let a = disk[key]?.artifact, resume < a.bytes.count {
+            fail("\(key) is fetched again from byte \(resume) though its artifact (\(a.bytes.count) bytes) is on disk")
+        }
         let latency = faults.chance(0.05) ? 60 : 0.05 + faults.unit() * 2
         network[tag] = InFlight(request: request, kind: kind, at: clock.t, deliverAt: clock.t + latency, resumeFrom: resume, version: version)
     }

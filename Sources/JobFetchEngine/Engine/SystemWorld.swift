@@ -9,6 +9,8 @@ import JobFetchTransfer
 /// `<output>/.incoming/<kind>/<id>/` and published by the `Publisher`.
 final class SystemWorld: JobWorld {
     static let partName = ".artifact.part"
+    /// The part and what describes it (a partial download kept across attempts).
+    static let partFiles: Set<String> = [partName, PartSidecar.path(for: partName), PartSidecar.progressPath(for: partName)]
     /// Where the decompressor writes, beside the part.
     static let inflatedName = ".artifact.out"
     static let statusTimeout = 60.0
@@ -77,8 +79,10 @@ final class SystemWorld: JobWorld {
     /// there (`PartSidecar.resume`), with a decompressor following it.
     func transferRequest(_ request: JobRequest, key: JobKey, kind: KindConfig) throws -> HTTPRequest {
         let hdrs = try headers(kind, request)
-        // The staging directory may already hold documents published with the result.
-        try FileIO.makeDirectories(publisher.stagingDirectory(key))
+        // The staging directory may already hold documents published with the
+        // result; what an earlier attempt made of the artifact and a kill left
+        // unpublished (its name, a zip's members) goes: this attempt makes it again.
+        _ = try publisher.freshStaging(key, keeping: kind.mapping.documentNames.union(Self.partFiles))
         let part = partPath(key)
         // On the boot that wrote it, all of the part; after a reboot, what the
         // sidecar recorded as flushed; never more than the file holds.
@@ -150,8 +154,7 @@ final class SystemWorld: JobWorld {
     func stage(_ key: JobKey, documents: [PublishedDocument], inline: String?) throws(JobFetchError) {
         do {
             // A partial download of an earlier URL stays: a fresh URL to the same object resumes it.
-            let dir = try publisher.freshStaging(key, keeping: [Self.partName, PartSidecar.path(for: Self.partName),
-                                                                PartSidecar.progressPath(for: Self.partName)])
+            let dir = try publisher.freshStaging(key, keeping: Self.partFiles)
             for doc in documents {
                 try FileIO.writeAtomically(dir + "/" + doc.name, Array((JSONWriter.string(doc.value, pretty: true) + "\n").utf8))
             }
@@ -217,22 +220,25 @@ final class SystemWorld: JobWorld {
         FileIO.unlinkIfPresent(d.output)
     }
 
+    /// Gives the artifact its name in the staging directory. The part stays
+    /// until the job is published (`publish` discards it): this runs before
+    /// the job's new state is committed, and a kill in between leaves the
+    /// job fetching, which must find its part whole and fetch nothing again.
     func nameArtifact(_ key: JobKey, _ artifact: NamedArtifact) throws(JobFetchError) {
         let staging = publisher.stagingDirectory(key)
         let part = partPath(key)
         let inflated = staging + "/" + Self.inflatedName
+        let named = staging + "/" + artifact.name
         switch artifact.source {
         case .inflated:
-            guard rename(inflated, staging + "/" + artifact.name) == 0 else { throw JobFetchError("\(SystemError("rename", inflated))") }
-            PartSidecar.discard(part: part, using: discarder)
+            guard rename(inflated, named) == 0 else { throw JobFetchError("\(SystemError("rename", inflated))") }
         case .extracted:
             FileIO.unlinkIfPresent(inflated)
-            PartSidecar.discard(part: part, using: discarder)
         case .part:
+            // A second name for the part's bytes, not a copy.
             FileIO.unlinkIfPresent(inflated)
-            guard rename(part, staging + "/" + artifact.name) == 0 else { throw JobFetchError("\(SystemError("rename", part))") }
-            FileIO.unlinkIfPresent(PartSidecar.path(for: part))
-            FileIO.unlinkIfPresent(PartSidecar.progressPath(for: part))
+            FileIO.unlinkIfPresent(named)
+            guard link(part, named) == 0 else { throw JobFetchError("\(SystemError("link", part))") }
         }
         knownDigests[key] = artifact.files
     }
@@ -240,8 +246,14 @@ final class SystemWorld: JobWorld {
     // MARK: publishing
 
     func publish(_ r: JobRecord, kind: KindConfig?) -> PublishAnswer {
+        #if DEBUG
+        FaultStop.at("publishing", r.key)
+        #endif
         let outcome = r.outcome ?? .failed
         let staging = publisher.stagingDirectory(r.key)
+        // The download is done with once the job publishes (its artifact, if any, is named).
+        PartSidecar.discard(part: partPath(r.key), using: discarder)
+        FileIO.unlinkIfPresent(staging + "/" + Self.inflatedName)
         do {
             var files: [PublishedFile] = []
             let documents = kind?.mapping.documentNames ?? ["result"]
@@ -261,7 +273,11 @@ final class SystemWorld: JobWorld {
             if outcome == .succeeded && r.resultURL != nil && !files.contains(where: { !documents.contains($0.name) }) {
                 return .resultMissing
             }
-            return .published(path: try publisher.publish(Publisher.Manifest(record: r, outcome: outcome, files: files, finishedAt: r.finishedAt ?? r.updatedAt)))
+            let path = try publisher.publish(Publisher.Manifest(record: r, outcome: outcome, files: files, finishedAt: r.finishedAt ?? r.updatedAt))
+            #if DEBUG
+            FaultStop.at("published", r.key)
+            #endif
+            return .published(path: path)
         } catch {
             return .failed("\(error)")
         }

@@ -139,11 +139,17 @@ public final class JobDriver {
                 if world.awaitDecode(key, bytes: bytes) {
                     awaitingDecode[key] = (url, response, bytes)
                     store.claim(key)
+                    #if DEBUG
+                    FaultStop.at("decoding", key)
+                    #endif
                 } else {
                     step(planned.record, .decodeFinished(url: url, response: response, bytes: bytes, outcome: .failed("the decompressor was lost")))
                 }
             case .nameArtifact(let artifact):
                 do { try world.nameArtifact(key, artifact) } catch { failed(error.message); return }
+                #if DEBUG
+                FaultStop.at("named", key)
+                #endif
             case .publish(let r):
                 if batching {
                     deferredPublishes.append(r)
