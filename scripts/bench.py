@@ -13,7 +13,8 @@ jobfetchd and its peers; medians and ratios are printed.
    256 KiB deep): against `aria2c -x4 -s4` (+ sync) and, in the first run,
    `curl -o FILE`; and the same from nginx's `limit_rate 25m`, which is per
    request and lets each request send its first second at once (so pieces,
-   which are many short requests, would gain from it: shown, not the target);
+   which are many short requests, would gain from it: shown, not the target;
+   nginx_gz: the gzip artifact from it);
 4. the gzip artifact, capped: against `aria2c -x4 -s4` then `igzip -d` (+ sync);
    and (capped_gz3) a gzip artifact of 1 GiB, three members of the same
    table (3 GiB of CSV), the same way: downloading takes as long as the
@@ -27,7 +28,7 @@ jobfetchd and its peers; medians and ratios are printed.
 7. the daemon's peak RSS (VmHWM) and this disk's `dd ... conv=fdatasync`.
 
 Usage: bench.py BIN_DIR WORK_DIR [RUNS]
-BENCH_CASES=big,gz,capped,capped_gz,capped_gz3,nginx,four,kill,kill_stall (a comma list; default
+BENCH_CASES=big,gz,capped,capped_gz,capped_gz3,nginx,nginx_gz,four,kill,kill_stall (a comma list; default
 all) runs only those cases.
 """
 import os
@@ -42,7 +43,7 @@ import time
 
 BIN, WORK = sys.argv[1], os.path.abspath(sys.argv[2])
 RUNS = int(sys.argv[3]) if len(sys.argv) > 3 else 3
-ALL_CASES = ("big", "gz", "capped", "capped_gz", "capped_gz3", "nginx", "four", "kill", "kill_stall")
+ALL_CASES = ("big", "gz", "capped", "capped_gz", "capped_gz3", "nginx", "nginx_gz", "four", "kill", "kill_stall")
 CASES = [c for c in os.environ.get("BENCH_CASES", ",".join(ALL_CASES)).split(",") if c]
 if not CASES or any(c not in ALL_CASES for c in CASES):
     sys.exit(f"BENCH_CASES: a comma list of {', '.join(ALL_CASES)}")
@@ -252,7 +253,7 @@ poll_interval = 100ms
     aria2 = f"aria2c -q -x4 -s4 --allow-overwrite=true --auto-file-renaming=false -d {scratch}"
     keys = ("jf_big", "curl_big", "curl_sync", "jf_gz", "igzip_pipe", "igzip_pipe_sync",
             "jf_capped", "aria2", "aria2_sync", "curl_capped", "jf_nginx_capped", "aria2_nginx_sync", "jf_capped_gz", "aria2_igzip", "aria2_igzip_sync",
-            "jf_capped_gz3", "aria2_igzip3", "aria2_igzip3_sync", "jf_four")
+            "jf_capped_gz3", "aria2_igzip3", "aria2_igzip3_sync", "jf_nginx_gz", "aria2_nginx_igzip_sync", "jf_four")
     results = {k: [] for k in keys}
 
     def peer(key, cmd, *files):
@@ -288,6 +289,9 @@ poll_interval = 100ms
         if "nginx" in CASES:
             results["jf_nginx_capped"].append(jobfetchd("/capped/big.bin"))
             peer("aria2_nginx_sync", f"{aria2} -o big.bin {base}/capped/big.bin && sync {f_big}", f_big)
+        if "nginx_gz" in CASES:
+            results["jf_nginx_gz"].append(jobfetchd("/capped/table.csv.gz"))
+            peer("aria2_nginx_igzip_sync", f"{aria2} -o x.gz {base}/capped/table.csv.gz && igzip -d -f {f_x}.gz && sync {f_x}", f_x, f_x + ".gz")
         if "four" in CASES:
             results["jf_four"].append(jobfetchd("/big.bin", at_once=4))
 
@@ -363,6 +367,9 @@ poll_interval = 100ms
     if "nginx" in CASES:
         print(f"nginx limit_rate 25m (per request, first second at once)  jobfetchd {med['jf_nginx_capped']:.3f}  aria2c -x4 -s4 && sync {med['aria2_nginx_sync']:.3f}"
               f"  throughput {med['aria2_nginx_sync'] / med['jf_nginx_capped']:.3f}")
+    if "nginx_gz" in CASES:
+        print(f"gzip {gz_size / 2**20:.0f} MiB, nginx limit_rate 25m  jobfetchd {med['jf_nginx_gz']:.3f}  aria2c then igzip -d && sync {med['aria2_nginx_igzip_sync']:.3f}"
+              f"  time {paired('jf_nginx_gz', 'aria2_nginx_igzip_sync'):.3f} paired, {med['jf_nginx_gz'] / med['aria2_nginx_igzip_sync']:.3f} of medians")
     if "capped_gz" in CASES:
         print(f"gzip, 25 MB/s/conn  jobfetchd {med['jf_capped_gz']:.3f}  aria2c then igzip -d {med['aria2_igzip']:.3f}  && sync {med['aria2_igzip_sync']:.3f}")
         print(f"                    time vs durable {paired('jf_capped_gz', 'aria2_igzip_sync'):.3f} paired, {med['jf_capped_gz'] / med['aria2_igzip_sync']:.3f} of medians (target <= 0.6), vs plain {med['jf_capped_gz'] / med['aria2_igzip']:.3f}")
