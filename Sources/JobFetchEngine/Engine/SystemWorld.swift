@@ -82,6 +82,8 @@ final class SystemWorld: JobWorld {
         // The staging directory may already hold documents published with the
         // result; what an earlier attempt made of the artifact and a kill left
         // unpublished (its name, a zip's members) goes: this attempt makes it again.
+        // The decompressor of an earlier hop goes first: it writes into the staging directory.
+        dropDecoder(key)
         _ = try publisher.freshStaging(key, keeping: kind.mapping.documentNames.union(Self.partFiles))
         let part = partPath(key)
         // On the boot that wrote it, all of the part; after a reboot, what the
@@ -92,7 +94,6 @@ final class SystemWorld: JobWorld {
         if resume == nil { PartSidecar.discard(part: part, using: discarder) }
         // Decompression follows the download on a worker; after a resume it first
         // catches up over the bytes already on disk.
-        dropDecoder(key)
         let decoder = try PartInflater(part: part, output: publisher.stagingDirectory(key) + "/" + Self.inflatedName,
                                        limit: daemon.maxOutputSize, maxRatio: daemon.maxCompressionRatio,
                                        reserved: kind.mapping.documentNames, job: key.description)
@@ -238,7 +239,16 @@ final class SystemWorld: JobWorld {
             // A second name for the part's bytes, not a copy.
             FileIO.unlinkIfPresent(inflated)
             FileIO.unlinkIfPresent(named)
-            guard link(part, named) == 0 else { throw JobFetchError("\(SystemError("link", part))") }
+            if link(part, named) != 0 {
+                // A filesystem without hard links (vfat, some FUSE and SMB mounts): the part
+                // becomes the artifact, and a kill before the commit fetches it again.
+                let why = errno
+                guard [EPERM, ENOTSUP, EOPNOTSUPP, EMLINK, ENOSYS].contains(why) else {
+                    throw JobFetchError("\(SystemError("link", part, errno: why))")
+                }
+                guard rename(part, named) == 0 else { throw JobFetchError("\(SystemError("rename", part))") }
+                PartSidecar.discard(part: part)
+            }
         }
         knownDigests[key] = artifact.files
     }
@@ -251,15 +261,14 @@ final class SystemWorld: JobWorld {
         #endif
         let outcome = r.outcome ?? .failed
         let staging = publisher.stagingDirectory(r.key)
-        // The download is done with once the job publishes (its artifact, if any, is named).
-        PartSidecar.discard(part: partPath(r.key), using: discarder)
-        FileIO.unlinkIfPresent(staging + "/" + Self.inflatedName)
         do {
             var files: [PublishedFile] = []
             let documents = kind?.mapping.documentNames ?? ["result"]
             if outcome == .succeeded, FileIO.exists(staging) {
                 let known = Dictionary((knownDigests.removeValue(forKey: r.key) ?? []).map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
-                for name in try FileIO.regularFiles(under: staging) where name != "job.json" {
+                // The part and the decompressor's output are the download's, not the result.
+                let download = Self.partFiles.union([Self.inflatedName, "job.json"])
+                for name in try FileIO.regularFiles(under: staging) where !download.contains(name) {
                     let source = documents.contains(name) ? nil : r.resultURL.map(ParsedURL.redact)
                     if let known = known[name], FileIO.size(staging + "/" + name) == known.bytes {
                         // Hashed while it downloaded.
@@ -271,8 +280,12 @@ final class SystemWorld: JobWorld {
                 }
             }
             if outcome == .succeeded && r.resultURL != nil && !files.contains(where: { !documents.contains($0.name) }) {
+                // The name is gone (a power cut took a link not yet durable): the part, kept, is fetched from.
                 return .resultMissing
             }
+            // The download is done with once its artifact has its name.
+            PartSidecar.discard(part: partPath(r.key), using: discarder)
+            FileIO.unlinkIfPresent(staging + "/" + Self.inflatedName)
             let path = try publisher.publish(Publisher.Manifest(record: r, outcome: outcome, files: files, finishedAt: r.finishedAt ?? r.updatedAt))
             #if DEBUG
             FaultStop.at("published", r.key)
