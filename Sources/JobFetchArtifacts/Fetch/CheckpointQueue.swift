@@ -40,6 +40,11 @@ final class SharedFD: Sendable {
     }
 
     deinit { close(fd) }
+
+    /// Starts the writeback of `from..<to` (`sync_file_range`, not waited for).
+    func startWriteback(_ from: Int64, _ to: Int64) {
+        _ = jf_sync_file_range(fd, from, to - from, UInt32(SYNC_FILE_RANGE_WRITE))
+    }
 }
 
 /// What one checkpoint does off the engine thread: wait for the ranges
@@ -70,9 +75,7 @@ struct FlushJob: Sendable {
             outcome.saved = record
             outcome.released = releaseCache(upTo: record.durableBytes)
         }
-        for s in starts {
-            _ = jf_sync_file_range(file.fd, s.from, s.to - s.from, UInt32(SYNC_FILE_RANGE_WRITE))
-        }
+        for s in starts { file.startWriteback(s.from, s.to) }
         return outcome
     }
 

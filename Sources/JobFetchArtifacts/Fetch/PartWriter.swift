@@ -333,7 +333,7 @@ package final class Part {
         case .stay: probe = nil; return
         case .split: break
         }
-        splitStream(w, rate: Double(w.position) / max(elapsed, 1e-6))
+        splitStream(w, rate: SplitRule.rate(bytes: w.position, elapsed: elapsed))
         guard let s = sidecar else { return }
         do { try s.save(part: path) } catch { self.error = error }
     }
@@ -532,7 +532,7 @@ package final class Part {
     /// Starts the writeback of `from..<to`, off the engine thread.
     private func hint(_ from: Int64, _ to: Int64) {
         guard let file = flushFile else { return }
-        flusher.run { _ = jf_sync_file_range(file.fd, from, to - from, UInt32(SYNC_FILE_RANGE_WRITE)) }
+        flusher.run { file.startWriteback(from, to) }
     }
 
     /// A connection ended, whatever the reason: what arrived is kept, and
@@ -642,11 +642,14 @@ package struct SplitRule: Sendable {
     /// nearer the rate is judged over the whole probe.
     package func verdict(bytes: Int64, elapsed: Double) -> Verdict {
         guard elapsed >= probeSeconds / 4 else { return .watch }
-        let rate = Double(bytes) / max(elapsed, 1e-6)
+        let rate = Self.rate(bytes: bytes, elapsed: elapsed)
         if rate < belowRate / 2 { return .split }
         guard elapsed >= probeSeconds else { return .watch }
         return rate < belowRate ? .split : .stay
     }
+
+    /// Bytes per second of a stream that brought `bytes` in `elapsed` seconds.
+    static func rate(bytes: Int64, elapsed: Double) -> Double { Double(bytes) / max(elapsed, 1e-6) }
 }
 
 /// One connection's view of a `Part`: where its bytes go, and why it stopped.

@@ -8,8 +8,8 @@ import JobFetchCore
 /// Unlinking a large file is not free: ext4 frees its extents and drops its
 /// pages (and, mounted with `discard`, trims them), about 55 ms for the
 /// 360 MiB `.part` of a compressed download on this machine's disk. Done on
-/// the engine thread between naming the decompressed artifact and
-/// publishing it, that delays every publication by as much. Here the file
+/// the engine thread as the job publishes, that delays every publication
+/// by as much. Here the file
 /// is renamed to `<directory>/.discard-<pid>-<n>-<random>` (the same filesystem, so
 /// the rename is atomic and it leaves the job's staging directory at once)
 /// and a thread unlinks it. What a crash leaves there is removed by `sweep`

@@ -13,6 +13,8 @@ final class SystemWorld: JobWorld {
     static let partFiles: Set<String> = [partName, PartSidecar.path(for: partName), PartSidecar.progressPath(for: partName)]
     /// Where the decompressor writes, beside the part.
     static let inflatedName = ".artifact.out"
+    /// What staging holds that is not the result: the download's files and `job.json`.
+    static let notResult = partFiles.union([inflatedName, "job.json"])
     static let statusTimeout = 60.0
 
     let daemon: DaemonSettings
@@ -38,6 +40,7 @@ final class SystemWorld: JobWorld {
     }
 
     func partPath(_ key: JobKey) -> String { publisher.stagingDirectory(key) + "/" + Self.partName }
+    func inflatedPath(_ key: JobKey) -> String { publisher.stagingDirectory(key) + "/" + Self.inflatedName }
 
     func handling(_ key: JobKey, _ body: () -> Void) { crashGuard.handling(key, body) }
 
@@ -79,11 +82,11 @@ final class SystemWorld: JobWorld {
     /// there (`PartSidecar.resume`), with a decompressor following it.
     func transferRequest(_ request: JobRequest, key: JobKey, kind: KindConfig) throws -> HTTPRequest {
         let hdrs = try headers(kind, request)
+        // The decompressor of an earlier hop goes first: it writes into the staging directory.
+        dropDecoder(key)
         // The staging directory may already hold documents published with the
         // result; what an earlier attempt made of the artifact and a kill left
         // unpublished (its name, a zip's members) goes: this attempt makes it again.
-        // The decompressor of an earlier hop goes first: it writes into the staging directory.
-        dropDecoder(key)
         _ = try publisher.freshStaging(key, keeping: kind.mapping.documentNames.union(Self.partFiles))
         let part = partPath(key)
         // On the boot that wrote it, all of the part; after a reboot, what the
@@ -94,7 +97,7 @@ final class SystemWorld: JobWorld {
         if resume == nil { PartSidecar.discard(part: part, using: discarder) }
         // Decompression follows the download on a worker; after a resume it first
         // catches up over the bytes already on disk.
-        let decoder = try PartInflater(part: part, output: publisher.stagingDirectory(key) + "/" + Self.inflatedName,
+        let decoder = try PartInflater(part: part, output: inflatedPath(key),
                                        limit: daemon.maxOutputSize, maxRatio: daemon.maxCompressionRatio,
                                        reserved: kind.mapping.documentNames, job: key.description)
         decoders[key] = decoder
@@ -228,7 +231,7 @@ final class SystemWorld: JobWorld {
     func nameArtifact(_ key: JobKey, _ artifact: NamedArtifact) throws(JobFetchError) {
         let staging = publisher.stagingDirectory(key)
         let part = partPath(key)
-        let inflated = staging + "/" + Self.inflatedName
+        let inflated = inflatedPath(key)
         let named = staging + "/" + artifact.name
         switch artifact.source {
         case .inflated:
@@ -266,9 +269,7 @@ final class SystemWorld: JobWorld {
             let documents = kind?.mapping.documentNames ?? ["result"]
             if outcome == .succeeded, FileIO.exists(staging) {
                 let known = Dictionary((knownDigests.removeValue(forKey: r.key) ?? []).map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
-                // The part and the decompressor's output are the download's, not the result.
-                let download = Self.partFiles.union([Self.inflatedName, "job.json"])
-                for name in try FileIO.regularFiles(under: staging) where !download.contains(name) {
+                for name in try FileIO.regularFiles(under: staging) where !Self.notResult.contains(name) {
                     let source = documents.contains(name) ? nil : r.resultURL.map(ParsedURL.redact)
                     if let known = known[name], FileIO.size(staging + "/" + name) == known.bytes {
                         // Hashed while it downloaded.
@@ -285,7 +286,7 @@ final class SystemWorld: JobWorld {
             }
             // The download is done with once its artifact has its name.
             PartSidecar.discard(part: partPath(r.key), using: discarder)
-            FileIO.unlinkIfPresent(staging + "/" + Self.inflatedName)
+            FileIO.unlinkIfPresent(inflatedPath(r.key))
             let path = try publisher.publish(Publisher.Manifest(record: r, outcome: outcome, files: files, finishedAt: r.finishedAt ?? r.updatedAt))
             #if DEBUG
             FaultStop.at("published", r.key)
