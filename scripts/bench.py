@@ -14,7 +14,7 @@ jobfetchd and its peers; medians and ratios are printed.
    `curl -o FILE`; and the same from nginx's `limit_rate 25m`, which is per
    request and lets each request send its first second at once (so pieces,
    which are many short requests, would gain from it: shown, not the target;
-   nginx_gz: the gzip artifact from it);
+   nginx_gz and nginx_gz3: the gzip artifacts of case 4 from it);
 4. the gzip artifact, capped: against `aria2c -x4 -s4` then `igzip -d` (+ sync);
    and (capped_gz3) a gzip artifact of 1 GiB, three members of the same
    table (3 GiB of CSV), the same way: downloading takes as long as the
@@ -28,7 +28,7 @@ jobfetchd and its peers; medians and ratios are printed.
 7. the daemon's peak RSS (VmHWM) and this disk's `dd ... conv=fdatasync`.
 
 Usage: bench.py BIN_DIR WORK_DIR [RUNS]
-BENCH_CASES=big,gz,capped,capped_gz,capped_gz3,nginx,nginx_gz,four,kill,kill_stall (a comma list; default
+BENCH_CASES=big,gz,capped,capped_gz,capped_gz3,nginx,nginx_gz,nginx_gz3,four,kill,kill_stall (a comma list; default
 all) runs only those cases.
 """
 import os
@@ -43,7 +43,7 @@ import time
 
 BIN, WORK = sys.argv[1], os.path.abspath(sys.argv[2])
 RUNS = int(sys.argv[3]) if len(sys.argv) > 3 else 3
-ALL_CASES = ("big", "gz", "capped", "capped_gz", "capped_gz3", "nginx", "nginx_gz", "four", "kill", "kill_stall")
+ALL_CASES = ("big", "gz", "capped", "capped_gz", "capped_gz3", "nginx", "nginx_gz", "nginx_gz3", "four", "kill", "kill_stall")
 CASES = [c for c in os.environ.get("BENCH_CASES", ",".join(ALL_CASES)).split(",") if c]
 if not CASES or any(c not in ALL_CASES for c in CASES):
     sys.exit(f"BENCH_CASES: a comma list of {', '.join(ALL_CASES)}")
@@ -253,7 +253,8 @@ poll_interval = 100ms
     aria2 = f"aria2c -q -x4 -s4 --allow-overwrite=true --auto-file-renaming=false -d {scratch}"
     keys = ("jf_big", "curl_big", "curl_sync", "jf_gz", "igzip_pipe", "igzip_pipe_sync",
             "jf_capped", "aria2", "aria2_sync", "curl_capped", "jf_nginx_capped", "aria2_nginx_sync", "jf_capped_gz", "aria2_igzip", "aria2_igzip_sync",
-            "jf_capped_gz3", "aria2_igzip3", "aria2_igzip3_sync", "jf_nginx_gz", "aria2_nginx_igzip_sync", "jf_four")
+            "jf_capped_gz3", "aria2_igzip3", "aria2_igzip3_sync", "jf_nginx_gz", "aria2_nginx_igzip_sync",
+            "jf_nginx_gz3", "aria2_nginx_igzip3", "aria2_nginx_igzip3_sync", "jf_four")
     results = {k: [] for k in keys}
 
     def peer(key, cmd, *files):
@@ -292,6 +293,10 @@ poll_interval = 100ms
         if "nginx_gz" in CASES:
             results["jf_nginx_gz"].append(jobfetchd("/capped/table.csv.gz"))
             peer("aria2_nginx_igzip_sync", f"{aria2} -o x.gz {base}/capped/table.csv.gz && igzip -d -f {f_x}.gz && sync {f_x}", f_x, f_x + ".gz")
+        if "nginx_gz3" in CASES:
+            results["jf_nginx_gz3"].append(jobfetchd("/capped/table3.csv.gz"))
+            peer("aria2_nginx_igzip3", f"{aria2} -o x.gz {base}/capped/table3.csv.gz && igzip -d -f {f_x}.gz", f_x, f_x + ".gz")
+            peer("aria2_nginx_igzip3_sync", f"{aria2} -o x.gz {base}/capped/table3.csv.gz && igzip -d -f {f_x}.gz && sync {f_x}", f_x, f_x + ".gz")
         if "four" in CASES:
             results["jf_four"].append(jobfetchd("/big.bin", at_once=4))
 
@@ -376,6 +381,9 @@ poll_interval = 100ms
     if "capped_gz3" in CASES:
         print(f"gzip {3 * gz_size / 2**30:.2f} GiB -> 3 GiB, 25 MB/s/conn  jobfetchd {med['jf_capped_gz3']:.3f}  aria2c then igzip -d {med['aria2_igzip3']:.3f}  && sync {med['aria2_igzip3_sync']:.3f}")
         print(f"                    time vs durable {paired('jf_capped_gz3', 'aria2_igzip3_sync'):.3f} paired, {med['jf_capped_gz3'] / med['aria2_igzip3_sync']:.3f} of medians (target <= 0.6), vs plain {med['jf_capped_gz3'] / med['aria2_igzip3']:.3f}")
+    if "nginx_gz3" in CASES:
+        print(f"gzip {3 * gz_size / 2**30:.2f} GiB -> 3 GiB, nginx limit_rate 25m  jobfetchd {med['jf_nginx_gz3']:.3f}  aria2c then igzip -d {med['aria2_nginx_igzip3']:.3f}  && sync {med['aria2_nginx_igzip3_sync']:.3f}")
+        print(f"                    time vs durable {paired('jf_nginx_gz3', 'aria2_nginx_igzip3_sync'):.3f} paired, {med['jf_nginx_gz3'] / med['aria2_nginx_igzip3_sync']:.3f} of medians (target <= 0.6), vs plain {med['jf_nginx_gz3'] / med['aria2_nginx_igzip3']:.3f}")
     if "four" in CASES:
         print(f"4 x 1 GiB at once   jobfetchd {med['jf_four']:.3f}")
     if "kill_stall" in CASES:
