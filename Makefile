@@ -27,7 +27,7 @@ simulate: deps
 	swift build --build-tests
 	SIM_SEEDS=$(SEEDS) SIM_FIRST=$(FIRST) $(if $(SEED),SIM_SEED=$(SEED)) swift test --skip-build --filter SimulatorTests.seededRuns
 
-# Puts back past bugs one at a time (Tests/SimulatorTests/Mutants) and shows
+# Puts back past bugs one at a time (scripts/mutants/*.patch) and shows
 # the simulator finds each within the CI budget of seeds.
 mutants: deps
 	scripts/simulate-mutants.sh
