@@ -1,6 +1,7 @@
 // Linux interfaces that Swift's Glibc module does not import: signalfd, eventfd,
 // renameat2(RENAME_EXCHANGE) and sync_file_range, which glibc declares only
-// under _GNU_SOURCE, statfs's filesystem type, openat2 (no glibc wrapper), prctl and a crash marker.
+// under _GNU_SOURCE, cachestat (no glibc wrapper before 2.39), statfs's
+// filesystem type, openat2 (no glibc wrapper), prctl and a crash marker.
 #ifndef JOBFETCH_CLINUX_SHIM_H
 #define JOBFETCH_CLINUX_SHIM_H
 #include <sys/signalfd.h>
@@ -28,6 +29,23 @@ static inline int jf_rename_exchange(const char *a, const char *b) {
 /// Starts or waits for the writeback of a byte range without a full fsync.
 static inline int jf_sync_file_range(int fd, long long offset, long long nbytes, unsigned int flags) {
     return (int)syscall(SYS_sync_file_range, fd, offset, nbytes, flags);
+}
+
+#ifndef __NR_cachestat
+#define __NR_cachestat 451
+#endif
+
+/// The page cache's state of a byte range (cachestat(2), Linux 6.5): pages
+/// cached, dirty and under writeback. 0, or -1 with errno (ENOSYS before 6.5).
+static inline int jf_cachestat(int fd, unsigned long long offset, unsigned long long nbytes,
+                               unsigned long long *cached, unsigned long long *dirty, unsigned long long *writeback) {
+    struct { unsigned long long off, len; } range = { offset, nbytes };
+    struct { unsigned long long nr_cache, nr_dirty, nr_writeback, nr_evicted, nr_recently_evicted; } cs;
+    if (syscall(__NR_cachestat, fd, &range, &cs, 0) != 0) return -1;
+    *cached = cs.nr_cache;
+    *dirty = cs.nr_dirty;
+    *writeback = cs.nr_writeback;
+    return 0;
 }
 #include <sys/vfs.h>
 

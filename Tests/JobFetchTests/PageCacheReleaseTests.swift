@@ -193,3 +193,42 @@ extension Part {
         #expect(saved.boot == nil, "the file's length must not be trusted on this boot either")
     }
 }
+
+/// A range's writeback is waited for with the page cache asked between
+/// sleeps (see `Writeback`), and the range is on disk when it returns.
+@Suite struct WritebackWaitTests {
+    /// Pages of `from..<to` dirty and under writeback, as the kernel counts them.
+    func unwritten(_ fd: Int32, _ from: Int64, _ to: Int64) throws -> UInt64 {
+        var cached: UInt64 = 0, dirty: UInt64 = 0, writeback: UInt64 = 0
+        try #require(jf_cachestat(fd, UInt64(from), UInt64(to - from), &cached, &dirty, &writeback) == 0)
+        return dirty + writeback
+    }
+
+    @Test func aWaitedRangeIsOnDiskAndTheRestStaysDirty() throws {
+        let dir = makeTempDir()
+        defer { try? FileIO.removeTree(dir) }
+        let fd = open(dir + "/f", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        try #require(fd >= 0)
+        defer { close(fd) }
+        var a: UInt64 = 0, b: UInt64 = 0, c: UInt64 = 0
+        guard jf_cachestat(fd, 0, 0, &a, &b, &c) == 0 else { return }  // Linux before 6.5
+        let mib: Int64 = 1 << 20
+        let chunk = [UInt8](repeating: 5, count: Int(mib))
+        for i in 0..<32 { try chunk.withUnsafeBytes { try FileIO.writeAll(fd: fd, $0, at: Int64(i) * mib, path: dir + "/f") } }
+        // Freshly written: dirty until the flusher's 30 s, or a wait.
+        #expect(try unwritten(fd, 0, 32 * mib) > 0)
+        #expect(Writeback.wait(fd, 0, 16 * mib) == 0)
+        #expect(try unwritten(fd, 0, 16 * mib) == 0)
+        #expect(try unwritten(fd, 16 * mib, 32 * mib) > 0, "a wait writes back its range, not the file")
+        #expect(Writeback.wait(fd, 16 * mib, 32 * mib) == 0)
+        #expect(try unwritten(fd, 0, 32 * mib) == 0)
+        #expect(Writeback.wait(fd, 0, 32 * mib) == 0, "nothing left to wait for")
+    }
+
+    @Test func aDescriptorThatIsNoFileReportsItsError() throws {
+        var fds: [Int32] = [0, 0]
+        try #require(pipe(&fds) == 0)
+        defer { close(fds[0]); close(fds[1]) }
+        #expect(Writeback.wait(fds[1], 0, 4096) == ESPIPE)
+    }
+}

@@ -6,7 +6,7 @@ import JobFetchCore
 
 /// Where a part waits for the disk, so the engine thread, which reads every
 /// socket, does not while its download runs. A checkpoint's writeback
-/// wait, its sidecar's fsync and the release of its page cache run here; so
+/// wait (a killable one, see `Writeback`), its sidecar's fsync and the release of its page cache run here; so
 /// does starting the writeback of what just arrived (`sync_file_range` may
 /// block when the device's queue is full). While the disk stalls the engine
 /// goes on receiving into the page cache, so the sockets do not fill up and
@@ -42,9 +42,7 @@ final class SharedFD: Sendable {
     deinit { close(fd) }
 
     /// Starts the writeback of `from..<to` (`sync_file_range`, not waited for).
-    func startWriteback(_ from: Int64, _ to: Int64) {
-        _ = jf_sync_file_range(fd, from, to - from, UInt32(SYNC_FILE_RANGE_WRITE))
-    }
+    func startWriteback(_ from: Int64, _ to: Int64) { Writeback.start(fd, from, to) }
 }
 
 /// What one checkpoint does off the engine thread: wait for the ranges
@@ -81,10 +79,11 @@ struct FlushJob: Sendable {
 
     private func waitForWaits() -> SystemError? {
         if flush == .wholeFile { return fdatasync(file.fd) == 0 ? nil : SystemError("fdatasync", path) }
-        for s in waits where jf_sync_file_range(file.fd, s.from, s.to - s.from,
-                                                UInt32(SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER)) != 0 {
+        for s in waits {
+            let failed = Writeback.wait(file.fd, s.from, s.to)
+            guard failed != 0 else { continue }
             // An I/O error was this flush's: a later fdatasync would not report it again.
-            guard [ENOSYS, EINVAL, ESPIPE].contains(errno) else { return SystemError("sync_file_range", path) }
+            guard [ENOSYS, EINVAL, ESPIPE].contains(failed) else { return SystemError("sync_file_range", path, errno: failed) }
             return fdatasync(file.fd) == 0 ? nil : SystemError("fdatasync", path)
         }
         return nil

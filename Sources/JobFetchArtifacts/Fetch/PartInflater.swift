@@ -227,15 +227,15 @@ struct OutputWriteback {
     /// the publication's fsync might not report it again).
     mutating func advance(fd: Int32, to produced: Int64, hashed: Int64) -> (call: String, errno: Int32)? {
         guard produced - hinted >= Self.step else { return nil }
-        _ = jf_sync_file_range(fd, hinted, produced - hinted, UInt32(SYNC_FILE_RANGE_WRITE))
+        Writeback.start(fd, hinted, produced)
         let ready = min(previous, hashed)
         previous = hinted
         hinted = produced
         guard ready > released else { return nil }
-        if jf_sync_file_range(fd, released, ready - released,
-                              UInt32(SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER)) != 0 {
+        let failed = Writeback.wait(fd, released, ready)
+        if failed != 0 {
             // Where sync_file_range is not supported the pages simply stay.
-            guard [ENOSYS, EINVAL, ESPIPE].contains(errno) else { return ("sync_file_range", errno) }
+            guard [ENOSYS, EINVAL, ESPIPE].contains(failed) else { return ("sync_file_range", failed) }
             return nil
         }
         _ = posix_fadvise(fd, off_t(released), off_t(ready - released), POSIX_FADV_DONTNEED)
