@@ -314,4 +314,28 @@ import TestSupport
         #expect(job["reason"]?.scalarText?.contains("ftp") == true)
         #expect(inst.api.allLines.filter { $0 == "CSV-302 ftpredir-1" }.count == 1)
     }
+
+    /// A resume answered with a lie (found by the probe of 76296a5): a 206
+    /// that stops short of the object's end, one with garbage past it, one
+    /// without the object's ETag (another object), a 416 that gives the
+    /// length the part has. Each once published a spliced or cut file as
+    /// succeeded; now the resume is refused, the object fetched again whole.
+    @Test(arguments: ["shortrange", "longbody", "noetag", "lie416"])
+    func aResumeAnsweredWithALieIsRefusedAndTheObjectFetchedWhole(mode: String) throws {
+        let inst = try Installation()
+        try inst.startDaemon()
+        let id = "liar-\(mode)-1"
+        #expect(try inst.ctl(["add", "dataset", id]).status == 0)
+        #expect(try inst.waitForResult(id, timeout: 30), "log:\n\(inst.daemonLog)")
+        let job = try inst.jobJSON(id)
+        #expect(job["outcome"] == "succeeded", "log:\n\(inst.daemonLog)")
+        let truth = try #require(inst.api.allLines.first { $0.hasPrefix("LIAR-SHA \(id) ") }).split(separator: " ").last.map(String.init)
+        guard case .array(let files)? = job["files"], files.count == 1 else { Issue.record("files: \(String(describing: job["files"]))"); return }
+        #expect(files[0]["sha256"]?.scalarText == truth)
+        #expect(sha256sum("\(inst.output)/dataset/\(id)/\(id).csv") == truth, "the published file is the object")
+        // The lie was asked for once, and refused: the object came again from byte 0.
+        #expect(inst.api.allLines.filter { $0.hasPrefix("LIAR-RANGE \(id) ") }.count == 1)
+        #expect(inst.api.allLines.filter { $0 == "LIAR-200 \(id)" }.count == 2)
+        #expect(inst.daemonLog.contains("cannot be resumed") || inst.daemonLog.contains("resume refused"), "log:\n\(inst.daemonLog)")
+    }
 }

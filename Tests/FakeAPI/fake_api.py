@@ -313,6 +313,8 @@ class Handler(Base):
             except (BrokenPipeError, ConnectionResetError):
                 log(f"CSV-ABORT {job_id}")
             return
+        if job_id.startswith("liar-"):
+            return self.lying_ranges(job_id, n)
         if job_id.startswith("quota-") and n == 1:
             log(f"CSV-429 {job_id}")
             return self.send_json(429, {"error": "download quota exhausted"}, {"X-RateLimit-Reset": str(int(time.time()) + 2)})
@@ -338,6 +340,51 @@ class Handler(Base):
             log(f"CSV-END {job_id}")
         except (BrokenPipeError, ConnectionResetError):
             log(f"CSV-ABORT {job_id}")
+
+    def lying_ranges(self, job_id, n):
+        """liar-<mode>-N: a 256 KiB CSV whose first answer breaks off halfway;
+        the resume's answer lies as <mode> says (shortrange: a 206 that stops
+        1000 bytes on; longbody: a 206 with 700 bytes of garbage past the
+        object's end; noetag: a 206 without the ETag, of another object;
+        lie416: a 416 giving the length the client has); whole answers after
+        the first are honest. Logs LIAR-SHA with the object's sha256."""
+        mode = job_id.split("-")[1]
+        rows, i = ["id,value"], 0
+        while sum(len(r) + 1 for r in rows) < 256 * 1024:
+            rows.append(f"{i},{hashlib.sha256(f'{job_id}:{i}'.encode()).hexdigest()}")
+            i += 1
+        body = ("\n".join(rows) + "\n").encode()
+        if n == 1:
+            log(f"LIAR-SHA {job_id} {hashlib.sha256(body).hexdigest()}")
+        rng = self.headers.get("Range")
+        common = {"ETag": '"v1"', "Accept-Ranges": "bytes", "Content-Disposition": f'attachment; filename="{job_id}.csv"'}
+        if rng is None:
+            self.send_response(200)
+            for k, v in common.items():
+                self.send_header(k, v)
+            self.send_header("Content-Type", "text/csv")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            log(f"LIAR-200 {job_id}")
+            self.wfile.write(body if n > 1 else body[:len(body) // 2])
+            self.wfile.flush()
+            if n == 1:
+                self.close_connection = True
+            return
+        a = int(rng.split("=")[1].split("-")[0])
+        log(f"LIAR-RANGE {job_id} {a}")
+        total = len(body)
+        if mode == "lie416":
+            return self.send_body(416, b"", "text/plain", {"Content-Range": f"bytes */{a}"})
+        if mode == "noetag":
+            other = bytes(reversed(body))
+            headers = {"Content-Range": f"bytes {a}-{total - 1}/{total}"}
+            return self.send_body(206, other[a:], "text/csv", headers)
+        if mode == "shortrange":
+            headers = dict(common, **{"Content-Range": f"bytes {a}-{a + 999}/{total}"})
+            return self.send_body(206, body[a:a + 1000], "text/csv", headers)
+        headers = dict(common, **{"Content-Range": f"bytes {a}-{total - 1}/{total}"})
+        return self.send_body(206, body[a:] + b"GARBAGE" * 100, "text/csv", headers)
 
     # bulk-job (BulkJobStatusResponse) ----------------------------------------
 

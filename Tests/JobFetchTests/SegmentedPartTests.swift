@@ -321,8 +321,10 @@ import Testing
         var isComplete: Bool
         var isSegmented: Bool
         var carriesStream: Bool
-        init(range: RangeRequest?, stop: SinkStop?, complete: Bool, segmented: Bool = true, carries: Bool = false) {
+        var expectedLength: Int64?
+        init(range: RangeRequest?, stop: SinkStop?, complete: Bool, segmented: Bool = true, carries: Bool = false, length: Int64? = 1000) {
             self.range = range; self.stop = stop; isComplete = complete; isSegmented = segmented; carriesStream = carries
+            expectedLength = length
         }
         func begin(status: Int, headers: [String: String], url: ParsedURL) -> Bool { true }
         func write(_ data: UnsafeRawBufferPointer) -> Bool { true }
@@ -330,7 +332,6 @@ import Testing
         var limit: Int64 { 1 << 30 }
         var size: Int64 { 600 }
         var resumedBytes: Int64 { 100 }
-        var expectedLength: Int64? { 1000 }
         var error: SystemError? { nil }
         var tooLarge: Bool { false }
         var mismatch: String? { nil }
@@ -358,9 +359,16 @@ import Testing
         #expect(short.error != nil)
         // A range answered with the whole object, which arrived cleanly: that answer is the download.
         let fellBack = CurlMulti.merge([stopped, HTTPResponse(status: 200, headers: ["x": "whole"], body: [])],
-                                       sinks: [FakeSink(range: r, stop: .superseded, complete: false, segmented: false),
-                                               FakeSink(range: r, stop: nil, complete: false, segmented: false, carries: true)])
+                                       sinks: [FakeSink(range: r, stop: .superseded, complete: false, segmented: false, length: 600),
+                                               FakeSink(range: r, stop: nil, complete: false, segmented: false, carries: true, length: 600)])
         #expect(fellBack.error == nil && fellBack.headers["x"] == "whole" && fellBack.bytesWritten == 600)
+        // One stream that ended cleanly short of the length its first answer gave (a lying range): not the object.
+        let cut = CurlMulti.merge([ok], sinks: [FakeSink(range: r, stop: nil, complete: false, segmented: false, carries: true)])
+        #expect(cut.error?.code == 18 /* CURLE_PARTIAL_FILE */ && cut.error?.detail.contains("600 of 1000") == true)
+        // A 416 whose length is not the one the first answer gave: start over.
+        let lied = CurlMulti.merge([HTTPResponse(status: 416, headers: ["content-range": "bytes */600"], body: [])],
+                                   sinks: [FakeSink(range: r, stop: nil, complete: false, segmented: false, carries: true)])
+        #expect(lied.rangeMismatch?.contains("600 bytes, its first answer 1000") == true)
         // One stream: its answer, with the sink's counts.
         let one = CurlMulti.merge([failed], sinks: [FakeSink(range: nil, stop: nil, complete: false, segmented: false, carries: true)])
         #expect(one.error?.code == 56 && one.bytesWritten == 600 && one.resumedFrom == 100)

@@ -218,8 +218,15 @@ package final class Part {
             return false
         }
         if let e = etag, let was = old.etag, e != was { mismatch = "the ETag changed (\(was) → \(e))"; return false }
+        // A 206 carries the ETag a 200 would (RFC 9110): one without it cannot be told to be the same object.
+        if etag == nil, let was = old.etag { mismatch = "the resumed answer has no ETag (the object had \(was))"; return false }
         if let m = headers["last-modified"], let was = old.lastModified, m != was { mismatch = "Last-Modified changed (\(was) → \(m))"; return false }
         if let t = range.total, let was = old.length, t != was { mismatch = "the length changed (\(was) → \(t))"; return false }
+        // An open range runs to the object's end: a shorter one would leave a hole the stream cannot fill.
+        if asked.through == nil, let length = range.total ?? old.length, let end = range.end, end != length - 1 {
+            mismatch = "asked for bytes \(asked.from)- of \(length), the server sent \(headers["content-range"] ?? "")"
+            return false
+        }
         if headers["content-encoding"] != nil { mismatch = "the resumed answer has a Content-Encoding"; return false }
         guard let i = index(w.start) else { return false }
         if !isSegmented {
@@ -363,6 +370,10 @@ package final class Part {
                 }
             } else if w.position + room > limit {
                 tooLarge = true
+                return false
+            } else if let length = sidecar?.length, w.position + room > length {
+                // One stream past the length its first answer gave: not that object.
+                mismatch = "the server sent more than the object's length (\(length) bytes)"
                 return false
             }
             let chunk = UnsafeRawBufferPointer(rebasing: rest[..<Int(room)])

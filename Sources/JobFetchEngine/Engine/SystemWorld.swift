@@ -308,7 +308,11 @@ final class SystemWorld: JobWorld {
 /// one writer per connection.
 extension PartWriter: BodySink {
     public var range: RangeRequest? { ask.map { RangeRequest(from: $0.from, through: $0.through, validator: $0.validator) } }
-    public var expectedLength: Int64? { part.sidecar?.length }
+    /// The object's length as its first answer gave it (the resumed part's, before an answer of this attempt).
+    public var expectedLength: Int64? {
+        if let s = part.sidecar { return s.length }
+        return part.resume?.sidecar.length
+    }
     public var resumedBytes: Int64 { part.resumedBytes }
     public var isComplete: Bool { part.isComplete }
     public var isSegmented: Bool { part.isSegmented }

@@ -176,6 +176,14 @@ public final class CurlMulti {
         if !part.isSegmented {
             // The stream that carries the object now (a piece's clean 206 from before a takeover is not the download's answer).
             pick = zip(responses, sinks).first { $0.1?.carriesStream == true }?.0 ?? incomplete()
+            if let length = part.expectedLength, pick.error == nil, pick.rangeMismatch == nil {
+                if (200..<300).contains(pick.status), part.size != length {
+                    // An answer that ended cleanly short of the object's length (a lying range or length): resumed, not published.
+                    pick.error = CurlError(CURLE_PARTIAL_FILE, detail: "the answer ended at \(part.size) of \(length) bytes")
+                } else if pick.status == 416, let total = ContentRange.parse(pick.headers["content-range"])?.total, total != length {
+                    pick.rangeMismatch = "HTTP 416 says the object has \(total) bytes, its first answer \(length)"
+                }
+            }
         } else if part.isComplete && part.mismatch == nil && part.error == nil && !part.tooLarge {
             // The headers (name, type) of a connection that kept its range, a whole answer first.
             let kept = zip(responses, stops).filter { $0.1 != .superseded }.map(\.0)
