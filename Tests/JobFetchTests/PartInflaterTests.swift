@@ -73,6 +73,28 @@ import TestSupport
         #expect(outcome(plain) == .notCompressed(bytes: 12, sha256: try digest(Array("id,name\n1,a\n".utf8), dir)))
     }
 
+    /// Text whose first bytes pass every check of zlib's start (`x^` then a
+    /// fixed-Huffman block) is published as it came, in pieces or not.
+    @Test func textThatOpensLikeZlibIsLeftAlone() throws {
+        let dir = makeTempDir()
+        defer { try? FileIO.removeTree(dir) }
+        let text = Array(String(repeating: "x^\n1,2,3\n", count: 2000).utf8)
+        #expect(text.prefix(8).withUnsafeBytes { InflateStream.sniff($0) } == .zlib, "the first eight bytes do look like zlib")
+        try FileIO.writeAtomically(dir + "/t.part", Array(text.prefix(100)))
+        let d = try PartInflater(part: dir + "/t.part", output: dir + "/out", limit: 1 << 30, maxRatio: 250)
+        d.observe(.size(100))
+        try FileIO.writeAtomically(dir + "/t.part", text)
+        d.observe(.size(Int64(text.count)))
+        d.finish(size: Int64(text.count))
+        #expect(outcome(d) == .notCompressed(bytes: Int64(text.count), sha256: try digest(text, dir)))
+        // Shorter than the trial: decided at the end, on all of it.
+        let short = Array("x^\n1,2\n".utf8)
+        try FileIO.writeAtomically(dir + "/s.part", short)
+        let e = try PartInflater(part: dir + "/s.part", output: dir + "/out2", limit: 1 << 30, maxRatio: 250)
+        e.finish(size: Int64(short.count))
+        #expect(outcome(e) == .notCompressed(bytes: Int64(short.count), sha256: try digest(short, dir)))
+    }
+
     @Test func truncatedCorruptAndBombsFail() throws {
         let dir = makeTempDir()
         defer { try? FileIO.removeTree(dir) }

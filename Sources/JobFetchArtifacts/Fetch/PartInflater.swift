@@ -135,11 +135,19 @@ public final class PartInflater: Sendable {
                 fd = open(part, O_RDONLY | O_CLOEXEC)
                 if fd < 0 { return .writeFailed(SystemError("open", part).description) }
             }
-            if stream == nil && plain == nil && !isZip && (avail >= 4 || isEnded) {
-                var head = [UInt8](repeating: 0, count: 4)
-                let n = avail >= 2 ? head.withUnsafeMutableBytes { pread(fd, $0.baseAddress, Int(min(avail, 4)), 0) } : 0
-                var format = n >= 2 ? head.withUnsafeBytes { InflateStream.sniff(UnsafeRawBufferPointer(rebasing: $0[0..<2])) } : nil
-                isZip = n == 4 && ZipExtractor.isZip(head)
+            if stream == nil && plain == nil && !isZip && (avail >= Int64(InflateStream.sniffBytes) || isEnded) {
+                var head = [UInt8](repeating: 0, count: InflateStream.trialBytes)
+                let n = avail >= 2 ? head.withUnsafeMutableBytes { pread(fd, $0.baseAddress, Int(min(avail, Int64($0.count))), 0) } : 0
+                var format = n >= 2 ? head.withUnsafeBytes { InflateStream.sniff(UnsafeRawBufferPointer(rebasing: $0[0..<min(n, InflateStream.sniffBytes)])) } : nil
+                if format == .zlib {
+                    // Decided on the first kilobytes, once they are here: text can look like zlib's start.
+                    if n < InflateStream.trialBytes && !isEnded { follower.waitForMore(); continue }
+                    let whole = isEnded && Int64(n) == avail
+                    if !head.withUnsafeBytes({ InflateStream.decodesCleanly(UnsafeRawBufferPointer(rebasing: $0[0..<max(n, 0)]), as: .zlib, whole: whole) }) {
+                        format = nil
+                    }
+                }
+                isZip = n >= 4 && ZipExtractor.isZip(head)
                 if format == nil, let enc = encoding.withLock({ $0 })?.lowercased(), enc == "deflate" { format = .deflate }
                 if let format {
                     do { stream = try InflateStream(format: format, limit: limit, maxRatio: maxRatio) } catch { return .failed(error.message) }

@@ -51,13 +51,47 @@ public final class InflateStream {
         }
     }
 
-    /// Recognises compressed data by its first bytes, not by its name.
+    /// Bytes of a file's start that `sniff` looks at (fewer for a shorter file).
+    public static let sniffBytes = 8
+    /// Bytes of a file's start that a zlib stream must decode without an
+    /// error before it is taken for one (`decodesCleanly`).
+    public static let trialBytes = 4096
+
+    /// Whether `head`, a file's start, decodes as `format` without an error
+    /// (its output thrown away); when `head` is the whole file, the stream
+    /// must also end in it. Eight bytes of text can still look like a
+    /// zlib stream's start (`x^` then a fixed-Huffman block); four kilobytes
+    /// of text decode as deflate next to never: a back-reference before the
+    /// first byte, an invalid code or block type comes early.
+    public static func decodesCleanly(_ head: UnsafeRawBufferPointer, as format: Format, whole: Bool = false) -> Bool {
+        guard let trial = try? InflateStream(format: format, limit: .max) else { return false }
+        do {
+            try trial.feed(head) { (_: UnsafeRawBufferPointer) throws(JobFetchError) in }
+            if whole { try trial.finish() }
+        } catch { return false }
+        return true
+    }
+
+    /// Recognises compressed data by its first bytes (up to `sniffBytes`),
+    /// not by its name. Two bytes pass zlib's header check by chance about
+    /// once in a thousand, and text does (`80,…`, `H,…`, `x^…`), so a zlib
+    /// stream must also need no preset dictionary (one that does could not
+    /// be decoded anyway) and open with a valid deflate block: not type 3,
+    /// and a stored block's length followed by its complement.
     public static func sniff(_ head: UnsafeRawBufferPointer) -> Format? {
         guard head.count >= 2 else { return nil }
         if head[0] == 0x1F && head[1] == 0x8B { return .gzip }
-        // zlib: CM=8, window ≤ 32K, header checksum divisible by 31.
-        if head[0] & 0x0F == 8 && head[0] >> 4 <= 7 && (UInt16(head[0]) << 8 | UInt16(head[1])) % 31 == 0 { return .zlib }
-        return nil
+        // zlib: CM=8, window ≤ 32K, header checksum divisible by 31, no FDICT.
+        guard head[0] & 0x0F == 8 && head[0] >> 4 <= 7 && (UInt16(head[0]) << 8 | UInt16(head[1])) % 31 == 0,
+              head[1] & 0x20 == 0 else { return nil }
+        guard head.count >= 3 else { return .zlib }
+        let blockType = (head[2] >> 1) & 3
+        if blockType == 3 { return nil }
+        if blockType == 0 && head.count >= 7 {
+            let len = UInt16(head[3]) | UInt16(head[4]) << 8, nlen = UInt16(head[5]) | UInt16(head[6]) << 8
+            if len != ~nlen { return nil }
+        }
+        return .zlib
     }
 
     static func problem(_ status: Int32) -> String {
