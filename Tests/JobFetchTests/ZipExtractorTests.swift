@@ -15,6 +15,20 @@ import Testing
         }
     }
 
+    /// Names the kernel cannot create (a component over NAME_MAX) or a path
+    /// too long to list and remove below an output directory are refused as
+    /// the archive's fault, not retried as a write error (found by the probe of 76296a5).
+    @Test func entryNamesTooLongToCreateOrWalkAreRefused() {
+        let long = String(repeating: "n", count: 246)
+        #expect(safe("d/" + long) == "d/" + long)
+        #expect(safe(long) == long, "room for the artifact- prefix")
+        #expect(safe("d/" + long + "n") == nil, "a component of 247 bytes")
+        let deep = Array(repeating: String(repeating: "x", count: 200), count: 5).joined(separator: "/")  // 1004 bytes
+        #expect(safe(deep + "/f.txt") == deep + "/f.txt")
+        #expect(safe(deep + "/" + String(repeating: "y", count: 30)) == nil, "a path over 1024 bytes")
+        #expect(safe("d/" + String(repeating: "é", count: 124)) == nil, "bytes are counted, not characters")
+    }
+
     @Test func zipIsRecognisedByItsSignature() {
         #expect(ZipExtractor.isZip([0x50, 0x4B, 3, 4, 0]))
         #expect(ZipExtractor.isZip([0x50, 0x4B, 5, 6]))

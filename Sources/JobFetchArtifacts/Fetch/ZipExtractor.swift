@@ -24,6 +24,10 @@ public enum ZipExtractor {
         head.count >= 4 && head[0] == 0x50 && head[1] == 0x4B && ((head[2] == 3 && head[3] == 4) || (head[2] == 5 && head[3] == 6))
     }
 
+    /// An entry's path, and each of its components, at most this long in bytes.
+    static let maxPathBytes = 1024
+    static let maxComponentBytes = 255
+
     /// A safe relative path for `entry`, or why there is none. A first
     /// component that is `job.json` or one of `reserved` gets `artifact-`.
     /// Works on Unicode scalars, as the kernel works on bytes: to Swift, `/`
@@ -43,6 +47,15 @@ public enum ZipExtractor {
         var parts = path.split(separator: "/", omittingEmptySubsequences: false).map { String(String.UnicodeScalarView($0)) }
         for p in parts where p.isEmpty || p == "." || p == ".." {
             return .failure(JobFetchError("entry \(quoted) has a \"\(p.isEmpty ? "//" : p)\" component: it could leave the job directory"))
+        }
+        // Longer names could not be created (NAME_MAX), or listed, hashed and
+        // removed by path below an output directory (PATH_MAX, 4096).
+        for p in parts where p.utf8.count > Self.maxComponentBytes - "artifact-".utf8.count {
+            return .failure(JobFetchError("entry \(quoted) has a name component of \(p.utf8.count) bytes (at most \(Self.maxComponentBytes - "artifact-".utf8.count))"))
+        }
+        let bytes = parts.reduce(parts.count - 1) { $0 + $1.utf8.count }
+        guard bytes <= Self.maxPathBytes else {
+            return .failure(JobFetchError("entry \(quoted) has a path of \(bytes) bytes (at most \(Self.maxPathBytes))"))
         }
         if parts[0] == "job.json" || reserved.contains(parts[0]) || parts[0].unicodeScalars.first == "." { parts[0] = "artifact-" + parts[0] }
         return .success(parts.joined(separator: "/"))
@@ -98,7 +111,8 @@ public enum ZipExtractor {
             // Every entry is created through descriptors beneath `root`; a path
             // that would leave it, or cross a link, is refused by the kernel.
             func beneathFailure(_ error: SystemError) -> Failure {
-                [EXDEV, ELOOP, ENOTDIR, EEXIST].contains(error.errno)
+                if error.errno == ENAMETOOLONG { return .bad("unsafe zip archive: entry \(JobID.quoted(entry.path)) is too long a path to create (\(error))") }
+                return [EXDEV, ELOOP, ENOTDIR, EEXIST].contains(error.errno)
                     ? .bad("unsafe zip archive: entry \(JobID.quoted(entry.path)) would be written through a link or outside the job directory (\(error))")
                     : .write(error.description)
             }
