@@ -64,8 +64,8 @@ import Testing
     @Test func transientErrorsAndGarbageAreRetried() throws {
         let inst = try Installation()
         try inst.startDaemon()
-        #expect(try inst.ctl(["add", "dataset", "flaky-1", "garbage-1", "garbage-3-run", "gz-small"]).status == 0)
-        for id in ["flaky-1", "garbage-1", "garbage-3-run", "gz-small"] { #expect(try inst.waitForResult(id), "\(id)") }
+        #expect(try inst.ctl(["add", "dataset", "flaky-1", "garbage-1", "garbage-3-run", "gz-small", "gzjobjson-1"]).status == 0)
+        for id in ["flaky-1", "garbage-1", "garbage-3-run", "gz-small", "gzjobjson-1"] { #expect(try inst.waitForResult(id), "\(id)") }
         #expect(try inst.jobJSON("flaky-1")["outcome"] == "succeeded")
         #expect(try inst.jobJSON("garbage-1")["outcome"] == "succeeded")
         #expect(inst.daemonLog.contains("dataset/flaky-1: status endpoint answered HTTP 503"))
@@ -81,6 +81,9 @@ import Testing
         // gzip by content: published decompressed, .gz dropped from the name.
         let files = try FileIO.list("\(inst.output)/dataset/gz-small")
         #expect(files == ["gz-small.csv", "job.json"])
+        // `job.json.gz` decompressed is not named as the report (found by the probe of 76296a5).
+        #expect(try FileIO.list("\(inst.output)/dataset/gzjobjson-1") == ["artifact-job.json", "job.json"])
+        #expect(try inst.jobJSON("gzjobjson-1")["outcome"] == "succeeded")
         #expect(try String(decoding: FileIO.readAll("\(inst.output)/dataset/gz-small/gz-small.csv"), as: UTF8.self).hasPrefix("id,name,score\n"))
     }
 

@@ -322,6 +322,8 @@ class Handler(Base):
         name, ctype = f"{job_id}.csv", "text/csv"
         if job_id.startswith("gz-"):
             body, name, ctype = gzip.compress(body), name + ".gz", "application/gzip"
+        if job_id.startswith("gzjobjson-"):  # decompressed, its name would be the report's
+            body, name, ctype = gzip.compress(body), "job.json.gz", "application/gzip"
         self.send_response(200)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(body)))

@@ -394,7 +394,8 @@ extension Step {
                 name.removeLast(ext.count)
                 break
             }
-            name = ArtifactName.avoiding(name, reserved: reserved)
+            // What is left is made safe again: `job.json.gz` must not become the report's name.
+            name = ArtifactName.avoiding(ArtifactName.sanitize(name), reserved: reserved)
             emit(.nameArtifact(NamedArtifact(source: .inflated, name: name, files: [PublishedFile(name: name, bytes: out, sha256: sha256, source: nil)])))
             log(.info, "decompressed \(Units.formatBytes(bytes)) to \(Units.formatBytes(out)) while downloading")
         case .extracted(let archive):
