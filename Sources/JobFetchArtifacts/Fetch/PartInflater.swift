@@ -143,7 +143,7 @@ public final class PartInflater: Sendable {
                     // Decided on the first kilobytes, once they are here: text can look like zlib's start.
                     if n < InflateStream.trialBytes && !isEnded { follower.waitForMore(); continue }
                     let whole = isEnded && Int64(n) == avail
-                    if !head.withUnsafeBytes({ InflateStream.decodesCleanly(UnsafeRawBufferPointer(rebasing: $0[0..<max(n, 0)]), as: .zlib, whole: whole) }) {
+                    if !head.withUnsafeBytes({ InflateStream.decodesCleanly(UnsafeRawBufferPointer(rebasing: $0[0..<n]), as: .zlib, whole: whole) }) {
                         format = nil
                     }
                 }

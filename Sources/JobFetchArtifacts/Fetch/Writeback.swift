@@ -29,7 +29,8 @@ enum Writeback {
     static func wait(_ fd: Int32, _ from: Int64, _ to: Int64) -> Int32 {
         guard to > from else { return 0 }
         var pause: UInt32 = 200
-        while CheckpointFlush.forFile(fd) == .dataRange {
+        let asked = CheckpointFlush.forFile(fd) == .dataRange
+        while asked {
             var cached: UInt64 = 0, dirty: UInt64 = 0, underWriteback: UInt64 = 0
             guard jf_cachestat(fd, UInt64(from), UInt64(to - from), &cached, &dirty, &underWriteback) == 0 else { break }
             if dirty == 0 && underWriteback == 0 { break }

@@ -24,9 +24,10 @@ public enum ZipExtractor {
         head.count >= 4 && head[0] == 0x50 && head[1] == 0x4B && ((head[2] == 3 && head[3] == 4) || (head[2] == 5 && head[3] == 6))
     }
 
-    /// An entry's path, and each of its components, at most this long in bytes.
+    /// An entry's path at most this long in bytes.
     static let maxPathBytes = 1024
-    static let maxComponentBytes = 255
+    /// A component at most this long in bytes: NAME_MAX with room for `artifact-`.
+    static let maxComponentBytes = Int(NAME_MAX) - "artifact-".utf8.count
 
     /// A safe relative path for `entry`, or why there is none. A first
     /// component that is `job.json` or one of `reserved` gets `artifact-`.
@@ -50,8 +51,8 @@ public enum ZipExtractor {
         }
         // Longer names could not be created (NAME_MAX), or listed, hashed and
         // removed by path below an output directory (PATH_MAX, 4096).
-        for p in parts where p.utf8.count > Self.maxComponentBytes - "artifact-".utf8.count {
-            return .failure(JobFetchError("entry \(quoted) has a name component of \(p.utf8.count) bytes (at most \(Self.maxComponentBytes - "artifact-".utf8.count))"))
+        for p in parts where p.utf8.count > Self.maxComponentBytes {
+            return .failure(JobFetchError("entry \(quoted) has a name component of \(p.utf8.count) bytes (at most \(Self.maxComponentBytes))"))
         }
         let bytes = parts.reduce(parts.count - 1) { $0 + $1.utf8.count }
         guard bytes <= Self.maxPathBytes else {
