@@ -119,6 +119,44 @@ import TestSupport
         }
     }
 
+    /// Zero bytes after the last member (a file padded to a block) are
+    /// ignored, as gzip ignores them, in any split; bytes after the padding,
+    /// or bytes after a member that are not another member, fail with a
+    /// message saying where.
+    @Test func zeroPaddingAfterTheEndIsIgnoredAndWhatFollowsItIsNot() throws {
+        defer { try? FileIO.removeTree(dir) }
+        let script = """
+            import gzip, zlib, sys
+            d = sys.argv[1]
+            data = b"id,value\\n" * 50000
+            open(d + "/plain", "wb").write(data)
+            g = gzip.compress(data)
+            open(d + "/pad.gz", "wb").write(g + bytes(10000))
+            open(d + "/two-pad.gz", "wb").write(g + g + bytes(3))
+            open(d + "/pad.zz", "wb").write(zlib.compress(data) + bytes(512))
+            open(d + "/pad-junk.gz", "wb").write(g + bytes(100) + b"junk")
+            open(d + "/junk.gz", "wb").write(g + b"junk" * 10)
+            """
+        try write(dir + "/make.py", script)
+        #expect(shell("python3 '\(dir)/make.py' '\(dir)'") == 0)
+        #expect(shell("gzip -t '\(dir)/pad.gz' 2>/dev/null") == 0, "gzip itself accepts the padding")
+        let plain = try FileIO.readAll(dir + "/plain")
+        for pieces in [[1 << 20], [4093], [7, 1, 3]] {
+            #expect(try stream(try FileIO.readAll(dir + "/pad.gz"), .gzip, pieces: pieces) == plain, "pieces \(pieces)")
+        }
+        #expect(try stream(try FileIO.readAll(dir + "/two-pad.gz"), .gzip, pieces: [5000]) == plain + plain)
+        #expect(try stream(try FileIO.readAll(dir + "/pad.zz"), .zlib, pieces: [777]) == plain)
+        let bad: [(String, String)] = [("pad-junk.gz", "100 zero bytes after the end of the stream are followed by other bytes"),
+                                       ("junk.gz", "the bytes after gzip member 1 are not another gzip member")]
+        for (file, message) in bad {
+            for pieces in [[1 << 20], [1]] {
+                var failure: String?
+                do { _ = try stream(try FileIO.readAll(dir + "/" + file), .gzip, pieces: pieces) } catch { failure = "\(error)" }
+                #expect(failure?.contains(message) == true, "\(file) \(pieces): \(failure ?? "accepted")")
+            }
+        }
+    }
+
     @Test func outputLimitStopsABomb() throws {
         defer { try? FileIO.removeTree(dir) }
         #expect(shell("head -c 50000000 /dev/zero | gzip -c > '\(dir)/bomb.gz'") == 0)

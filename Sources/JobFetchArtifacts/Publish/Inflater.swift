@@ -26,6 +26,10 @@ public final class InflateStream {
     public private(set) var produced: Int64 = 0
     /// The last member read so far reached its end and its checksum matched.
     private var ended = false
+    /// The member being read (gzip: 1, 2, … in a multi-member file).
+    private var members = 1
+    /// Zero bytes read after the end (padding).
+    private var padding: Int64 = 0
 
     public init(format: Format, limit: Int64, maxRatio: Double = .infinity) throws(JobFetchError) {
         self.format = format
@@ -114,10 +118,22 @@ public final class InflateStream {
         var pos = 0
         while pos < input.count {
             if ended {
+                // Zero bytes after the end (a file padded to a block size, as tape
+                // and some archivers leave it) are ignored, as gzip does; nothing may follow them.
+                if padding > 0 || input[pos] == 0 {
+                    let zeros = input[pos...].prefix { $0 == 0 }.count
+                    padding += Int64(zeros)
+                    pos += zeros
+                    guard pos == input.count else {
+                        throw JobFetchError("compressed data is corrupt: \(padding) zero bytes after the end of the stream are followed by other bytes")
+                    }
+                    break
+                }
                 // Another gzip member follows (a zlib or raw stream has only one).
                 guard format == .gzip else { throw JobFetchError("compressed data is corrupt: bytes follow the end of the stream") }
                 start()
                 ended = false
+                members += 1
             }
             // avail_in is 32 bits: feed at most 1 GiB at a time.
             let span = min(input.count - pos, 1 << 30)
@@ -127,7 +143,12 @@ public final class InflateStream {
                 state.pointee.next_out = output
                 state.pointee.avail_out = UInt32(Self.chunk)
                 let status = isal_inflate(state)
-                guard status == ISAL_DECOMP_OK else { throw JobFetchError("compressed data is corrupt: \(Self.problem(status))") }
+                guard status == ISAL_DECOMP_OK else {
+                    if status == ISAL_INVALID_WRAPPER && members > 1 {
+                        throw JobFetchError("compressed data is corrupt: the bytes after gzip member \(members - 1) are not another gzip member")
+                    }
+                    throw JobFetchError("compressed data is corrupt: \(Self.problem(status))")
+                }
                 let n = Self.chunk - Int(state.pointee.avail_out)
                 if n > 0 {
                     produced += Int64(n)
