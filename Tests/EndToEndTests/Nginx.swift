@@ -42,6 +42,7 @@ final class Nginx {
                 types { application/gzip gz; text/csv csv; application/zip zip; application/octet-stream bin; }
                 default_type application/octet-stream;
                 sendfile on;
+                map $http_range $named_cd { "" 'attachment; filename="cd-$named_file"'; default ""; }
                 server {
                     listen 127.0.0.1:\(port);
                     root \(root)/www;
@@ -51,6 +52,13 @@ final class Nginx {
                     # tests use a rate whose second is half their smallest piece.
                     location /slower/ { alias \(root)/www/slow/; limit_rate 512k; }
                     location /noranges/ { max_ranges 0; limit_rate 2m; }
+                    # The files of /slow/, named by Content-Disposition on a whole answer only,
+                    # as some servers do (no header on a 206 or a 416).
+                    location ~ ^/named/(?<named_file>.+)$ {
+                        alias \(root)/www/slow/$named_file;
+                        limit_rate 2m;
+                        add_header Content-Disposition $named_cd;
+                    }
                 }
             }
             """

@@ -39,6 +39,13 @@ import Testing
         #expect(fresh.resume(partSize: 12, boot: "b2") == nil)
         // The boot is kept in the sidecar's file, and a new sidecar records this boot.
         #expect(PartSidecar(json: s.json) == s)
+        // So are the headers that name the artifact (a resumed answer may not repeat them).
+        var named = s
+        named.disposition = "attachment; filename=\"r\u{e9}sum\u{e9}.csv\""
+        named.contentType = "text/csv"
+        #expect(PartSidecar(json: named.json) == named)
+        #expect(named.namingHeaders == ["content-disposition": named.disposition!, "content-type": "text/csv"])
+        #expect(s.namingHeaders.isEmpty)
         #expect(PartSidecar(url: "u", etag: nil, lastModified: nil, length: nil, synced: 0, encoding: nil).boot == PartSidecar.currentBoot)
         if FileIO.exists("/proc/sys/kernel/random/boot_id") {
             #expect(PartSidecar.currentBoot?.count == 36, "boot_id is a UUID: \(PartSidecar.currentBoot ?? "nil")")

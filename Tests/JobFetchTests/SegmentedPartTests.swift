@@ -335,6 +335,7 @@ import Testing
         var error: SystemError? { nil }
         var tooLarge: Bool { false }
         var mismatch: String? { nil }
+        var namingHeaders: [String: String] = [:]
         func takeConnections() -> [any BodySink] { [] }
     }
 

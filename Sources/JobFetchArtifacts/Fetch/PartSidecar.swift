@@ -24,6 +24,11 @@ public struct PartSidecar: Equatable, Sendable {
     /// A segmented download: every segment's range and how far it is known
     /// to be on disk (`synced` above is then unused); nil: one stream from 0.
     public var segments: [Segment]?
+    /// The first answer's `Content-Disposition` and `Content-Type`, which
+    /// name the artifact: a resumed answer may not repeat them (a 416 for a
+    /// part that was whole when the daemon died carries neither).
+    public var disposition: String?
+    public var contentType: String?
 
     /// Bytes `start..<end` of the object, fetched over a connection of their
     /// own; `start..<synced` are known to be on disk.
@@ -40,8 +45,10 @@ public struct PartSidecar: Equatable, Sendable {
     }
 
     public init(url: String, etag: String?, lastModified: String?, length: Int64?, synced: Int64, encoding: String?,
-                boot: String? = PartSidecar.currentBoot, segments: [Segment]? = nil) {
+                boot: String? = PartSidecar.currentBoot, segments: [Segment]? = nil, disposition: String? = nil, contentType: String? = nil) {
         self.segments = segments
+        self.disposition = disposition
+        self.contentType = contentType
         self.url = url
         self.etag = etag
         self.lastModified = lastModified
@@ -211,6 +218,14 @@ public struct PartSidecar: Equatable, Sendable {
         return out
     }
 
+    /// The headers of the first answer that name the artifact, by their lowercased names.
+    public var namingHeaders: [String: String] {
+        var h: [String: String] = [:]
+        h["content-disposition"] = disposition
+        h["content-type"] = contentType
+        return h
+    }
+
     /// The `If-Range` value: a strong ETag, else `Last-Modified`; nil when
     /// the object cannot be identified (then there is no resume).
     public var validator: String? {
@@ -229,6 +244,8 @@ public struct PartSidecar: Equatable, Sendable {
             JSONMember("synced", .int(durableBytes)),
             JSONMember("encoding", encoding.map { .string($0) } ?? .null),
             JSONMember(segments == nil ? "boot" : "segments_boot", boot.map { .string($0) } ?? .null),
+            JSONMember("content_disposition", disposition.map { .string($0) } ?? .null),
+            JSONMember("content_type", contentType.map { .string($0) } ?? .null),
         ] + (segments.map { list in
             [JSONMember("segments", .array(list.map { .array([.int($0.start), .int($0.end), .int($0.synced)]) }))]
         } ?? []))
@@ -238,7 +255,7 @@ public struct PartSidecar: Equatable, Sendable {
         guard let url = v["url"]?.scalarText, let synced = v["synced"]?.doubleValue.flatMap({ Int64(exactly: $0) }), synced >= 0 else { return nil }
         self.init(url: url, etag: v["etag"]?.scalarText, lastModified: v["last_modified"]?.scalarText,
                   length: v["length"]?.doubleValue.flatMap { Int64(exactly: $0) }, synced: synced, encoding: v["encoding"]?.scalarText,
-                  boot: v["boot"]?.scalarText)
+                  boot: v["boot"]?.scalarText, disposition: v["content_disposition"]?.scalarText, contentType: v["content_type"]?.scalarText)
         if let list = v["segments"] {
             boot = v["segments_boot"]?.scalarText
             self.synced = 0

@@ -242,7 +242,8 @@ package final class Part {
             // Still only `synced` is known to be durable: the first checkpoint
             // flushes from there, the bytes kept from before the restart included.
             sidecar = PartSidecar(url: url.redacted, etag: etag ?? old.etag, lastModified: headers["last-modified"] ?? old.lastModified,
-                                  length: range.total ?? old.length, synced: old.synced, encoding: nil)
+                                  length: range.total ?? old.length, synced: old.synced, encoding: nil,
+                                  disposition: old.disposition, contentType: old.contentType)
         } else {
             guard openFile(truncating: false) else { return false }
             if progressFD < 0 { recordProgress() }
@@ -287,7 +288,7 @@ package final class Part {
         if progressFD >= 0 { close(progressFD); progressFD = -1 }
         FileIO.unlinkIfPresent(PartSidecar.progressPath(for: path))
         let s = PartSidecar(url: url.redacted, etag: headers["etag"], lastModified: headers["last-modified"], length: length,
-                            synced: 0, encoding: encoding)
+                            synced: 0, encoding: encoding, disposition: headers["content-disposition"], contentType: headers["content-type"])
         // max_artifact_size is checked against the announced length before anything is written.
         if let length, length > limit { tooLarge = true; return false }
         // A fresh answer from a server that serves ranges of a large, identified

@@ -324,5 +324,6 @@ extension PartWriter: BodySink {
         }
     }
     public var carriesStream: Bool { carriesWholeObject }
+    public var namingHeaders: [String: String] { (part.sidecar ?? part.resume?.sidecar)?.namingHeaders ?? [:] }
     public func takeConnections() -> [any BodySink] { part.takeQueued() }
 }

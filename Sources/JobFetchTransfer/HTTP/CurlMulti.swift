@@ -203,6 +203,10 @@ public final class CurlMulti {
                 ?? faults.first { $0.error != nil || !(200..<300).contains($0.status) }
                 ?? incomplete()
         }
+        if pick.status == 206 || pick.status == 416 {
+            // A resumed answer names the object as its first answer did, unless it says otherwise.
+            for (name, value) in part.namingHeaders where pick.headers[name] == nil { pick.headers[name] = value }
+        }
         pick.bytesWritten = part.size
         pick.resumedFrom = part.resumedBytes
         return pick

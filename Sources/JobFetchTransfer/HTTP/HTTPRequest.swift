@@ -101,6 +101,9 @@ public protocol BodySink: AnyObject {
     /// This connection carries the object as one stream: when the download
     /// is not segmented, its answer is the download's.
     var carriesStream: Bool { get }
+    /// The object's first answer's headers that name it (`Content-Disposition`,
+    /// `Content-Type`), kept across restarts: a resumed answer may lack them.
+    var namingHeaders: [String: String] { get }
     /// Sinks for connections to start beside this one; each is handed out once.
     func takeConnections() -> [any BodySink]
 }
