@@ -336,6 +336,7 @@ import Testing
         var tooLarge: Bool { false }
         var mismatch: String? { nil }
         var namingHeaders: [String: String] = [:]
+        var undecodable: Bool { false }
         func takeConnections() -> [any BodySink] { [] }
     }
 

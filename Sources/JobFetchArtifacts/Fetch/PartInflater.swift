@@ -43,6 +43,8 @@ public final class PartInflater: Sendable {
     /// How far the worker has read the part (a zip's is read only at the end: 0 until then).
     private let readPosition = Atomic<Int64>(0)
     private let encoding = Mutex<String?>(nil)
+    /// The worker ended with `.failed` (not cancelled): the part cannot be decoded.
+    private let failed = Atomic<Bool>(false)
 
     /// `job` (`kind/id`): a crash on the worker threads is held against it (`CrashGuard`).
     public init(part: String, output: String, limit: Int64, maxRatio: Double,
@@ -68,6 +70,10 @@ public final class PartInflater: Sendable {
     }
 
     public var outcome: Outcome? { follower.outcome }
+
+    /// What the download brought so far cannot be decoded (corrupt data, a
+    /// bomb): fetching the rest cannot help. Set before `outcome` is.
+    public var hasFailed: Bool { failed.load(ordering: .acquiring) }
 
     /// Bytes of the part the worker has read: the part's pages before this
     /// are not read again (see `Part`'s release of its page cache).
@@ -101,7 +107,11 @@ public final class PartInflater: Sendable {
 
     private func decode() -> Outcome {
         while true {
-            do { return try attempt() } catch {
+            do {
+                let outcome = try attempt()
+                if case .failed = outcome, !follower.isCancelled { failed.store(true, ordering: .releasing) }
+                return outcome
+            } catch {
                 // A fresh body arrived while decoding the old one: start over.
                 continue
             }

@@ -25,6 +25,9 @@ package final class Part {
     /// How far the part's reader (the decompressor, or the hasher of a part
     /// that is not compressed) has read it; nil: nothing reads it.
     let consumed: (@Sendable () -> Int64)?
+    /// The part's decompressor found that it cannot be decoded (corrupt, a
+    /// bomb): the rest of the object is not worth fetching.
+    let undecodableSoFar: (@Sendable () -> Bool)?
 
     struct Segment {
         var start: Int64
@@ -54,6 +57,8 @@ package final class Part {
     package private(set) var sidecar: PartSidecar?
     package var error: SystemError?
     package var tooLarge = false
+    /// The download stopped because its decompressor failed (`undecodableSoFar`).
+    package private(set) var undecodable = false
     /// Why an answer could not be placed in the part (another range, another
     /// object): every connection stops and the download restarts from zero.
     package var mismatch: String?
@@ -96,7 +101,8 @@ package final class Part {
 
     package init(path: String, limit: Int64, resume: PartSidecar.Resume?, split: SplitRule = SplitRule(count: 1),
                  observer: (@Sendable (PartEvent) -> Void)?, consumed: (@Sendable () -> Int64)? = nil,
-                 flusher: CheckpointQueue = CheckpointQueue()) {
+                 undecodable: (@Sendable () -> Bool)? = nil, flusher: CheckpointQueue = CheckpointQueue()) {
+        self.undecodableSoFar = undecodable
         self.path = path
         self.flusher = flusher
         self.limit = limit
@@ -113,7 +119,7 @@ package final class Part {
         if progressFD >= 0 { close(progressFD) }
     }
 
-    var aborted: Bool { error != nil || tooLarge || mismatch != nil }
+    var aborted: Bool { error != nil || tooLarge || mismatch != nil || undecodable }
     package var isSegmented: Bool { segments.count > 1 || segments.first?.end != nil }
 
     /// The first connection's writer. A resumed segmented part queues one
@@ -356,6 +362,8 @@ package final class Part {
         var rest = data
         // However the call ends, the decompressor learns how far the file is good.
         defer { if rest.count < data.count { observer?(.size(prefix)) } }
+        // What arrived so far cannot be decoded: every connection stops, and the job fails now, not at the object's end.
+        if !undecodable, undecodableSoFar?() == true { undecodable = true }
         while !rest.isEmpty {
             guard !aborted else { return false }
             guard let i = index(w.start), segments[i].owner == ObjectIdentifier(w) else { return false }
@@ -704,6 +712,7 @@ package final class PartWriter {
         set { part.error = newValue }
     }
     package var tooLarge: Bool { part.tooLarge }
+    package var undecodable: Bool { part.undecodable }
     package var mismatch: String? { part.mismatch }
     /// It is the one stream of a download that is not segmented.
     package var carriesWholeObject: Bool { stream && !part.isSegmented && part.owns(self) }

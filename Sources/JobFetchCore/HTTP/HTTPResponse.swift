@@ -17,6 +17,9 @@ public struct HTTPResponse: Sendable {
     /// Set when writing the file failed (disk full, …): the transfer stopped.
     public var writeError: SystemError?
     public var bodyTooLarge: Bool
+    /// The download was stopped early: what arrived cannot be decoded (its
+    /// decompressor says why).
+    public var undecodable = false
     public var seconds: Double
 
     public init(status: Int, headers: [String: String], body: [UInt8], bytesWritten: Int64 = 0, resumedFrom: Int64 = 0,

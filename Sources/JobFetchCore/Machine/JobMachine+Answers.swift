@@ -288,6 +288,12 @@ extension Step {
         if response.error != nil || response.writeError != nil { emit(.count(.transferFailed(kind: kind.name))) }
 
         if let why = response.rangeMismatch { restartDownload(kind, url: url, why: why); return }
+        if response.undecodable {
+            // The decompressor failed on what arrived: the rest cannot mend it. Its reason fails the job.
+            log(.warning, "stopped downloading \(url.redacted) at \(Units.formatBytes(response.bytesWritten)): what arrived cannot be decompressed")
+            awaitDecode(url: url, response: response, bytes: response.bytesWritten)
+            return
+        }
         if let w = response.writeError {
             // The part stays: the job waits for space (or for the problem to be fixed) and resumes.
             retry(w.isNoSpace ? "disk full writing the result (\(w)); the job waits for space and resumes" : "cannot write the result: \(w)",

@@ -113,7 +113,7 @@ final class SystemWorld: JobWorld {
                                      metadata: Logger.job(key))
                      }
                      decoder.observe(event)
-                 }, consumed: { decoder.consumed }).firstWriter()
+                 }, consumed: { decoder.consumed }, undecodable: { decoder.hasFailed }).firstWriter()
         }, timeout: nil)
         http.connectTimeout = daemon.connectTimeout
         http.lowSpeedLimit = Int(daemon.lowSpeedLimit)
@@ -324,6 +324,7 @@ extension PartWriter: BodySink {
         }
     }
     public var carriesStream: Bool { carriesWholeObject }
+    public var undecodable: Bool { part.undecodable }
     public var namingHeaders: [String: String] { (part.sidecar ?? part.resume?.sidecar)?.namingHeaders ?? [:] }
     public func takeConnections() -> [any BodySink] { part.takeQueued() }
 }

@@ -207,6 +207,8 @@ public final class CurlMulti {
             // A resumed answer names the object as its first answer did, unless it says otherwise.
             for (name, value) in part.namingHeaders where pick.headers[name] == nil { pick.headers[name] = value }
         }
+        // Whichever connection's answer speaks for the download, it stopped because the object cannot be decoded.
+        if part.undecodable { pick.undecodable = true }
         pick.bytesWritten = part.size
         pick.resumedFrom = part.resumedBytes
         return pick

@@ -94,6 +94,9 @@ public protocol BodySink: AnyObject {
     var error: SystemError? { get }
     /// The body is larger than the request's limit.
     var tooLarge: Bool { get }
+    /// The download stopped because what arrived cannot be decoded (the
+    /// decompressor following it failed).
+    var undecodable: Bool { get }
     /// Why an answer could not be placed in the file (another range, another object).
     var mismatch: String? { get }
     /// Set when the sink ended its connection on purpose.

@@ -147,10 +147,12 @@ final class Transfer {
             let detail = errorBuffer.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
             error = CurlError(rc, detail: detail)
         }
-        return HTTPResponse(status: responseCode(), headers: headers, body: body, bytesWritten: sink?.size ?? 0,
-                            resumedFrom: sink?.resumedBytes ?? 0, rangeMismatch: sink?.mismatch, error: error,
-                            writeError: sink?.error, bodyTooLarge: bodyTooLarge || sink?.tooLarge == true,
-                            seconds: SystemClock.monotonic() - started)
+        var response = HTTPResponse(status: responseCode(), headers: headers, body: body, bytesWritten: sink?.size ?? 0,
+                                    resumedFrom: sink?.resumedBytes ?? 0, rangeMismatch: sink?.mismatch, error: error,
+                                    writeError: sink?.error, bodyTooLarge: bodyTooLarge || sink?.tooLarge == true,
+                                    seconds: SystemClock.monotonic() - started)
+        response.undecodable = sink?.undecodable == true
+        return response
     }
 }
 
