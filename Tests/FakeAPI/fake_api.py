@@ -315,6 +315,15 @@ class Handler(Base):
             return
         if job_id.startswith("liar-"):
             return self.lying_ranges(job_id, n)
+        if job_id.startswith("badhdr-") and n == 1:
+            # badhdr-nul / badhdr-huge: a first answer libcurl cannot read as HTTP.
+            mode = job_id.split("-")[1]
+            bad = (b'Content-Disposition: attachment; filename="a\x00b.csv"\r\n' if mode == "nul"
+                   else b"X-Huge: " + b"a" * (200 * 1024) + b"\r\n")
+            log(f"CSV-BADHDR {job_id}")
+            self.close_connection = True
+            self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/csv\r\nContent-Length: 8\r\n" + bad + b"\r\npayload\n")
+            return
         if job_id.startswith("quota-") and n == 1:
             log(f"CSV-429 {job_id}")
             return self.send_json(429, {"error": "download quota exhausted"}, {"X-RateLimit-Reset": str(int(time.time()) + 2)})

@@ -144,7 +144,11 @@ final class Transfer {
         // A sink that stopped its connection on purpose (its range is whole,
         // or another connection took over) made libcurl report a write error.
         if rc != CURLE_OK && !(rc == CURLE_WRITE_ERROR && sink?.stop != nil) {
-            let detail = errorBuffer.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+            var detail = errorBuffer.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+            if rc == CURLE_OUT_OF_MEMORY && toFile == nil && detail.isEmpty {
+                // libcurl reports a header line over its limit so (CURLE_TOO_LARGE only from 8.6).
+                detail = "the answer's headers are more than libcurl accepts (one line over 100 KB, or 300 KB in all)"
+            }
             error = CurlError(rc, detail: detail)
         }
         var response = HTTPResponse(status: responseCode(), headers: headers, body: body, bytesWritten: sink?.size ?? 0,
