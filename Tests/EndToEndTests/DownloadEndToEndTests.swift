@@ -192,35 +192,37 @@ import TestSupport
         #expect(try FileIO.list("\(inst.output)/dataset/ext-bomb") == ["job.json"])
     }
 
-    /// A gzip artifact that goes bad early (corrupt 200 KB in; a bomb in its
-    /// first member) fails as soon as the decompressor meets the fault: the
-    /// download stops there instead of fetching the rest (24 MB at 2 MB/s)
-    /// only to fail at its end.
+    /// A gzip artifact that goes bad early (corrupt 1 MB in, fetched over
+    /// four connections at 512 KB/s each; a bomb in its first member) fails
+    /// as soon as the decompressor meets the fault: every connection stops
+    /// there instead of fetching the rest (25 MB) only to fail at its end.
     @Test func aCompressedArtifactThatCannotBeDecodedStopsItsDownloadAtTheFault() throws {
-        let (inst, nginx) = try setUp(daemonLines: "max_output_size = 4M")
+        let (inst, nginx) = try setUp(daemonLines: "max_output_size = 4M\nsegments = 4\nsegment_min_size = 4M")
         let rest = try Self.gzip(pseudoRandomBytes(24 << 20, seed: 40))
-        var corrupt = try Self.gzip(pseudoRandomBytes(1 << 20, seed: 41)) + rest
-        for i in 200_000..<200_064 { corrupt[i] ^= 0x5A }
+        var corrupt = try Self.gzip(pseudoRandomBytes(2 << 20, seed: 41)) + rest
+        for i in 1_000_000..<1_000_064 { corrupt[i] ^= 0x5A }
         try FileIO.writeAtomically(nginx.www + "/slow/corrupt.csv.gz", corrupt)
         let bomb = try Self.gzip([UInt8](repeating: 0, count: 64 << 20)) + rest
         try FileIO.writeAtomically(nginx.www + "/slow/bomb.csv.gz", bomb)
         try inst.startDaemon()
-        try addExternal(inst, nginx, "ext-corrupt", "/slow/corrupt.csv.gz")
+        try addExternal(inst, nginx, "ext-corrupt", "/slower/corrupt.csv.gz")
         try addExternal(inst, nginx, "ext-bomb", "/slow/bomb.csv.gz")
-        let cases: [(String, String, Int)] = [("ext-corrupt", "corrupt", corrupt.count), ("ext-bomb", "max_output_size", bomb.count)]
-        for (id, why, size) in cases {
+        let cases: [(String, String, String, Int)] = [("ext-corrupt", "/slower/corrupt.csv.gz", "corrupt", corrupt.count),
+                                                      ("ext-bomb", "/slow/bomb.csv.gz", "max_output_size", bomb.count)]
+        for (id, path, why, size) in cases {
             #expect(try inst.waitForResult(id), "\(id); log:\n\(inst.daemonLog)")
             let job = try inst.jobJSON(id)
             #expect(job["outcome"] == "failed")
             #expect(job["reason"]?.scalarText?.contains(why) == true, "\(id): \(String(describing: job["reason"]))")
-            let file = id == "ext-bomb" ? "bomb" : "corrupt"
-            let lines = nginx.accessLog.filter { request($0, "/slow/\(file).csv.gz") }
-            #expect(lines.count == 1, "one request, not retried: \(lines)")
+            let lines = nginx.accessLog.filter { request($0, path) }
             let sent = lines.compactMap { Int(logField($0, "sent")) }.reduce(0, +)
-            #expect(sent > 0 && sent < size / 2, "\(id): \(sent) of \(size) bytes sent")
-            #expect(inst.daemonLog.contains("dataset/\(id): stopped downloading"), "\(inst.daemonLog)")
+            #expect(sent > 0 && sent < size / 2, "\(id): \(sent) of \(size) bytes sent over \(lines.count) requests")
+            #expect(inst.daemonLog.components(separatedBy: "dataset/\(id): stopped downloading").count == 2, "once, not retried: \(inst.daemonLog)")
             #expect(!FileIO.exists("\(inst.output)/.incoming/dataset/\(id)"), "nothing left in staging")
         }
+        // The corrupt one was split before its fault arrived: every connection stopped.
+        #expect(inst.daemonLog.contains("dataset/ext-corrupt: splitting"), "\(inst.daemonLog)")
+        #expect(nginx.accessLog.filter { request($0, "/slower/corrupt.csv.gz") }.count >= 2)
     }
 
     @Test func anExpiredPresignedURLIsRefreshedAndThePartResumed() throws {

@@ -337,7 +337,28 @@ import Testing
         var mismatch: String? { nil }
         var namingHeaders: [String: String] = [:]
         var undecodable: Bool { false }
+        var aborted: Bool { false }
         func takeConnections() -> [any BodySink] { [] }
+    }
+
+    /// A resumed 206 without the naming headers gets the first answer's; its
+    /// own are kept. A 416's headers describe its error page: the first
+    /// answer's replace them, and are none when it had none.
+    @Test func aResumedAnswerIsNamedAsTheFirstAnswerNamedTheObject() {
+        let sink = FakeSink(range: RangeRequest(from: 100, through: nil, validator: "\"e\""), stop: nil, complete: false,
+                            segmented: false, carries: true, length: 600)
+        let disposition = "attachment; filename=\"rows\""
+        sink.namingHeaders = ["content-disposition": disposition, "content-type": "text/csv"]
+        let resumed = CurlMulti.merge([HTTPResponse(status: 206, headers: ["content-type": "application/x-rows"], body: [])], sinks: [sink])
+        #expect(resumed.headers["content-disposition"] == disposition && resumed.headers["content-type"] == "application/x-rows")
+        let past = HTTPResponse(status: 416, headers: ["content-type": "text/html", "content-range": "bytes */600"], body: [])
+        let whole = CurlMulti.merge([past], sinks: [sink])
+        #expect(whole.headers["content-disposition"] == disposition && whole.headers["content-type"] == "text/csv")
+        #expect(ArtifactName.choose(contentDisposition: whole.headers["content-disposition"], url: nil,
+                                    contentType: whole.headers["content-type"]) == "rows.csv")
+        sink.namingHeaders = [:]
+        #expect(CurlMulti.merge([past], sinks: [sink]).headers["content-type"] == nil)
+        #expect(CurlMulti.merge([past], sinks: [sink]).headers["content-range"] == "bytes */600")
     }
 
     @Test func theConnectionsAnswersMakeOne() {

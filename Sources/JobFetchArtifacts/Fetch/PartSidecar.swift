@@ -218,6 +218,14 @@ public struct PartSidecar: Equatable, Sendable {
         return out
     }
 
+    /// A naming header as the sidecar keeps it: nil when over 2 KiB (a name is
+    /// cut to 150 characters anyway; a hostile 100 KB header, escaped, would
+    /// make every checkpoint rewrite a megabyte and pass `load`'s limit).
+    public static func keepable(_ value: String?) -> String? {
+        guard let value, value.utf8.count <= 2048 else { return nil }
+        return value
+    }
+
     /// The headers of the first answer that name the artifact, by their lowercased names.
     public var namingHeaders: [String: String] {
         var h: [String: String] = [:]

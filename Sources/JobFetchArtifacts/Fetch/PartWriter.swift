@@ -57,8 +57,13 @@ package final class Part {
     package private(set) var sidecar: PartSidecar?
     package var error: SystemError?
     package var tooLarge = false
-    /// The download stopped because its decompressor failed (`undecodableSoFar`).
-    package private(set) var undecodable = false
+    /// The decompressor failed (`undecodableSoFar`): the download stops, every
+    /// connection with it. Latched once seen, so every check after agrees.
+    package var undecodable: Bool {
+        if !undecodableSeen, undecodableSoFar?() == true { undecodableSeen = true }
+        return undecodableSeen
+    }
+    private var undecodableSeen = false
     /// Why an answer could not be placed in the part (another range, another
     /// object): every connection stops and the download restarts from zero.
     package var mismatch: String?
@@ -119,7 +124,7 @@ package final class Part {
         if progressFD >= 0 { close(progressFD) }
     }
 
-    var aborted: Bool { error != nil || tooLarge || mismatch != nil || undecodable }
+    package var aborted: Bool { error != nil || tooLarge || mismatch != nil || undecodable }
     package var isSegmented: Bool { segments.count > 1 || segments.first?.end != nil }
 
     /// The first connection's writer. A resumed segmented part queues one
@@ -165,7 +170,8 @@ package final class Part {
     /// Writers for the connections to start beside the running ones; taken once.
     package func takeQueued() -> [PartWriter] {
         defer { queued = [] }
-        return queued
+        // A download that failed starts no more connections.
+        return aborted ? [] : queued
     }
 
     /// The segment that begins at `start` (segments are sorted by it).
@@ -294,7 +300,8 @@ package final class Part {
         if progressFD >= 0 { close(progressFD); progressFD = -1 }
         FileIO.unlinkIfPresent(PartSidecar.progressPath(for: path))
         let s = PartSidecar(url: url.redacted, etag: headers["etag"], lastModified: headers["last-modified"], length: length,
-                            synced: 0, encoding: encoding, disposition: headers["content-disposition"], contentType: headers["content-type"])
+                            synced: 0, encoding: encoding, disposition: PartSidecar.keepable(headers["content-disposition"]),
+                            contentType: PartSidecar.keepable(headers["content-type"]))
         // max_artifact_size is checked against the announced length before anything is written.
         if let length, length > limit { tooLarge = true; return false }
         // A fresh answer from a server that serves ranges of a large, identified
@@ -362,8 +369,6 @@ package final class Part {
         var rest = data
         // However the call ends, the decompressor learns how far the file is good.
         defer { if rest.count < data.count { observer?(.size(prefix)) } }
-        // What arrived so far cannot be decoded: every connection stops, and the job fails now, not at the object's end.
-        if !undecodable, undecodableSoFar?() == true { undecodable = true }
         while !rest.isEmpty {
             guard !aborted else { return false }
             guard let i = index(w.start), segments[i].owner == ObjectIdentifier(w) else { return false }

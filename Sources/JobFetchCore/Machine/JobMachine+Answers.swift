@@ -285,7 +285,8 @@ extension Step {
         r.lastHTTPStatus = response.status == 0 ? nil : response.status
         r.bytesDone = response.bytesWritten
         emit(.count(.downloaded(kind: kind.name, bytes: response.bytesWritten - response.resumedFrom)))
-        if response.error != nil || response.writeError != nil { emit(.count(.transferFailed(kind: kind.name))) }
+        // A download stopped because its content cannot be decoded is the artifact's fault, not the transfer's.
+        if (response.error != nil || response.writeError != nil) && !response.undecodable { emit(.count(.transferFailed(kind: kind.name))) }
 
         if let why = response.rangeMismatch { restartDownload(kind, url: url, why: why); return }
         if response.undecodable {

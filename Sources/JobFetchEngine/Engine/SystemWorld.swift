@@ -325,6 +325,7 @@ extension PartWriter: BodySink {
     }
     public var carriesStream: Bool { carriesWholeObject }
     public var undecodable: Bool { part.undecodable }
+    public var aborted: Bool { part.aborted }
     public var namingHeaders: [String: String] { (part.sidecar ?? part.resume?.sidecar)?.namingHeaders ?? [:] }
     public func takeConnections() -> [any BodySink] { part.takeQueued() }
 }

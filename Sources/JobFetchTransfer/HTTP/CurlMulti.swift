@@ -76,9 +76,11 @@ public final class CurlMulti {
 
     /// Drops the connections whose range another connection took over before
     /// they got an answer (each lets its place go to the next free range),
-    /// then starts the connections the group's sinks ask for.
+    /// and every connection of a download that failed (one still connecting,
+    /// or stalled, would otherwise run until its own timeout), then starts
+    /// the connections the group's sinks ask for.
     private func spawn(_ group: Group) {
-        for t in group.running where t.sink?.stop == .superseded {
+        for t in group.running where t.sink?.stop == .superseded || t.sink?.aborted == true {
             curl_multi_remove_handle(multi, t.easy)
             transfers[t.easy] = nil
             group.end(t, CURLE_WRITE_ERROR)
@@ -203,9 +205,12 @@ public final class CurlMulti {
                 ?? faults.first { $0.error != nil || !(200..<300).contains($0.status) }
                 ?? incomplete()
         }
-        if pick.status == 206 || pick.status == 416 {
+        if pick.status == 206 {
             // A resumed answer names the object as its first answer did, unless it says otherwise.
             for (name, value) in part.namingHeaders where pick.headers[name] == nil { pick.headers[name] = value }
+        } else if pick.status == 416 {
+            // A 416's headers describe its error page (`text/html`), not the object: the first answer's name it.
+            for name in ["content-disposition", "content-type"] { pick.headers[name] = part.namingHeaders[name] }
         }
         // Whichever connection's answer speaks for the download, it stopped because the object cannot be decoded.
         if part.undecodable { pick.undecodable = true }

@@ -97,6 +97,9 @@ public protocol BodySink: AnyObject {
     /// The download stopped because what arrived cannot be decoded (the
     /// decompressor following it failed).
     var undecodable: Bool { get }
+    /// The download failed (a write error, too large, a mismatch, undecodable):
+    /// every connection of it is ended, those that wait for bytes included.
+    var aborted: Bool { get }
     /// Why an answer could not be placed in the file (another range, another object).
     var mismatch: String? { get }
     /// Set when the sink ended its connection on purpose.

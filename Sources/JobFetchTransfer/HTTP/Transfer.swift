@@ -146,8 +146,8 @@ final class Transfer {
         if rc != CURLE_OK && !(rc == CURLE_WRITE_ERROR && sink?.stop != nil) {
             var detail = errorBuffer.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
             if rc == CURLE_OUT_OF_MEMORY && toFile == nil && detail.isEmpty {
-                // libcurl reports a header line over its limit so (CURLE_TOO_LARGE only from 8.6).
-                detail = "the answer's headers are more than libcurl accepts (one line over 100 KB, or 300 KB in all)"
+                // libcurl before 8.6 reports a header line over its limit so (later ones: CURLE_TOO_LARGE, with a message).
+                detail = "probably the answer's headers are more than libcurl accepts (one line over 100 KB, or 300 KB in all)"
             }
             error = CurlError(rc, detail: detail)
         }
