@@ -217,18 +217,19 @@ extension Part {
         for i in 0..<32 { try chunk.withUnsafeBytes { try FileIO.writeAll(fd: fd, $0, at: Int64(i) * mib, path: dir + "/f") } }
         // Freshly written: dirty until the flusher's 30 s, or a wait.
         #expect(try unwritten(fd, 0, 32 * mib) > 0)
-        #expect(Writeback.wait(fd, 0, 16 * mib) == 0)
+        let flush = CheckpointFlush.forFile(fd)
+        #expect(Writeback.wait(fd, 0, 16 * mib, flush: flush) == 0)
         #expect(try unwritten(fd, 0, 16 * mib) == 0)
         #expect(try unwritten(fd, 16 * mib, 32 * mib) > 0, "a wait writes back its range, not the file")
-        #expect(Writeback.wait(fd, 16 * mib, 32 * mib) == 0)
+        #expect(Writeback.wait(fd, 16 * mib, 32 * mib, flush: flush) == 0)
         #expect(try unwritten(fd, 0, 32 * mib) == 0)
-        #expect(Writeback.wait(fd, 0, 32 * mib) == 0, "nothing left to wait for")
+        #expect(Writeback.wait(fd, 0, 32 * mib, flush: flush) == 0, "nothing left to wait for")
     }
 
     @Test func aDescriptorThatIsNoFileReportsItsError() throws {
         var fds: [Int32] = [0, 0]
         try #require(pipe(&fds) == 0)
         defer { close(fds[0]); close(fds[1]) }
-        #expect(Writeback.wait(fds[1], 0, 4096) == ESPIPE)
+        #expect(Writeback.wait(fds[1], 0, 4096, flush: CheckpointFlush.forFile(fds[1])) == ESPIPE)
     }
 }

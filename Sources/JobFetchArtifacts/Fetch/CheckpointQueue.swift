@@ -80,7 +80,7 @@ struct FlushJob: Sendable {
     private func waitForWaits() -> SystemError? {
         if flush == .wholeFile { return fdatasync(file.fd) == 0 ? nil : SystemError("fdatasync", path) }
         for s in waits {
-            let failed = Writeback.wait(file.fd, s.from, s.to)
+            let failed = Writeback.wait(file.fd, s.from, s.to, flush: flush)
             guard failed != 0 else { continue }
             // An I/O error was this flush's: a later fdatasync would not report it again.
             guard [ENOSYS, EINVAL, ESPIPE].contains(failed) else { return SystemError("sync_file_range", path, errno: failed) }

@@ -240,6 +240,8 @@ struct OutputWriteback {
     private(set) var previous: Int64 = 0
     /// Pages before `released` were dropped (they are on disk).
     private(set) var released: Int64 = 0
+    /// How the output's filesystem flushes, asked at the first wait.
+    private var flush: CheckpointFlush?
 
     /// Returns the call that failed (a write-back error is the output's:
     /// the publication's fsync might not report it again).
@@ -250,7 +252,9 @@ struct OutputWriteback {
         previous = hinted
         hinted = produced
         guard ready > released else { return nil }
-        let failed = Writeback.wait(fd, released, ready)
+        let flush = self.flush ?? CheckpointFlush.forFile(fd)
+        self.flush = flush
+        let failed = Writeback.wait(fd, released, ready, flush: flush)
         if failed != 0 {
             // Where sync_file_range is not supported the pages simply stay.
             guard [ENOSYS, EINVAL, ESPIPE].contains(failed) else { return ("sync_file_range", failed) }

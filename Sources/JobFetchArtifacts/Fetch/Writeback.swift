@@ -12,9 +12,10 @@ import Glibc
 /// under writeback, with a sleep between asks. A last `sync_file_range` with
 /// every wait flag, which by then has nothing to wait for, reports a
 /// write-back error of the range as before. Only on ext4 and XFS, whose
-/// dirty and writeback marks `cachestat` reads as this expects; elsewhere,
-/// or where `cachestat` is refused (Linux before 6.5), the wait is
-/// `sync_file_range`'s own.
+/// dirty and writeback marks `cachestat` reads as this expects (the caller
+/// says which the file is on: `CheckpointFlush.forFile`, asked once per
+/// file); elsewhere, or where `cachestat` is refused (Linux before 6.5),
+/// the wait is `sync_file_range`'s own.
 enum Writeback {
     /// Starts the writeback of `from..<to`, not waited for.
     static func start(_ fd: Int32, _ from: Int64, _ to: Int64) {
@@ -26,11 +27,11 @@ enum Writeback {
 
     /// Waits until `from..<to` is on disk: 0, or the errno of the failed
     /// `sync_file_range` (ENOSYS, EINVAL or ESPIPE where it is not supported).
-    static func wait(_ fd: Int32, _ from: Int64, _ to: Int64) -> Int32 {
+    /// `flush`: how the file's filesystem flushes (`.dataRange`: polled).
+    static func wait(_ fd: Int32, _ from: Int64, _ to: Int64, flush: CheckpointFlush) -> Int32 {
         guard to > from else { return 0 }
         var pause: UInt32 = 200
-        let asked = CheckpointFlush.forFile(fd) == .dataRange
-        while asked {
+        while flush == .dataRange {
             var cached: UInt64 = 0, dirty: UInt64 = 0, underWriteback: UInt64 = 0
             guard jf_cachestat(fd, UInt64(from), UInt64(to - from), &cached, &dirty, &underWriteback) == 0 else { break }
             if dirty == 0 && underWriteback == 0 { break }

@@ -151,12 +151,11 @@ final class Transfer {
             }
             error = CurlError(rc, detail: detail)
         }
-        var response = HTTPResponse(status: responseCode(), headers: headers, body: body, bytesWritten: sink?.size ?? 0,
-                                    resumedFrom: sink?.resumedBytes ?? 0, rangeMismatch: sink?.mismatch, error: error,
-                                    writeError: sink?.error, bodyTooLarge: bodyTooLarge || sink?.tooLarge == true,
-                                    seconds: SystemClock.monotonic() - started)
-        response.undecodable = sink?.undecodable == true
-        return response
+        // (`undecodable` is the download's, set on the request's answer by `CurlMulti.merge`.)
+        return HTTPResponse(status: responseCode(), headers: headers, body: body, bytesWritten: sink?.size ?? 0,
+                            resumedFrom: sink?.resumedBytes ?? 0, rangeMismatch: sink?.mismatch, error: error,
+                            writeError: sink?.error, bodyTooLarge: bodyTooLarge || sink?.tooLarge == true,
+                            seconds: SystemClock.monotonic() - started)
     }
 }
 
